@@ -1,0 +1,67 @@
+# servebench: export -> serve -> measure. Every target installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+STORE := model_store
+export PYTHONPATH := $(CURDIR)
+export OMP_NUM_THREADS ?= 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+EXPORT_INPUTS := $(shell find exporters -name '*.py') services/torchserve/handler.py services/tfserving/config.py model_store/manifest.py
+
+.PHONY: help install export demo test up down status logs bench bench-gateway loadtest-ui lock clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock
+	@echo "==> creating $(VENV) (pip + venv; torch==2.13.0 CPU build)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.lock
+	@touch $@
+
+install: $(VENV)/.installed ## build .venv from requirements.lock
+
+$(STORE)/.examples.stamp: $(VENV)/.installed $(EXPORT_INPUTS)
+	@echo "==> exporting the six example models to every format (parity-checked)"
+	$(PY) -m exporters examples --store $(STORE)
+	@touch $@
+
+export: $(STORE)/.examples.stamp ## train + export the example models into model_store/
+
+demo: export ## the main job: install, export, serve, load-test, report
+	$(PY) -m exporters show --store $(STORE)
+
+test: export ## run the test suite (installs and exports first)
+	$(PY) -m pytest
+
+up: export ## start every runtime + the gateway as local processes (detached)
+	$(PY) -m services.supervisor up
+
+down: ## stop everything `make up` started
+	@if [ -x $(PY) ]; then $(PY) -m services.supervisor down; fi
+
+status: ## what serves where
+	$(PY) -m services.supervisor status
+
+logs: ## follow the logs of every service
+	$(PY) -m services.supervisor logs -f
+
+bench: export ## headless Locust benchmark (PROFILE=quick|full|smoke) against `make up`
+	$(PY) -m loadtests bench --profile $(or $(PROFILE),quick)
+
+bench-gateway: export ## gateway overhead: direct vs through the gateway (ONNX Runtime, digits-cnn-torch)
+	$(PY) -m loadtests.gateway_overhead --model digits-cnn-torch
+
+loadtest-ui: install ## Locust web UI against the gateway on 127.0.0.1:8089
+	$(PY) -m loadtests ui
+
+lock: ## re-resolve requirements.lock from pyproject.toml in a scratch venv
+	rm -rf /tmp/servebench-lock && $(PYTHON) -m venv /tmp/servebench-lock
+	/tmp/servebench-lock/bin/pip install --quiet $$($(PYTHON) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(d['dependencies']+d['optional-dependencies']['test']))")
+	/tmp/servebench-lock/bin/pip freeze | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock
+
+clean: down ## remove the model store, run dir and reports (keeps .venv)
+	rm -rf $(STORE)/*/ $(STORE)/.examples.stamp .run loadtests/reports

@@ -1,0 +1,60 @@
+"""Typed view of services/stack.env, the one configuration of local mode and compose."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_ENV = Path(__file__).with_name("stack.env")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=STACK_ENV, extra="ignore", case_sensitive=False)
+
+    stack_model_store: Path = Path("model_store")
+    stack_bind_host: str = "127.0.0.1"
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    onnxruntime_host: str = "127.0.0.1"
+    onnxruntime_port: int = 8100
+    tflite_host: str = "127.0.0.1"
+    tflite_port: int = 8200
+    tfserving_host: str = "127.0.0.1"
+    tfserving_grpc_port: int = 8500
+    tfserving_rest_port: int = 8501
+    torchserve_host: str = "127.0.0.1"
+    torchserve_inference_port: int = 8080
+    torchserve_management_port: int = 8081
+    torchserve_metrics_port: int = 8082
+
+    omp_num_threads: int = 1
+    runtime_intra_op_threads: int = 1
+    runtime_inter_op_threads: int = 1
+
+    batch_max_size: int = 8
+    batch_max_delay_ms: float = 2.0
+
+    torchserve_workers: int = 1
+    torchserve_batch_size: int = 1
+    torchserve_max_batch_delay_ms: int = 5
+
+    gateway_timeout_s: float = 10.0
+    gateway_connect_timeout_s: float = 1.0
+    gateway_max_payload_bytes: int = 16 * 1024 * 1024
+    gateway_policy: str = "failover"
+    gateway_default_runtime: str = "onnxruntime"
+    gateway_api_key: str = ""
+
+    @property
+    def model_store(self) -> Path:
+        p = self.stack_model_store
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+@lru_cache
+def get_settings() -> StackSettings:
+    return StackSettings()
