@@ -77,6 +77,11 @@ def element_count(shape: Iterable[int]) -> int:
 # --- OIP v2 JSON tensors -------------------------------------------------------------------------
 
 
+def _is_count(v: Any) -> bool:
+    """A non-negative JSON integer (JSON true/false are bools, not counts)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _tensor_header(t: Any) -> tuple[str, list[int], str]:
     if not isinstance(t, dict):
         raise CodecError("each tensor must be a JSON object with name, shape, datatype, data")
@@ -84,7 +89,7 @@ def _tensor_header(t: Any) -> tuple[str, list[int], str]:
     if not isinstance(name, str):
         raise CodecError("tensor is missing its 'name'")
     shape = t.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise CodecError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
     datatype = t.get("datatype")
     if not isinstance(datatype, str):
@@ -150,7 +155,7 @@ def decode_tensors(tensors: Any, binary: bytes = b"") -> dict[str, np.ndarray]:
         else:
             name, shape, datatype = _tensor_header(t)
             dtype = numpy_dtype(datatype)
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not _is_count(size) or offset + size > len(binary):
                 raise CodecError(
                     f"tensor {name!r}: binary_data_size {size} exceeds the {len(binary) - offset} "
                     "binary bytes left in the body"

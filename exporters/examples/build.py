@@ -1,0 +1,102 @@
+"""Train (or initialise) the six example models and wrap them as export sources."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from exporters.examples import data
+from exporters.sources import SourceModel
+
+log = logging.getLogger("exporters")
+
+DIGITS = "scikit-learn digits (bundled), stratified 80/20 split, seed 0"
+RANDOM_NOTE = (
+    "RANDOM INITIALISATION (untrained, seed 0; BatchNorm statistics calibrated on seeded random "
+    "images): for timing only, its predictions are meaningless"
+)
+EPOCHS = {"mlp": 40, "cnn": 30}
+EXAMPLES = (
+    "digits-mlp-torch", "digits-mlp-keras", "digits-cnn-torch", "digits-cnn-keras",
+    "mobilenetv2-torch", "mobilenetv2-keras",
+)  # fmt: skip
+
+
+def single_sample_ms(predict: Callable[[np.ndarray], object], x: np.ndarray, runs: int = 20) -> float:
+    """Median in-process latency of one sample in the source framework."""
+    predict(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def _torch(name: str, digits: data.Digits) -> SourceModel:
+    import torch
+
+    from exporters.examples import torch_models as tm
+    from exporters.sources import pytorch
+
+    torch.manual_seed(data.SEED)
+    arch = name.rsplit("-", 1)[0]
+    if arch == "mobilenetv2":
+        x = data.random_images((3, 224, 224))
+        model = tm.calibrate_batchnorm(tm.mobilenet_v2(), data.random_images((3, 224, 224), seed=1))
+        return pytorch.from_module(name, model, x, architecture=arch, layout="NCHW",
+                                   output_names=["logits"], weights="random-init", note=RANDOM_NOTE)  # fmt: skip
+    kind = arch.split("-")[1]
+    layout = "NCHW" if kind == "cnn" else None
+    shape = (lambda a: digits.images(a, "NCHW")) if kind == "cnn" else (lambda a: a)
+    model = tm.digits_cnn() if kind == "cnn" else tm.digits_mlp()
+    tm.train(model, shape(digits.x_train), digits.y_train, EPOCHS[kind], data.SEED)
+    acc = tm.accuracy(model, shape(digits.x_test), digits.y_test)
+    ref = shape(digits.x_test[: data.REFERENCE_BATCH])
+    return pytorch.from_module(name, model, ref, architecture=arch, layout=layout, output_names=["logits"],
+                               dataset=DIGITS, accuracy=acc, labels=digits.y_test[: data.REFERENCE_BATCH])  # fmt: skip
+
+
+def _keras(name: str, digits: data.Digits) -> SourceModel:
+    import keras
+
+    from exporters.examples import keras_models as km
+    from exporters.sources import keras as keras_source
+
+    keras.utils.set_random_seed(data.SEED)
+    arch = name.rsplit("-", 1)[0]
+    if arch == "mobilenetv2":
+        x = data.random_images((224, 224, 3))
+        model = km.calibrate_batchnorm(km.mobilenet_v2(), data.random_images((224, 224, 3), seed=1))
+        return keras_source.from_model(name, model, x, architecture=arch, input_name="input",
+                                       output_names=["logits"], layout="NHWC", weights="random-init",
+                                       note=RANDOM_NOTE)  # fmt: skip
+    kind = arch.split("-")[1]
+    layout = "NHWC" if kind == "cnn" else None
+    shape = (lambda a: digits.images(a, "NHWC")) if kind == "cnn" else (lambda a: a)
+    model = km.digits_cnn() if kind == "cnn" else km.digits_mlp()
+    km.train(model, shape(digits.x_train), digits.y_train, EPOCHS[kind], data.SEED)
+    acc = km.accuracy(model, shape(digits.x_test), digits.y_test)
+    ref = shape(digits.x_test[: data.REFERENCE_BATCH])
+    return keras_source.from_model(name, model, ref, architecture=arch, input_name="input", layout=layout,
+                                   output_names=["logits"], dataset=DIGITS, accuracy=acc,
+                                   labels=digits.y_test[: data.REFERENCE_BATCH])  # fmt: skip
+
+
+def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
+    unknown = set(names) - set(EXAMPLES)
+    if unknown:
+        raise ValueError(f"unknown example(s) {sorted(unknown)}; choose from {', '.join(EXAMPLES)}")
+    digits = data.load_digits()
+    for name in names:
+        start = time.perf_counter()
+        log.info("[%s] building the source model", name)
+        src = _torch(name, digits) if name.endswith("-torch") else _keras(name, digits)
+        src.info.single_sample_ms = single_sample_ms(src.predict, src.reference_inputs[:1])
+        acc = f", test accuracy {src.info.test_accuracy:.4f}" if src.info.test_accuracy is not None else ""
+        log.info("[%s] ready in %.1f s%s, %s, single-sample %.2f ms in %s", name, time.perf_counter() - start,
+                 acc, src.info.weights, src.info.single_sample_ms, src.framework)  # fmt: skip
+        yield src
