@@ -1,0 +1,163 @@
+"""Readiness = a real inference per model, not a ping (TorchServe's /ping is Healthy before its
+workers load). One probe per protocol, built from a spec's `probe` dict:
+
+  {"kind": "http", "url": ...}                                  GET -> 200
+  {"kind": "oip", "url", "format", "store"}                     POST /v2/models/<m>/infer
+  {"kind": "tfserving", "url", "format", "store"}               POST /v1/models/<m>:predict
+  {"kind": "torchserve", "url", "format", "store", "management_url"}
+      every model has a READY worker (services.torchserve.wait_until_ready, if importable), then
+      POST /predictions/<m> with an OIP JSON body
+
+Models are those of the store whose artifact of `format` passed its parity check; the input is the
+first row of each model's reference batch. With no such model the probe falls back to the
+protocol's health endpoint.
+
+Also the containers' healthcheck: `python -m services.supervisor.probe <service> [--host H]`.
+Stdlib + numpy + model_store only, so it runs in every image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HEALTH_PATH = {"oip": "/v2/health/ready", "tfserving": "/v1/models", "torchserve": "/ping"}
+# TF Serving has no server-level health endpoint: with no model, any HTTP answer means "up".
+HEALTH_ANY_STATUS = {"tfserving"}
+
+
+class NotReady(Exception):
+    """The service did not (yet) answer as expected; the message says what happened."""
+
+
+@dataclass
+class Request:
+    what: str  # e.g. "model digits-mlp-torch"
+    model: str | None
+    url: str
+    body: bytes | None  # None -> GET
+    expect_key: str | None  # a key the JSON answer must have
+    any_status: bool = False  # an HTTP error status still counts as an answer
+
+
+def _http(req: Request, timeout: float) -> None:
+    headers = {"Content-Type": "application/json"} if req.body is not None else {}
+    r = urllib.request.Request(req.url, data=req.body, headers=headers)
+    try:
+        with urllib.request.urlopen(r, timeout=timeout) as resp:
+            payload = resp.read()
+    except urllib.error.HTTPError as e:
+        if req.any_status:
+            return
+        detail = e.read()[:300].decode(errors="replace")
+        raise NotReady(f"{req.what}: HTTP {e.code} from {req.url}: {detail}") from None
+    except (OSError, urllib.error.URLError) as e:
+        raise NotReady(f"{req.what}: {req.url}: {getattr(e, 'reason', e)}") from None
+    if req.expect_key:
+        try:
+            ok = req.expect_key in json.loads(payload)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise NotReady(f"{req.what}: answer without {req.expect_key!r}: {payload[:200]!r}")
+
+
+def _model_requests(kind: str, url: str, fmt: str, store: Path) -> list[Request]:
+    from model_store.manifest import load_store
+
+    requests = []
+    for name, m in load_store(store).items():
+        if not m.passed(fmt):
+            continue
+        spec = m.signature.inputs[0]
+        x = m.load_reference(store)[0][:1].astype(spec.numpy_dtype)
+        if kind == "tfserving":
+            body = {"inputs": {spec.name: x.tolist()}}
+            path, key = f"/v1/models/{name}:predict", "outputs"
+        else:
+            body = {"inputs": [{"name": spec.name, "shape": list(x.shape),
+                                "datatype": spec.datatype, "data": x.ravel().tolist()}]}
+            path = f"/v2/models/{name}/infer" if kind == "oip" else f"/predictions/{name}"
+            key = "outputs"
+        requests.append(Request(f"model {name}", name, url + path, json.dumps(body).encode(), key))
+    return requests
+
+
+class Probe:
+    """Callable readiness check; raises NotReady. Builds its requests once, on first use."""
+
+    def __init__(self, probe: dict):
+        self.conf = probe
+        self.requests: list[Request] | None = None
+        self.note = ""  # e.g. "no onnx models in store: health endpoint only"
+
+    def _build(self) -> list[Request]:
+        kind, url = self.conf["kind"], self.conf["url"].rstrip("/")
+        if kind == "http":
+            return [Request("health", None, url, None, None)]
+        if kind not in HEALTH_PATH:
+            raise ValueError(f"unknown probe kind {kind!r}")
+        reqs = _model_requests(kind, url, self.conf["format"], Path(self.conf["store"]))
+        if not reqs:
+            self.note = f"no {self.conf['format']} models passed parity in the store: health only"
+            reqs = [Request("health", None, url + HEALTH_PATH[kind], None, None,
+                            any_status=kind in HEALTH_ANY_STATUS)]
+        return reqs
+
+    def _torchserve_workers(self, timeout: float) -> None:
+        try:
+            from services.torchserve import wait_until_ready
+        except ImportError:
+            return  # the prediction below is the real test anyway
+        models = [r.model for r in self.requests if r.model]
+        if not models:
+            return
+        try:
+            wait_until_ready(self.conf["management_url"], models, timeout=timeout)
+        except TimeoutError as e:
+            raise NotReady(f"workers: {e}") from None
+
+    def __call__(self, timeout: float = 30.0) -> None:
+        if self.requests is None:
+            self.requests = self._build()
+        if self.conf["kind"] == "torchserve" and self.conf.get("management_url"):
+            self._torchserve_workers(min(timeout, 2.0))
+        for req in self.requests:
+            _http(req, timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.settings import get_settings
+    from services.supervisor.spec import default_specs
+
+    ap = argparse.ArgumentParser(prog="python -m services.supervisor.probe",
+                                 description="Real-inference readiness check of one service.")
+    ap.add_argument("service")
+    ap.add_argument("--host", help="probe this host instead of the one in the settings")
+    ap.add_argument("--timeout", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    specs = {s.name: s for s in default_specs(get_settings(), Path("/tmp"))}
+    if args.service not in specs:
+        ap.error(f"unknown service {args.service!r}; known: {', '.join(specs)}")
+    conf = dict(specs[args.service].probe)
+    if args.host:
+        scheme, _, rest = conf["url"].partition("://")
+        hostport, slash, path = rest.partition("/")
+        port = hostport.rsplit(":", 1)[1]
+        conf["url"] = f"{scheme}://{args.host}:{port}{slash}{path}"
+    try:
+        Probe(conf)(args.timeout)
+    except NotReady as e:
+        print(f"{args.service} not ready: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.service} ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
