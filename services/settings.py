@@ -30,6 +30,8 @@ class StackSettings(BaseSettings):
     torchserve_inference_port: int = 8080
     torchserve_management_port: int = 8081
     torchserve_metrics_port: int = 8082
+    torchserve_grpc_inference_port: int = 7070
+    torchserve_grpc_management_port: int = 7071
 
     omp_num_threads: int = 1
     runtime_intra_op_threads: int = 1
