@@ -1,0 +1,67 @@
+"""Runs validated predictions: serving_default requests go through the OIP servers' adaptive
+Batcher (one per model version, batch_max_size / batch_max_delay_ms from settings, like TF Serving's
+--enable_batching); other signatures and output filters run as they are, on the shared TF thread."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from services.common.modelserver.batching import Batcher
+from services.common.modelserver.metrics import Metrics
+from services.settings import StackSettings
+from services.tfserving.models import DEFAULT_SIGNATURE, Registry, Servable
+
+
+class _DefaultSignature:
+    """The Batcher's model interface (name + predict) over one servable's serving_default."""
+
+    def __init__(self, servable: Servable):
+        self.name = f"{servable.name}:{servable.version}"
+        self._servable = servable
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._servable.run(DEFAULT_SIGNATURE, inputs)
+
+
+class Predictor:
+    def __init__(self, registry: Registry, executor: ThreadPoolExecutor, settings: StackSettings):
+        self.executor = executor
+        self.metrics = Metrics()
+        self.batchers = {
+            (s.name, s.version): Batcher(
+                _DefaultSignature(s), settings.batch_max_size, settings.batch_max_delay_ms,
+                self.metrics,
+            )
+            for versions in registry.servables.values()
+            for s in versions.values()
+            if DEFAULT_SIGNATURE in s.signature_defs
+        }  # fmt: skip
+
+    def start(self) -> None:
+        for b in self.batchers.values():
+            b.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.batchers.values()))
+
+    async def predict(
+        self, servable: Servable, signature_name: str, inputs: dict[str, np.ndarray],
+        output_filter: list[str] | tuple = (),
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """Inputs already validated (servable.validate) -> outputs."""
+        batcher = self.batchers.get((servable.name, servable.version))
+        if (
+            batcher is None
+            or output_filter
+            or (signature_name or DEFAULT_SIGNATURE) != DEFAULT_SIGNATURE
+            or any(a.ndim == 0 for a in inputs.values())
+        ):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.executor, servable.run, signature_name, inputs, output_filter
+            )
+        size = next(iter(inputs.values())).shape[0]
+        return await batcher.submit(inputs, size)

@@ -1,0 +1,373 @@
+"""TF Serving runtime: models.config generation and the stand-in's REST + gRPC APIs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from model_store.manifest import (
+    Artifact, Manifest, Parity, Signature, Source, TensorSpec, load_store,
+)  # fmt: skip
+from services.settings import REPO_ROOT, StackSettings
+from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
+
+TOL = 1e-4
+NAME = "tiny-keras"
+STANDIN = "tfserving-standin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- a tiny store: one Keras model exported as a SavedModel with the contract's names -----------
+
+
+def build_tiny_store(store: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+
+    # model.export() names the output "output_0"; the contract wants "logits".
+    class Serving(tf.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="input")])
+        def serve(self, input):
+            return {"logits": self.m(input)}
+
+    root = store / NAME
+    module = Serving(model)
+    tf.saved_model.save(
+        module, str(root / "savedmodel" / "1"), signatures={"serving_default": module.serve}
+    )
+    x = np.random.RandomState(0).randn(32, 4).astype(np.float32)
+    (root / "reference").mkdir()
+    np.save(root / "reference" / "inputs.npy", x)
+    np.save(root / "reference" / "outputs.npy", model(x).numpy())
+    parity = Parity(ok=True, runtime="tensorflow", batch_sizes=[1, 32], tolerance=TOL)
+    Manifest(
+        name=NAME,
+        source=Source(framework="keras", framework_version=keras.__version__,
+                      architecture="mlp", weights="random-init"),  # fmt: skip
+        signature=Signature(
+            inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
+            outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 3])],
+        ),
+        artifacts={"savedmodel": Artifact(
+            format="savedmodel", version=1, path="savedmodel/1", bytes=0, sha256="",
+            route="tf.saved_model.save", converters={}, export_seconds=0.0, parity=parity,
+        )},
+    ).save(root)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("tf_store")
+    build_tiny_store(store)
+    return store
+
+
+class StandIn:
+    def __init__(self, store: Path, run_dir: Path):
+        self.rest, self.grpc = free_port(), free_port()
+        run_dir.mkdir(parents=True)
+        self.log_path = run_dir / "standin.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
+             "--rest-port", str(self.rest), "--grpc-port", str(self.grpc),
+             "--model-store", str(store), "--run-dir", str(run_dir)],
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.rest}"
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/standin", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() - started > 180:
+                self.stop()
+                raise RuntimeError(f"stand-in did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        self.ready_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def standin(tiny_store, tmp_path_factory):
+    s = StandIn(tiny_store, tmp_path_factory.mktemp("tf_run") / "run")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_store):
+    m = load_store(tiny_store)[NAME]
+    x, y, _ = m.load_reference(tiny_store)
+    return x, y
+
+
+# --- configuration files --------------------------------------------------------------------------
+
+
+def test_models_config_for_the_container(tiny_store, tmp_path):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    out = write_models_config(tiny_store, tmp_path / "models.config", "/models")
+    config = text_format.Parse(out.read_text(), model_server_config_pb2.ModelServerConfig())
+    (entry,) = config.model_config_list.config
+    assert entry.name == NAME and entry.model_platform == "tensorflow"
+    assert entry.base_path == f"/models/{NAME}/savedmodel"
+    assert list(entry.model_version_policy.specific.versions) == [1]
+
+
+def test_models_config_local_paths_exist(tiny_store, tmp_path):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    out = write_models_config(tiny_store, tmp_path / "m.config", str(tiny_store))
+    config = text_format.Parse(out.read_text(), model_server_config_pb2.ModelServerConfig())
+    assert (Path(config.model_config_list.config[0].base_path) / "1" / "saved_model.pb").is_file()
+
+
+def test_batching_parameters_file_matches_stack_env():
+    lines = [l for l in BATCHING_FILE.read_text().splitlines() if not l.startswith("#")]
+    assert "\n".join(lines) + "\n" == batching_parameters_text(StackSettings())
+
+
+def test_real_server_command(tiny_store, tmp_path):
+    from services.tfserving.__main__ import real_server_command
+
+    a = Namespace(grpc_port=8500, rest_port=8501, model_store=tiny_store)
+    cmd = real_server_command("/usr/bin/tensorflow_model_server", a, tmp_path)
+    assert "--port=8500" in cmd and "--rest_api_port=8501" in cmd and "--enable_batching" in cmd
+    assert f"--model_config_file={tmp_path / 'models.config'}" in cmd
+    assert str(tiny_store) in (tmp_path / "models.config").read_text()
+
+
+# --- REST -----------------------------------------------------------------------------------------
+
+
+def test_status(standin):
+    expected = {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ], "served_by": STANDIN}  # fmt: skip
+    for path in (f"/v1/models/{NAME}", f"/v1/models/{NAME}/versions/1"):
+        r = httpx.get(standin.url + path)
+        assert r.status_code == 200 and r.json() == expected
+        assert r.headers["x-served-by"] == STANDIN
+
+
+def test_metadata(standin):
+    r = httpx.get(f"{standin.url}/v1/models/{NAME}/metadata")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_spec"] == {"name": NAME, "signature_name": "", "version": "1"}
+    sig = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert sig["method_name"] == "tensorflow/serving/predict"
+    assert sig["inputs"]["input"]["dtype"] == "DT_FLOAT"
+    assert sig["inputs"]["input"]["tensor_shape"]["dim"] == [
+        {"size": "-1", "name": ""}, {"size": "4", "name": ""}
+    ]  # fmt: skip
+    assert list(sig["outputs"]) == ["logits"] and body["served_by"] == STANDIN
+    assert httpx.get(f"{standin.url}/v1/models/{NAME}/versions/1/metadata").json() == body
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_predict_row_and_columnar(standin, reference, batch):
+    x, y = reference[0][:batch], reference[1][:batch]
+    r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.asarray(r.json()["predictions"]), y, atol=TOL)
+    r = httpx.post(
+        f"{standin.url}/v1/models/{NAME}/versions/1:predict",
+        json={"signature_name": "serving_default", "inputs": {"input": x.tolist()}},
+    )
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.asarray(r.json()["outputs"]), y, atol=TOL)
+    r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict",
+                   json={"instances": [{"input": row} for row in x.tolist()]})  # fmt: skip
+    np.testing.assert_allclose(np.asarray(r.json()["predictions"]), y, atol=TOL)
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (b'{"instances": [[1, 2, 3', "JSON Parse error"),
+        (b'[1, 2]', "object"),
+        (b'{"foo": 1}', "instances"),
+        (b'{"instances": [[1, 2, 3]]}', "shape"),
+        (b'{"inputs": {"x": [[1, 2, 3, 4]]}}', "'x'"),
+        (b'{"inputs": [["a", "b", "c", "d"]]}', "numbers"),
+        (b'{"inputs": [[1, 2], [3, 4, 5, 6]]}', "input"),
+        (b'{"inputs": [[1, null, 3, 4]]}', "numbers"),
+        (b'{"signature_name": "nope", "inputs": [[1, 2, 3, 4]]}', "nope"),
+    ],
+)
+def test_bad_input_is_400(standin, body, needle):
+    r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", content=body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]
+
+
+def test_unknown_model_or_version_is_404(standin):
+    cases = {
+        ("GET", "/v1/models/nope"): "Could not find any versions of model nope",
+        ("GET", f"/v1/models/{NAME}/versions/7"): f"Could not find version 7 of model {NAME}",
+        ("GET", "/v1/models/nope/metadata"): "Servable not found for request: Latest(nope)",
+        ("POST", "/v1/models/nope:predict"): "Servable not found for request: Latest(nope)",
+        ("POST", f"/v1/models/{NAME}/versions/7:predict"):
+            f"Servable not found for request: Specific({NAME}, 7)",
+    }  # fmt: skip
+    for (method, path), message in cases.items():
+        r = httpx.request(method, standin.url + path, json={"instances": [[1, 2, 3, 4]]})
+        assert (r.status_code, r.json()) == (404, {"error": message}), path
+
+
+def test_concurrent_requests_are_batched_correctly(standin, reference):
+    x, y = reference
+
+    def post(i: int) -> np.ndarray:
+        r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict",
+                       json={"instances": x[i : i + 2].tolist()}, timeout=30)  # fmt: skip
+        return np.asarray(r.json()["predictions"])
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(post, range(0, 32, 2)))
+    np.testing.assert_allclose(np.concatenate(results), y, atol=TOL)
+    metrics = httpx.get(f"{standin.url}/monitoring/prometheus/metrics").text
+    assert f'modelserver_batch_size_count{{model="{NAME}:1"}}' in metrics
+
+
+def test_malformed_path_is_400(standin):
+    r = httpx.get(f"{standin.url}/v1/nonsense")
+    assert r.status_code == 400 and r.json() == {"error": "Malformed request: GET /v1/nonsense"}
+
+
+def test_labels_itself(standin):
+    about = httpx.get(f"{standin.url}/v1/standin").json()
+    assert about["served_by"] == STANDIN and about["models"] == {NAME: [1]}
+    assert "tensorflow_model_server is not on PATH" in about["description"]
+    r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", json={"instances": [[0, 0, 0, 0]]})
+    assert r.headers["x-served-by"] == STANDIN
+    log = standin.log_path.read_text()
+    assert "TF Serving STAND-IN (tensorflow_model_server not on PATH)" in log
+
+
+# --- gRPC with the real tensorflow-serving-api stubs ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stub(standin):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{standin.grpc}") as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def _predict_request(name: str, x: np.ndarray):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["input"].CopyFrom(tf.make_tensor_proto(x))
+    return request
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_grpc_predict(stub, reference, batch):
+    import tensorflow as tf
+
+    x, y = reference[0][:batch], reference[1][:batch]
+    response = stub.Predict(_predict_request(NAME, x), timeout=30)
+    assert response.model_spec.name == NAME and response.model_spec.version.value == 1
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["logits"]), y, atol=TOL)
+
+
+def test_grpc_errors(stub, reference):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(_predict_request("nope", reference[0][:1]), timeout=30)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(_predict_request(NAME, reference[0][:1].astype(np.float64)), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grpc_metadata_and_status(stub, standin):
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+    )  # fmt: skip
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = NAME
+    response = stub.GetModelMetadata(request, timeout=30)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sig_map)
+    assert list(sig_map.signature_def["serving_default"].inputs) == ["input"]
+    with grpc.insecure_channel(f"127.0.0.1:{standin.grpc}") as channel:
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": NAME}), timeout=30
+        )
+    assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+# --- every model of the real store ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_standin(real_store, tmp_path_factory):
+    if not any("savedmodel" in m.artifacts for m in load_store(real_store).values()):
+        pytest.skip(f"no SavedModel artifacts in {real_store}")
+    s = StandIn(real_store, tmp_path_factory.mktemp("tf_real") / "run")
+    yield s
+    s.stop()
+
+
+@pytest.mark.real_store
+@pytest.mark.parametrize("batch", [1, 32])
+def test_real_store_models(real_standin, real_store, batch):
+    manifests = {n: m for n, m in load_store(real_store).items() if "savedmodel" in m.artifacts}
+    assert set(httpx.get(f"{real_standin.url}/v1/standin").json()["models"]) == set(manifests)
+    for name, m in manifests.items():
+        x, y, _ = m.load_reference(real_store)
+        r = httpx.post(f"{real_standin.url}/v1/models/{name}:predict",
+                       json={"inputs": {m.signature.inputs[0].name: x[:batch].tolist()}},
+                       timeout=120)  # fmt: skip
+        assert r.status_code == 200, (name, r.text[:500])
+        got = np.asarray(r.json()["outputs"], dtype=np.float32)
+        np.testing.assert_allclose(got, y[:batch], atol=TOL, err_msg=name)

@@ -1,0 +1,336 @@
+"""TorchServe runtime: the handler in process, one TorchServe instance per store (tiny / real)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from model_store.manifest import Manifest, Signature, Source, TensorSpec, load_store
+from services.settings import REPO_ROOT
+from services.torchserve import handler as ts_handler
+from services.torchserve import wait_until_ready
+
+HANDLER = REPO_ROOT / "services" / "torchserve" / "handler.py"
+ARCHIVER = Path(sys.executable).with_name("torch-model-archiver")
+TOL = 1e-4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def oip(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
+                        "data": x.ravel().tolist()}]}  # fmt: skip
+
+
+def output(body: dict) -> np.ndarray:
+    (out,) = body["outputs"]
+    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+
+
+# --- a tiny store: one TorchScript and one ONNX model, archived with the real handler ------------
+
+
+def _tiny_model(work: Path, name: str, fmt: str) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model.eval()
+    src = work / name
+    src.mkdir(parents=True)
+    example = torch.randn(2, 4)
+    if fmt == "pt":
+        torch.jit.trace(model, example).save(str(src / "model.pt"))
+    else:
+        torch.onnx.export(
+            model, (example,), str(src / "model.onnx"), input_names=["input"],
+            output_names=["logits"], dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}},
+            dynamo=False,
+        )  # fmt: skip
+    x = np.random.RandomState(1).randn(32, 4).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    Manifest(
+        name=name,
+        source=Source(framework="pytorch", framework_version=torch.__version__,
+                      architecture="mlp", weights="random-init"),  # fmt: skip
+        signature=Signature(
+            inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
+            outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 3])],
+        ),
+    ).save(src)
+    np.save(src / "inputs.npy", x)
+    np.save(src / "outputs.npy", y)
+    return src
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("ts_tiny")
+    mar_dir = work / "store" / "torchserve"
+    mar_dir.mkdir(parents=True)
+    models = {}
+    for name, fmt in (("tiny-torch", "pt"), ("tiny-onnx", "onnx")):
+        src = _tiny_model(work / "src", name, fmt)
+        subprocess.run(
+            [str(ARCHIVER), "--model-name", name, "--version", "1",
+             "--serialized-file", str(src / f"model.{fmt}"), "--handler", str(HANDLER),
+             "--extra-files", str(src / "manifest.json"), "--export-path", str(mar_dir)],
+            check=True,
+        )  # fmt: skip
+        models[name] = src
+    return {"store": work / "store", "models": models}
+
+
+# --- the handler in process (the exporters' parity path) -----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-torch", "tiny-onnx"])
+def test_run_in_process_matches_source(tiny, name):
+    src = tiny["models"][name]
+    x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
+    r32, r1 = ts_handler.run_in_process(str(src), [oip(x), oip(x[:1])])
+    assert r32["model_name"] == name and r32["outputs"][0]["name"] == "logits"
+    assert r32["outputs"][0]["datatype"] == "FP32" and r32["outputs"][0]["shape"] == [32, 3]
+    np.testing.assert_allclose(output(r32), y, atol=TOL)
+    np.testing.assert_allclose(output(r1), y[:1], atol=TOL)
+
+
+def test_invalid_requests_fail_alone_in_a_batch(tiny):
+    src = tiny["models"]["tiny-torch"]
+    x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
+    bad = {
+        "name": oip(x[:2], name="x"),
+        "datatype": oip(x[:2], datatype="FP64"),
+        "rank": {"inputs": [{"name": "input", "shape": [8], "datatype": "FP32", "data": [0] * 8}]},
+        "dim": {"inputs": [{"name": "input", "shape": [2, 5], "datatype": "FP32",
+                            "data": [0] * 10}]},
+        "count": {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                              "data": [0] * 7}]},
+        "data": {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                             "data": ["a", "b", "c", "d"]}]},  # fmt: skip
+        "envelope": {"instances": [[0, 0, 0, 0]]},
+    }
+    bodies = [oip(x[:3]), *bad.values(), oip(x[3:5])]
+    results = ts_handler.run_in_process(str(src), bodies)
+    np.testing.assert_allclose(output(results[0]), y[:3], atol=TOL)
+    np.testing.assert_allclose(output(results[-1]), y[3:5], atol=TOL)
+    for (what, _), r in zip(bad.items(), results[1:-1]):
+        assert r["status"] == 400 and r["error"], what
+    assert "'x'" in results[1]["error"] and "FP64" in results[2]["error"]
+
+
+def test_handler_accepts_raw_body_encodings(tiny):
+    src = tiny["models"]["tiny-onnx"]
+    x = np.load(src / "inputs.npy")[:2]
+    ctx = ts_handler._fake_context(str(src), "model.onnx")
+    h = ts_handler.TensorHandler()
+    h.initialize(ctx)
+    raw = json.dumps(oip(x))
+    requests = [{"body": raw.encode()}, {"data": bytearray(raw.encode())}, {"body": oip(x)},
+                {"body": b"{not json"}]  # fmt: skip
+    out = [json.loads(r) for r in h.handle(requests, ctx)]
+    assert out[0] == out[1] == out[2] and out[0]["outputs"][0]["shape"] == [2, 3]
+    assert "not valid JSON" in out[3]["error"] and ctx.statuses == {3: (400, "Bad Request")}
+
+
+def test_handler_imports_nothing_from_the_repo():
+    text = HANDLER.read_text()
+    assert "from services" not in text and "from model_store" not in text
+
+
+# --- the launcher's configuration -----------------------------------------------------------------
+
+
+def _launcher(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "services.torchserve", *args], cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(l.split("=", 1) for l in text.splitlines() if l and not l.startswith("#"))
+
+
+def test_config_in_container_opens_inference_only(tiny):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_BIND_HOST": "0.0.0.0",
+           "TORCHSERVE_MODEL_TINY_ONNX_WORKERS": "2"}  # fmt: skip
+    p = _launcher("--model-store", str(tiny["store"]), "--print-config", env=env)
+    assert p.returncode == 0, p.stderr
+    props = _props(p.stdout)
+    assert props["inference_address"] == "http://0.0.0.0:8080"
+    assert props["management_address"] == "http://127.0.0.1:8081"
+    assert props["metrics_address"] == "http://127.0.0.1:8082"
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert props["disable_token_authorization"] == "true"
+    assert props["enable_model_api"] == "false"
+    models = json.loads(props["models"])
+    assert models["tiny-onnx"]["1"]["minWorkers"] == models["tiny-onnx"]["1"]["maxWorkers"] == 2
+    assert models["tiny-torch"]["1"]["marName"] == "tiny-torch.mar"
+
+
+# --- one TorchServe instance on the tiny store ----------------------------------------------------
+
+
+class Server:
+    def __init__(self, store: Path, run_dir: Path, env: dict[str, str] | None = None):
+        self.ports = {k: free_port() for k in ("inference", "management", "metrics",
+                                               "grpc-inference", "grpc-management")}  # fmt: skip
+        self.run_dir = run_dir
+        self.log = open(run_dir.parent / f"{run_dir.name}.out", "w")
+        args = [f"--{k}-port={v}" for k, v in self.ports.items()]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.torchserve", *args,
+             "--model-store", str(store), "--run-dir", str(run_dir)],
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.ports['inference']}"
+        self.management = f"http://127.0.0.1:{self.ports['management']}"
+        self.started = time.monotonic()
+        try:
+            wait_until_ready(self.management, None, timeout=120)
+        except TimeoutError:
+            self.stop()
+            raise
+        self.ready_seconds = time.monotonic() - self.started
+
+    def stop(self) -> list[psutil.Process]:
+        """Stop the process group; returns the processes (Java + workers) still alive after."""
+        try:
+            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+        except psutil.NoSuchProcess:
+            family = []
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.log.close()
+        _, alive = psutil.wait_procs(family, timeout=10)
+        return alive
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    # tiny-torch batches up to 4 requests so a batch can mix valid and invalid requests.
+    env = {"TORCHSERVE_MODEL_TINY_TORCH_BATCH_SIZE": "4",
+           "TORCHSERVE_MODEL_TINY_TORCH_MAX_BATCH_DELAY_MS": "200"}  # fmt: skip
+    s = Server(tiny["store"], tmp_path_factory.mktemp("ts_run") / "run", env)
+    yield s
+    assert s.stop() == [], "TorchServe left processes behind"
+
+
+@pytest.mark.parametrize("name", ["tiny-torch", "tiny-onnx"])
+@pytest.mark.parametrize("batch", [1, 32])
+def test_server_predicts_like_the_source(server, tiny, name, batch):
+    src = tiny["models"][name]
+    x, y = np.load(src / "inputs.npy")[:batch], np.load(src / "outputs.npy")[:batch]
+    r = httpx.post(f"{server.url}/predictions/{name}", json=oip(x), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == name
+    assert body["outputs"][0]["datatype"] == "FP32" and body["outputs"][0]["shape"] == [batch, 3]
+    np.testing.assert_allclose(output(body), y, atol=TOL)
+
+
+def test_server_bad_requests_get_400_alone(server, tiny):
+    x = np.load(tiny["models"]["tiny-torch"] / "inputs.npy")
+    y = np.load(tiny["models"]["tiny-torch"] / "outputs.npy")
+    bodies = [json.dumps(oip(x[:2])), json.dumps(oip(x[:2], name="nope")),
+              json.dumps(oip(x[2:4])), "{not json"]  # fmt: skip
+
+    def post(body: str) -> httpx.Response:
+        return httpx.post(f"{server.url}/predictions/tiny-torch", content=body, timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+
+    with ThreadPoolExecutor(4) as ex:
+        ok1, bad1, ok2, bad2 = ex.map(post, bodies)
+    np.testing.assert_allclose(output(ok1.json()), y[:2], atol=TOL)
+    np.testing.assert_allclose(output(ok2.json()), y[2:4], atol=TOL)
+    assert bad1.status_code == 400 and "nope" in bad1.json()["error"]
+    assert bad2.status_code == 400 and "JSON" in bad2.json()["error"]
+
+
+def test_server_unknown_model_is_404(server):
+    r = httpx.post(f"{server.url}/predictions/nope", json={"inputs": []}, timeout=10)
+    assert r.status_code == 404
+
+
+def test_server_management_and_metrics_on_loopback_only(server):
+    props = _props((server.run_dir / "config.properties").read_text())
+    assert props["management_address"].startswith("http://127.0.0.1:")
+    listening = {
+        c.laddr.port: c.laddr.ip
+        for c in psutil.Process(server.proc.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    for port in server.ports.values():
+        assert listening[port] in ("127.0.0.1", "::ffff:127.0.0.1"), (port, listening)
+    # Token authorization is off and the model API (register/unregister) is disabled.
+    assert httpx.get(f"{server.management}/models", timeout=10).status_code == 200
+    assert httpx.post(f"{server.management}/models?url=x.mar", timeout=10).status_code == 405
+
+
+def test_server_logs_and_temp_in_run_dir(server):
+    assert (server.run_dir / "logs" / "ts_log.log").is_file()
+    assert list((server.run_dir / "tmp").glob(".ts.sock.*"))
+
+
+def test_wait_until_ready_times_out_on_unknown_model(server):
+    with pytest.raises(TimeoutError, match="nope"):
+        wait_until_ready(server.management, ["nope"], timeout=0.5)
+
+
+# --- every model of the real store ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(real_store, tmp_path_factory):
+    if not list((real_store / "torchserve").glob("*.mar")):
+        pytest.skip(f"no .mar files in {real_store / 'torchserve'}")
+    s = Server(real_store, tmp_path_factory.mktemp("ts_real") / "run")
+    yield s
+    s.stop()
+
+
+@pytest.mark.real_store
+@pytest.mark.parametrize("batch", [1, 32])
+def test_real_store_models(real_server, real_store, batch):
+    manifests = {n: m for n, m in load_store(real_store).items() if "torchserve" in m.artifacts}
+    assert manifests
+    for name, m in manifests.items():
+        x, y, _ = m.load_reference(real_store)
+        spec = m.signature.inputs[0]
+        r = httpx.post(f"{real_server.url}/predictions/{name}",
+                       json=oip(x[:batch], spec.name, spec.datatype), timeout=120)  # fmt: skip
+        assert r.status_code == 200, (name, r.text[:500])
+        out = r.json()["outputs"][0]
+        assert out["name"] == m.signature.outputs[0].name
+        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+        np.testing.assert_allclose(got, y[:batch], atol=TOL, err_msg=name)
+
+
+def test_archiver_is_installed():
+    assert ARCHIVER.exists() and shutil.which("java"), "torch-model-archiver and java are needed"
