@@ -37,3 +37,59 @@ def real_store() -> Path:
         subprocess.run([sys.executable, "-m", "exporters", "examples", "--store", str(store)],
                        cwd=REPO, env=python_env(), check=True)  # fmt: skip
     return store
+
+
+PORT_VARS = (
+    "GATEWAY_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT",
+    "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
+    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def real_stack(real_store, tmp_path_factory):
+    """`make up` on free loopback ports in a private run dir: every runtime + the gateway, each
+    having answered a real inference; `make down` afterwards."""
+    run_dir = tmp_path_factory.mktemp("stack-run")
+    ports = {var: free_port() for var in PORT_VARS}
+    env = python_env(STACK_RUN_DIR=str(run_dir), STACK_MODEL_STORE=str(real_store),
+                     **{k: str(v) for k, v in ports.items()})  # fmt: skip
+    sup = [sys.executable, "-m", "services.supervisor"]
+    up = subprocess.run([*sup, "up", "--timeout", "420"], cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
+    try:
+        assert up.returncode == 0, f"make up failed:\n{up.stdout}\n{up.stderr}"
+        url = lambda var: f"http://127.0.0.1:{ports[var]}"  # noqa: E731
+        yield {
+            "gateway_url": url("GATEWAY_PORT"),
+            "store": real_store,
+            "run_dir": run_dir,
+            "env": env,
+            "up_output": up.stdout,
+            "runtimes": {
+                "onnxruntime": url("ONNXRUNTIME_PORT"),
+                "tflite": url("TFLITE_PORT"),
+                "tfserving": url("TFSERVING_REST_PORT"),
+                "torchserve": url("TORCHSERVE_INFERENCE_PORT"),
+            },
+        }
+    finally:
+        pids = _stack_pids(run_dir)
+        down = subprocess.run([*sup, "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    import psutil
+
+    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"`make down` left processes behind: {left}"
+
+
+def _stack_pids(run_dir: Path) -> list[int]:
+    import json
+
+    try:
+        state = json.loads((run_dir / "state.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    pids = [state.get("supervisor", {}).get("pid")]
+    for s in state.get("services", {}).values():
+        pids += [r[0] for r in s.get("tree", [])]
+    return [p for p in pids if p]

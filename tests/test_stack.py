@@ -1,0 +1,59 @@
+"""The whole local topology (`make up`): five supervised services on the real example store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from model_store.manifest import load_store
+
+pytestmark = pytest.mark.real_stack
+SERVICES = {"onnxruntime", "tflite", "tfserving", "torchserve", "gateway"}
+
+
+def state(stack) -> dict:
+    return json.loads((stack["run_dir"] / "state.json").read_text())
+
+
+def test_up_brings_every_service_up_with_startup_and_rss(real_stack):
+    services = state(real_stack)["services"]
+    assert set(services) == SERVICES
+    for name, s in services.items():
+        assert s["status"] == "ready", name
+        assert s["startup_s"] > 0 and s["rss_bytes"] > 0, name
+    for name in SERVICES:
+        assert name in real_stack["up_output"]  # the table of what serves where
+
+
+def test_supervisor_restarts_a_killed_runtime(real_stack):
+    before = state(real_stack)["services"]["onnxruntime"]
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        now = state(real_stack)["services"]["onnxruntime"]
+        if now["pid"] != before["pid"] and now["status"] == "ready":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"onnxruntime was not restarted: {now}")
+    assert now["restarts"] >= before.get("restarts", 0) + 1
+    m = load_store(real_stack["store"])["digits-cnn-torch"]
+    x, y, _ = m.load_reference(real_stack["store"])
+    spec = m.signature.inputs[0]
+    body = {"inputs": [{"name": spec.name, "shape": [1, *x.shape[1:]], "datatype": "FP32", "data": x[:1].ravel().tolist()}]}
+    r = httpx.post(f"{real_stack['runtimes']['onnxruntime']}/v2/models/{m.name}/infer", json=body, timeout=30)
+    assert r.status_code == 200
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], y[0], atol=1e-4)
+
+
+def test_torchserve_management_api_is_loopback_only(real_stack):
+    mgmt_port = int(real_stack["env"]["TORCHSERVE_MANAGEMENT_PORT"])
+    listeners = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == mgmt_port]
+    assert listeners and all(c.laddr.ip == "127.0.0.1" for c in listeners)
