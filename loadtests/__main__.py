@@ -1,0 +1,86 @@
+"""python -m loadtests bench|report|ui|profiles (see loadtests/README.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from loadtests import runner, scenarios
+from services.settings import StackSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Load tests of every runtime, side by side, and their report.")
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+@app.command()
+def bench(
+    profile: str = typer.Option("quick", help="quick | full | smoke"),
+    models: str = typer.Option(None, help="comma-separated models instead of the profile's"),
+    runtimes: str = typer.Option(None, help="comma-separated runtimes instead of all four"),
+    repeats: int = typer.Option(None, min=1, help="repeats of every point"),
+    window_s: float = typer.Option(None, min=1.0, help="measurement window per run (s)"),
+    warmup_s: float = typer.Option(None, min=0.0, help="warm-up per run, excluded (s)"),
+    out: Path = typer.Option(None, help="output directory (default loadtests/reports/<time>)"),
+):
+    """Measure every (model, runtime) of the profile against the running stack (`make up`)."""
+    from loadtests.report.build import build_report
+
+    try:
+        prof = scenarios.get_profile(profile, models=_csv(models), runtimes=_csv(runtimes),
+                                     repeats=repeats, window_s=window_s, warmup_s=warmup_s)
+        results = runner.bench(prof, StackSettings(), out)
+    except (runner.BenchError, ValueError) as e:
+        typer.echo(f"bench: {e}", err=True)
+        raise typer.Exit(2) from None
+    report = build_report(results)
+    typer.echo(f"results: {results}\nreport:  {report}\n         {report.with_suffix('.md')}")
+
+
+@app.command()
+def report(results: Path = typer.Argument(..., exists=True, help="a bench's results.json")):
+    """Rebuild report.md / report.html / plots from a results.json."""
+    from loadtests.report.build import build_report
+
+    typer.echo(build_report(results))
+
+
+@app.command()
+def ui(
+    web_host: str = typer.Option("127.0.0.1", help="where the web UI listens"),
+    web_port: int = typer.Option(8089),
+    models: str = typer.Option("", help="comma-separated models (default: all in the store)"),
+    runtimes: str = typer.Option("", help="comma-separated runtimes (default: all)"),
+    via: str = typer.Option("gateway", help="gateway | direct"),
+):
+    """Locust's web UI against the gateway (or direct to the runtimes)."""
+    settings = StackSettings()
+    cmd = [sys.executable, "-m", "locust", "-f", str(runner.LOCUSTFILE),
+           "--web-host", web_host, "--web-port", str(web_port),
+           "--host", runner.gateway_url(settings), "--via", via]
+    if models:
+        cmd += ["--target-model", models]
+    if runtimes:
+        cmd += ["--target-runtime", runtimes]
+    typer.echo(f"Locust web UI on http://{web_host}:{web_port} (Ctrl-C to stop)")
+    os.execve(sys.executable, cmd, runner.child_env())
+
+
+@app.command()
+def profiles():
+    """List the bench profiles."""
+    for p in scenarios.PROFILES.values():
+        typer.echo(f"{p.name}: models {', '.join(p.models)}; users {list(p.users)}; "
+                   f"{p.repeats} repeats; {p.warmup_s:g}+{p.window_s:g} s per run; "
+                   f"open loop {', '.join(p.open_models) or 'none'}; "
+                   f"direct {', '.join(p.direct_models) or 'none'} at {list(p.direct_users)} users")
+
+
+if __name__ == "__main__":
+    app()

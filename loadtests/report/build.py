@@ -1,0 +1,282 @@
+"""results.json -> report.md + report.html + plots/*.png, in the results' directory.
+
+The report is a list of sections (title, paragraphs, tables, images) rendered twice: as Markdown
+and, through template.html.j2, as a static HTML page that links the same PNGs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import markupsafe
+
+from loadtests.report import plots
+from loadtests.report.aggregate import Point, aggregate, find, one, ref_users
+from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, runtime_label, verdict
+
+Cell = str | list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+
+def _frac(p: Point) -> str:
+    return f"{p.ceiling_fraction:.2f}" if p.ceiling_fraction is not None else "–"
+
+
+def _tfserving_line(results: dict) -> str:
+    tfs = results.get("tfserving") or {}
+    kind = tfs.get("kind", "unknown")
+    what = {"real": "the real TensorFlow Serving server",
+            "stand-in": "the local stand-in (a Python server over tf.saved_model.load speaking "
+                        "TF Serving's REST/gRPC API), NOT the real C++ TensorFlow Serving; "
+                        "its figures say nothing about real TF Serving's speed"}.get(
+        kind, "unknown (could not tell real TF Serving from the stand-in)")
+    return f"TF Serving used: {what}. Evidence: {tfs.get('detail', 'none')}."
+
+
+def sections(results: dict, out_dir: Path) -> list[Section]:
+    points = aggregate(results)
+    users = ref_users(results, points)
+    kind = (results.get("tfserving") or {}).get("kind")
+    labels = {rt: runtime_label(rt, kind) for rt in RUNTIMES}
+    env = results.get("environment") or {}
+    prof = results.get("profile") or {}
+    plot_dir = out_dir / "plots"
+    out: list[Section] = []
+
+    def img(path: Path | None) -> list[str]:
+        return [str(path.relative_to(out_dir))] if path else []
+
+    out.append(Section("Summary", [
+        f"Profile **{prof.get('name')}**: {prof.get('repeats')} repeats of every point, "
+        f"{prof.get('warmup_s')} s warm-up (excluded) + {prof.get('window_s')} s measurement "
+        f"window; started {results.get('started')}, finished {results.get('finished')}.",
+        f"Machine: {env.get('cpu_model')}, {env.get('cores')} cores (shared by the servers AND "
+        f"the load generator), {env.get('memory_gb')} GB.",
+        f"**{_tfserving_line(results)}**",
+        "Spreads are [min–max] over the repeats; where they overlap the report says "
+        "\"no measurable difference\". Runs where other processes used more than 20% of a core "
+        "are flagged noisy.",
+    ]))
+
+    rows = []
+    ceiling_of = results.get("ceiling_of") or {}
+    for model, rps in sorted((results.get("ceilings") or {}).items()):
+        rep = ceiling_of.get(model, model)
+        p = one(points, via="ceiling", model=rep)
+        cpu = f"{p.loadgen_cpu_pct:.0f}" if p and p.loadgen_cpu_pct is not None else "–"
+        rows.append([model, rep, p.rps.fmt(0) if p else f"{rps:.0f}", cpu,
+                     str(p.users) if p else "–"])
+    out.append(Section("Client ceiling", [
+        "The same Locust setup (FastHttpUser, same bodies, same response checks) against a "
+        "trivial endpoint that returns a fixed answer: the most this load generator can measure "
+        "on this machine. Every throughput below is also given as a fraction of it."],
+        [Table(["model", "measured with (same payload size)", "ceiling req/s",
+                "client CPU % of a core", "users"], rows)]))
+
+    vrows = verdict(results)
+    n_runs = len(results.get("runs", []))
+    n_noisy = sum(bool(r.get("noisy")) for r in results.get("runs", []))
+    archs = sorted({a for r in vrows for a in r["cells"]})
+    vt = Table(["question", "claim", *archs], [
+        [r["question"], [r["claim"], f"({r['basis']})"],
+         *[[f"**{r['cells'][a]['answer']}**", *r["cells"][a]["details"]] if a in r["cells"]
+           else "not measured" for a in archs]]
+        for r in vrows
+    ])
+    out.append(Section("Verdict", [
+        "Same architecture exported from each framework: digits-cnn-torch vs digits-cnn-keras, "
+        "mobilenetv2-torch vs mobilenetv2-keras (random-init weights: speed only)."]
+        + ([] if archs else ["**No torch/keras pair of the same architecture was measured: "
+                             "nothing to answer.**"])
+        + ([f"**Caution: {n_noisy} of {n_runs} runs were noisy (other processes used more than "
+            "20% of a core); their figures, and the answers built on them, are suspect.**"]
+           if n_noisy else []), [vt]))
+
+    fixed = find(points, via="gateway", mode="closed", users=users)
+    models = sorted({p.model for p in fixed})
+    trows = []
+    for m in models:
+        row = [m]
+        for rt in RUNTIMES:
+            p = one(fixed, model=m, runtime=rt)
+            row.append(f"{p.rps.fmt()} ({_frac(p)})" if p else "–")
+        trows.append(row)
+    out.append(Section(f"Throughput at {users} users", [
+        "req/s through the gateway, closed loop (mean [min–max]; in brackets: fraction of the "
+        "client ceiling)."], [Table(["model", *[labels[rt] for rt in RUNTIMES]], trows)],
+        img(plots.throughput_bars(points, users, labels, plot_dir / "throughput.png"))))
+
+    images = []
+    for m in sorted({p.model for p in points if p.via == "gateway"}):
+        images += img(plots.latency_vs_throughput(points, m, labels, plot_dir / f"latency_{m}.png"))
+    crow = [[p.model, labels.get(p.runtime, p.runtime), str(p.users), p.rps.fmt(), _frac(p),
+             p.p50.fmt(2), p.p95.fmt(2), p.p99.fmt(2), f"{p.failures}/{p.requests}",
+             "noisy" if p.noisy else ""]
+            for p in find(points, via="gateway", mode="closed")]
+    out.append(Section("Latency against throughput", [
+        "Closed loop: each user sends its next request as soon as the previous one returns."],
+        [Table(["model", "runtime", "users", "req/s", "of ceiling", "p50 ms", "p95 ms", "p99 ms",
+                "failures", ""], crow)], images))
+
+    orow = [[p.model, labels.get(p.runtime, p.runtime), f"{p.rate:g}", p.rps.fmt(),
+             p.p50.fmt(2), p.p95.fmt(2), p.p99.fmt(2), f"{p.failures}/{p.requests}",
+             "SATURATED" if p.rps.mean < 0.95 * p.rate else ""]
+            for p in find(points, via="gateway", mode="open")]
+    out.append(Section("Constant rate (open loop)", [
+        "Every runtime of a model gets the same offered rate: "
+        f"{prof.get('open_fraction')} x the slowest runtime's closed-loop peak, paced by Locust's "
+        f"constant_throughput over {prof.get('open_users')} users."] if orow else
+        ["No constant-rate runs in this profile."],
+        [Table(["model", "runtime", "offered req/s", "achieved req/s", "p50 ms", "p95 ms",
+                "p99 ms", "failures", ""], orow)] if orow else []))
+
+    grow = []
+    for d in find(points, via="direct", mode="closed"):
+        g = one(points, via="gateway", mode="closed", model=d.model, runtime=d.runtime,
+                users=d.users)
+        if g:
+            grow.append([d.model, labels.get(d.runtime, d.runtime), str(d.users), d.p50.fmt(2),
+                         g.p50.fmt(2), f"{g.p50.mean - d.p50.mean:+.2f}", d.rps.fmt(), g.rps.fmt()])
+    out.append(Section("Gateway overhead", [
+        "The same model and runtime measured direct to the runtime's own API and through the "
+        "gateway (OIP v2, `<model>@<runtime>`)."] if grow else ["No direct runs in this profile."],
+        [Table(["model", "runtime", "users", "direct p50 ms", "gateway p50 ms", "Δ p50 ms",
+                "direct req/s", "gateway req/s"], grow)] if grow else [],
+        img(plots.gateway_overhead(points, labels, plot_dir / "gateway_overhead.png"))))
+
+    services = results.get("services") or {}
+    srow = [[labels.get(s, s), str(v.get("rss_mb_idle") or "–"),
+             str(v.get("rss_mb_peak") or "–"),
+             f"{v['startup_s']:.1f}" if v.get("startup_s") is not None else "not measured"]
+            for s, v in services.items()]
+    out.append(Section("Memory and start-up", [
+        "RSS summed over each service's process tree (TorchServe: Java frontend + Python workers; "
+        "shared pages count once per process), every model of the store loaded. Start-up time "
+        "comes from the supervisor's state file"
+        + (f" ({results['state_file']})." if results.get("state_file")
+           else ": absent, so not measured.")],
+        [Table(["service", "RSS idle MB", "RSS peak MB", "start-up s"], srow)],
+        img(plots.memory(services, labels, plot_dir / "memory.png"))))
+
+    mods = results.get("models") or {}
+    formats = [f for f in FORMAT_NAMES if any(f in v.get("artifacts", {}) for v in mods.values())]
+    def size(v: dict, f: str) -> str:
+        a = v.get("artifacts", {}).get(f)
+        if not a:
+            return "–"
+        return f"{a['bytes'] / 1e6:.3f}" + ("" if a["parity_ok"] else " (parity failed)")
+
+    arow = [[m, v.get("framework", ""), v.get("weights", ""), *[size(v, f) for f in formats]]
+            for m, v in sorted(mods.items())]
+    out.append(Section("Artifact sizes", ["MB per artifact, from the manifests."],
+                       [Table(["model", "source", "weights",
+                               *[FORMAT_NAMES[f] for f in formats]], arow)],
+                       img(plots.artifact_sizes(mods, plot_dir / "artifacts.png"))))
+
+    noisy = sorted(([r["id"], r["cpu"].get("other_pct", 0.0)] for r in results.get("runs", [])
+                    if r.get("noisy")), key=lambda row: -row[1])
+    n_noisy = len(noisy)
+    noisy = [[rid, f"{pct:.0f}"] for rid, pct in noisy[:15]]
+    if n_noisy > len(noisy):
+        noisy.append([f"... and {n_noisy - len(noisy)} more (results.json: runs[].noisy)", ""])
+    failed = [[r["id"], str(r.get("error") or r.get("failure_reasons"))[:300]]
+              for r in results.get("runs", []) if not r.get("ok")]
+    skipped = [[f"{s['via']} {s['model']}@{s['runtime']}" if s.get("model") else s.get("via", ""),
+                s["reason"]] for s in results.get("skipped", [])]
+    out.append(Section("Run quality", [
+        f"{len(results.get('runs', []))} runs; {n_noisy} noisy, {len(failed)} failed, "
+        f"{len(skipped)} targets skipped."],
+        [t for t in (Table(["noisy run (worst first)", "other processes % of a core"], noisy),
+                     Table(["failed run", "why"], failed),
+                     Table(["skipped target", "why"], skipped)) if t.rows]))
+
+    settings = env.get("settings") or {}
+    words = ("thread", "batch", "workers", "policy", "timeout")
+    keys = [k for k in settings if any(w in k for w in words)]
+    out.append(Section("Environment", [
+        f"OS {env.get('os')}, Python {env.get('python')}; tensorflow_model_server binary: "
+        f"{env.get('tensorflow_model_server') or 'not installed'}.",
+        _tfserving_line(results)],
+        [Table(["package", "version"],
+               [[k, str(v)] for k, v in (env.get("packages") or {}).items()]),
+         Table(["setting (services/stack.env)", "value"], [[k, str(settings[k])] for k in keys])]))
+    out.append(Section("Raw data", [
+        "`results.json`: every run (window figures, CPU per group, X-Served-By counts), the "
+        "environment. `raw/<run>`: `.json` window summary; `_window_stats.csv` / "
+        "`_window_failures.csv` Locust's stats at the moment the window closed; Locust's own "
+        "`--csv` files (`_stats_history.csv` has the per-second history; `_stats.csv` is rewritten "
+        "once a second and may miss the last second) and `--json-file`; `.log`."]))
+    return out
+
+
+def _md_cell(c: Cell) -> str:
+    lines = c if isinstance(c, list) else [c]
+    return "<br>".join(line.replace("|", "\\|").replace("\n", " ") for line in lines)
+
+
+def to_markdown(title: str, secs: list[Section]) -> str:
+    out = [f"# {title}", ""]
+    for s in secs:
+        out += [f"## {s.title}", ""]
+        for t in s.text:
+            out += [t, ""]
+        for t in s.tables:
+            if t.caption:
+                out += [t.caption, ""]
+            out.append("| " + " | ".join(t.headers) + " |")
+            out.append("|" + "---|" * len(t.headers))
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+            out.append("")
+        out += [f"![{Path(i).stem}]({i})" for i in s.images]
+        out.append("")
+    return "\n".join(out)
+
+
+def _html_cell(c: Cell) -> str:
+    """Escaped text with the two bits of Markdown the report uses: **bold** and `code`."""
+    lines = c if isinstance(c, list) else [c]
+    out = []
+    for line in lines:
+        text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
+        out.append(re.sub(r"`(.+?)`", r"<code>\1</code>", text))
+    return "<br>".join(out)
+
+
+def to_html(title: str, secs: list[Section]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
+                             autoescape=True)
+    env.filters["cell"] = lambda c: markupsafe.Markup(_html_cell(c))
+    return env.get_template("template.html.j2").render(title=title, sections=secs)
+
+
+def build_report(results_path: Path) -> Path:
+    """Writes report.md, report.html and plots/ beside results.json; returns report.html."""
+    results_path = Path(results_path)
+    results = json.loads(results_path.read_text())
+    out_dir = results_path.parent
+    name = (results.get("profile") or {}).get("name")
+    title = f"Serving bench: {name} profile, {results.get('started')}"
+    secs = sections(results, out_dir)
+    (out_dir / "report.md").write_text(to_markdown(title, secs))
+    path = out_dir / "report.html"
+    path.write_text(to_html(title, secs))
+    return path

@@ -1,0 +1,154 @@
+"""PNG plots of a bench (matplotlib, Agg backend). Each function returns the file it wrote, or None
+when there is nothing to plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from loadtests.report.aggregate import Point, find  # noqa: E402
+
+COLORS = {"torchserve": "tab:red", "tfserving": "tab:orange", "onnxruntime": "tab:blue",
+          "tflite": "tab:green"}
+
+
+def _err(spreads) -> np.ndarray:
+    return np.array([[s.mean - s.min for s in spreads], [s.max - s.mean for s in spreads]])
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def latency_vs_throughput(points: list[Point], model: str, labels: dict, path: Path) -> Path | None:
+    pts = find(points, via="gateway", model=model)
+    if not pts:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True)
+    for ax, q in zip(axes, ("p50", "p95", "p99")):
+        for runtime in sorted({p.runtime for p in pts}):
+            closed = sorted(find(pts, runtime=runtime, mode="closed"), key=lambda p: p.users)
+            color = COLORS.get(runtime)
+            if closed:
+                x = [p.rps.mean for p in closed]
+                y = [getattr(p, q).mean for p in closed]
+                ax.errorbar(x, y, xerr=_err([p.rps for p in closed]),
+                            yerr=_err([getattr(p, q) for p in closed]), marker="o",
+                            color=color, label=labels.get(runtime, runtime), capsize=2)
+                for p in closed:
+                    ax.annotate(f"{p.users}u", (p.rps.mean, getattr(p, q).mean), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3))
+            for p in find(pts, runtime=runtime, mode="open"):
+                ax.scatter([p.rps.mean], [getattr(p, q).mean], marker="x", s=60, color=color)
+        ax.set_title(f"{q} latency")
+        ax.set_xlabel("throughput (req/s)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{model}: latency vs throughput through the gateway "
+                 "(o closed loop, labels = users; x constant rate)")
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list], colors: dict, labels: dict):
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (name, spreads) in enumerate(series.items()):
+        means = [s.mean if s else 0 for s in spreads]
+        err = _err([s for s in spreads if s]) if all(spreads) else None
+        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=err, capsize=2,
+               color=colors.get(name), label=labels.get(name, name))
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, rotation=15, fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def throughput_bars(points: list[Point], users: int | None, labels: dict,
+                    path: Path) -> Path | None:
+    pts = find(points, via="gateway", mode="closed", users=users)
+    if not pts:
+        return None
+    models = sorted({p.model for p in pts})
+    runtimes = sorted({p.runtime for p in pts})
+    series = {rt: [next((p.rps for p in find(pts, model=m, runtime=rt)), None) for m in models]
+              for rt in runtimes}
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    _grouped_bars(ax, models, series, COLORS, labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("req/s (log)")
+    ax.set_title(f"Throughput through the gateway at {users} users "
+                 "(bars: mean, whiskers: min–max)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def gateway_overhead(points: list[Point], labels: dict, path: Path) -> Path | None:
+    pairs = []
+    for d in find(points, via="direct", mode="closed"):
+        g = find(points, via="gateway", mode="closed", model=d.model, runtime=d.runtime,
+                 users=d.users)
+        if g:
+            pairs.append((d, g[0]))
+    if not pairs:
+        return None
+    names = [f"{labels.get(d.runtime, d.runtime)}\n{d.model} {d.users}u" for d, _ in pairs]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    colors = {"direct": "tab:gray", "gateway": "tab:purple"}
+    _grouped_bars(a1, names, {"direct": [d.p50 for d, _ in pairs],
+                              "gateway": [g.p50 for _, g in pairs]}, colors, {})
+    a1.set_ylabel("p50 latency (ms)")
+    a1.set_title("Latency: direct vs through the gateway")
+    a1.legend(fontsize=8)
+    _grouped_bars(a2, names, {"direct": [d.rps for d, _ in pairs],
+                              "gateway": [g.rps for _, g in pairs]}, colors, {})
+    a2.set_ylabel("req/s")
+    a2.set_title("Throughput: direct vs through the gateway")
+    return _save(fig, path)
+
+
+def memory(services: dict, labels: dict, path: Path) -> Path | None:
+    names = [s for s, v in services.items() if v.get("rss_mb_peak") or v.get("rss_mb_idle")]
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [services[s].get("rss_mb_idle") or 0 for s in names], 0.4, label="idle")
+    ax.bar(x + 0.2, [services[s].get("rss_mb_peak") or 0 for s in names], 0.4, label="peak")
+    ax.set_xticks(x)
+    ax.set_xticklabels([labels.get(s, s) for s in names], fontsize=8)
+    ax.set_ylabel("RSS (MB, process tree)")
+    ax.set_title("Memory per service")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def artifact_sizes(models: dict, path: Path) -> Path | None:
+    names = sorted(m for m, v in models.items() if v.get("artifacts"))
+    if not names:
+        return None
+    formats = sorted({f for m in names for f in models[m]["artifacts"]})
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(formats)
+    x = np.arange(len(names))
+    for i, fmt in enumerate(formats):
+        sizes = [models[m]["artifacts"].get(fmt, {}).get("bytes", 0) / 1e6 for m in names]
+        ax.bar(x + i * width - 0.4 + width / 2, sizes, width, label=fmt)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=15, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("MB (log)")
+    ax.set_title("Artifact size per format")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)

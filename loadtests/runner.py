@@ -1,0 +1,379 @@
+"""The bench: headless Locust subprocesses, one per measured point, against a running stack.
+
+Order: stack check -> preflight of every target -> client ceiling per model -> closed-loop sweeps
+(gateway, then direct for the overhead models) -> open-loop runs at a rate derived from the sweep ->
+results.json -> report. Every run is a fresh `locust --headless` process (clean isolation, the way
+Locust's docs recommend for automation); the locustfile resets stats after the warm-up and quits
+after a fixed window, while a sampler thread here records CPU of load generator, servers and the
+rest of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from loadtests import monitor, payloads
+from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
+from model_store.manifest import Manifest
+from services.settings import REPO_ROOT, StackSettings
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+REPORTS_DIR = Path(__file__).with_name("reports")
+NOISY_OTHER_PCT = 20.0  # other processes above this (% of one core) make a run suspect
+SAFETY_S = 20  # Locust's own -t bound beyond warm-up + window, in case the window never closes
+
+
+class BenchError(RuntimeError):
+    """A condition that stops the bench, with a message meant for the person running it."""
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def gateway_url(settings: StackSettings) -> str:
+    return f"http://{settings.gateway_host}:{settings.gateway_port}"
+
+
+def check_stack(settings: StackSettings) -> str | None:
+    """Raises if the gateway does not answer; returns why it is not ready, if it is not (the
+    preflight then finds out which targets are missing)."""
+    url = gateway_url(settings) + "/v2/health/ready"
+    try:
+        r = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as e:
+        raise BenchError(
+            f"the stack is not up: GET {url} failed ({type(e).__name__}). "
+            "Start it with `make up` and run the bench again."
+        ) from None
+    if r.status_code != 200:
+        return f"GET {url} answered {r.status_code} {r.text[:200]}"
+    return None
+
+
+def detect_tfserving(settings: StackSettings, model: str | None) -> dict:
+    """Real TF Serving or the local stand-in (which names itself in X-Served-By and status JSON)."""
+    url = f"http://{settings.tfserving_host}:{settings.tfserving_rest_port}/v1/models/{model or ''}"
+    try:
+        r = httpx.get(url, timeout=5.0)
+    except httpx.HTTPError as e:
+        return {"kind": "unknown", "detail": f"GET {url} failed ({type(e).__name__})"}
+    served_by = r.headers.get("x-served-by", "")
+    try:
+        body_served_by = r.json().get("served_by", "")
+    except ValueError:
+        body_served_by = ""
+    if "standin" in served_by or "standin" in str(body_served_by):
+        return {"kind": "stand-in", "detail": f"X-Served-By: {served_by or body_served_by}"}
+    if r.status_code == 200:
+        return {"kind": "real", "detail": "status answered without a stand-in marker"}
+    return {"kind": "unknown", "detail": f"GET {url} answered {r.status_code}"}
+
+
+def preflight(target: payloads.Target, manifest: Manifest, store: Path,
+              settings: StackSettings) -> str | None:
+    """One checked request; None if the target answers correctly, else why not."""
+    p = payloads.build_payload(target, manifest, store, samples=1)
+    base = gateway_url(settings) if target.via != "direct" else payloads.base_url(target, settings)
+    headers = {"Content-Type": "application/json", **payloads.auth_headers(settings)}
+    try:
+        r = httpx.post(base + target.path, content=p.bodies[0], headers=headers, timeout=60.0)
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    problem = payloads.check_response(p, 0, r.status_code, r.content, r.headers.get("x-served-by"))
+    return f"{problem}: {r.text[:200]}" if problem else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"ceiling endpoint exited with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"ceiling endpoint did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: float,
+               out_dir: Path, sampler: monitor.CpuSampler | None = None, samples: int = 0) -> dict:
+    """One headless Locust run of one point; returns its record (figures of the window only)."""
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rid = spec.run_id
+    result_path = raw / f"{rid}.json"
+    result_path.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", str(spec.users), "-r", str(spec.users), "-t", f"{int(warmup + window + SAFETY_S)}s",
+        "--host", host, "--only-summary", "--loglevel", "WARNING",
+        "--csv", str(raw / rid), "--json-file", str(raw / f"{rid}_locust"),
+        "--target-model", spec.model, "--target-runtime", spec.runtime, "--via", spec.via,
+        "--model-store", str(store), "--rate", str(spec.rate), "--samples", str(samples),
+        "--warmup", str(warmup), "--window", str(window), "--result-json", str(result_path),
+    ]
+    log_path = raw / f"{rid}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                                cwd=REPO_ROOT)
+        if sampler:
+            sampler.set_group("loadgen", {os.getpid(), proc.pid}, tree=False)
+        try:
+            code = proc.wait(timeout=warmup + window + SAFETY_S + 40)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            code = None
+    record = {"id": rid, **asdict(spec), "exit_code": code,
+              "log": str(log_path.relative_to(out_dir)),
+              "csv": str((raw / f"{rid}_window_stats.csv").relative_to(out_dir))}
+    if not result_path.exists():
+        tail = log_path.read_text(errors="replace")[-600:]
+        return {**record, "ok": False, "error": f"no result (exit code {code}): {tail}"}
+    result = json.loads(result_path.read_text())
+    cpu = sampler.window(result["window_start"], result["window_end"]) if sampler else {}
+    ok = result["requests"] > 0 and result["failures"] < result["requests"]
+    return {**record, **result, "ok": ok, "cpu": cpu,
+            "noisy": cpu.get("other_pct", 0.0) > NOISY_OTHER_PCT}
+
+
+def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile: Profile,
+                    out_dir: Path, sampler: monitor.CpuSampler | None) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "loadtests.ceiling", "--model", model, "--port", str(port),
+           "--model-store", str(store)]
+    proc = subprocess.Popen(cmd, env=child_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        if sampler:
+            sampler.set_group("ceiling-endpoint", {proc.pid})
+        spec = RunSpec("ceiling", "closed", model, "ceiling", users, repeat)
+        return run_locust(spec, host=f"http://127.0.0.1:{port}", store=store,
+                          warmup=profile.warmup_s, window=profile.window_s, out_dir=out_dir,
+                          sampler=sampler, samples=1)
+    finally:
+        stop(proc)
+        if sampler:
+            sampler.drop_group("ceiling-endpoint")
+
+
+def open_rates(runs: list[dict], profile: Profile) -> dict[str, float]:
+    """Offered rate per model: open_fraction of the slowest runtime's closed-loop peak, so every
+    runtime of a model gets the same load and all of them can sustain it."""
+    rates = {}
+    for model in profile.open_models:
+        peaks: dict[str, list[float]] = {}
+        for r in runs:
+            key = (r.get("via"), r.get("mode"), r.get("model"))
+            if key == ("gateway", "closed", model) and r.get("ok"):
+                peaks.setdefault((r["runtime"], r["users"]), []).append(r["rps"])
+        by_runtime: dict[str, float] = {}
+        for (runtime, _u), values in peaks.items():
+            by_runtime[runtime] = max(by_runtime.get(runtime, 0.0), sum(values) / len(values))
+        if by_runtime:
+            rates[model] = float(f"{profile.open_fraction * min(by_runtime.values()):.2g}")
+    return rates
+
+
+def payload_classes(models: list[str], manifests: dict[str, Manifest]) -> dict[str, list[str]]:
+    """Models grouped by request/response size (the client's work depends on nothing else):
+    {representative model: every model of that size}; one ceiling run serves a whole group."""
+    groups: dict[tuple, list[str]] = {}
+    for m in models:
+        sig = manifests[m].signature
+        key = tuple(math.prod(abs(d) for d in t.shape[1:]) for t in sig.inputs + sig.outputs)
+        groups.setdefault(key, []).append(m)
+    return {same[0]: same for same in groups.values()}
+
+
+def describe(r: dict, ceilings: dict[str, float]) -> str:
+    if not r.get("ok"):
+        return f"FAILED: {r.get('error') or r.get('failure_reasons')}"
+    lat = r["latency_ms"]
+    frac = r["rps"] / ceilings[r["model"]] if ceilings.get(r["model"]) else None
+    cpu = r.get("cpu") or {}
+    g = cpu.get("groups_pct", {})
+    servers = sum(v for k, v in g.items() if k not in ("loadgen", "ceiling-endpoint"))
+    text = (f"{r['rps']:8.1f} req/s" + (f" ({frac:.2f} of ceiling)" if frac else "")
+            + f"  p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms"
+            + f"  fail {r['failures']}/{r['requests']}"
+            + f"  | cpu% loadgen {g.get('loadgen', 0):.0f} servers {servers:.0f}"
+            + f" other {cpu.get('other_pct', 0):.0f}")
+    return text + ("  [NOISY: other processes busy]" if r.get("noisy") else "")
+
+
+def models_info(manifests: dict[str, Manifest]) -> dict:
+    return {
+        name: {
+            "framework": m.source.framework,
+            "architecture": m.source.architecture,
+            "weights": m.source.weights,
+            "artifacts": {
+                fmt: {"bytes": a.bytes, "parity_ok": a.parity.ok, "route": a.route}
+                for fmt, a in m.artifacts.items()
+            },
+        }
+        for name, m in manifests.items()
+    }
+
+
+def preflight_all(profile: Profile, settings: StackSettings
+                  ) -> tuple[dict[str, Manifest], list[tuple[str, str]], list[dict]]:
+    """(manifests, live (model, runtime) targets, skipped targets with the reason)."""
+    store = settings.model_store
+    targets, manifests, notes = payloads.resolve_targets(
+        store, list(profile.models), list(profile.runtimes), "gateway")
+    skipped = [{"via": "gateway", "model": None, "runtime": None, "reason": n} for n in notes]
+    live = []
+    for t in targets:
+        vias = ["gateway"] + (["direct"] if t.model in profile.direct_models else [])
+        for via in vias:
+            problem = preflight(payloads.Target(via, t.model, t.runtime), manifests[t.model],
+                                store, settings)
+            if problem:
+                say(f"skip {via} {t.model}@{t.runtime}: {problem}")
+                skipped.append({"via": via, "model": t.model, "runtime": t.runtime,
+                                "reason": problem})
+            elif via == "gateway":
+                live.append((t.model, t.runtime))
+    return manifests, live, skipped
+
+
+def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None) -> Path:
+    """Run the whole bench; returns the results.json path."""
+    not_ready = check_stack(settings)
+    if not_ready:
+        say(f"warning: the gateway is not fully ready ({not_ready}); measuring what answers")
+    store = settings.model_store
+    out_dir = out_dir or REPORTS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc)
+
+    manifests, live, skipped = preflight_all(profile, settings)
+    if not live:
+        raise BenchError("no (model, runtime) target answered its preflight request; see above")
+
+    models = sorted({m for m, _ in live})
+    bad = {(s["via"], s["model"], s["runtime"]) for s in skipped}
+    closed = [s for s in closed_plan(profile, live) if (s.via, s.model, s.runtime) not in bad]
+    n_open = profile.repeats * sum(m in profile.open_models for m, _ in live)
+    n_ceiling = len(payload_classes(models, manifests))
+    total = len(closed) + n_open + n_ceiling
+    say(f"bench profile {profile.name}: {len(live)} targets, {total} runs of "
+        f"{profile.warmup_s:g} s warm-up + {profile.window_s:g} s window, "
+        f"~{estimate_seconds(profile, total) / 60:.1f} min; output {out_dir}")
+
+    tfserving = detect_tfserving(settings, next((m for m, r in live if r == "tfserving"), None))
+    say(f"TF Serving: {tfserving['kind']} ({tfserving['detail']})")
+    services = monitor.discover_services(settings)
+    state = monitor.read_state()
+    idle_rss = {name: monitor.rss_mb(pids) for name, pids in services.items()}
+    sampler = monitor.CpuSampler(services).start()
+
+    runs: list[dict] = []
+    ceilings: dict[str, float] = {}
+    ceiling_of: dict[str, str] = {}  # model -> the model whose payload measured its ceiling
+    n = 0
+
+    def execute(spec: RunSpec, fn) -> dict:
+        nonlocal n
+        n += 1
+        reps = 1 if spec.via == "ceiling" else profile.repeats
+        say(f"[{n:3d}/{total}] {spec.label} rep {spec.repeat}/{reps} ...")
+        r = fn()
+        say(f"          {describe(r, ceilings)}")
+        runs.append(r)
+        return r
+
+    try:
+        users = max(profile.users)
+        for model, same in payload_classes(models, manifests).items():
+            spec = RunSpec("ceiling", "closed", model, "ceiling", users, 1)
+            r = execute(spec, lambda: measure_ceiling(model, users, 1, store=store,
+                                                      profile=profile, out_dir=out_dir,
+                                                      sampler=sampler))
+            ceiling_of.update({m: model for m in same})
+            if r.get("ok"):
+                ceilings.update({m: r["rps"] for m in same})
+        for spec in closed:
+            host = payloads.base_url(payloads.Target(spec.via, spec.model, spec.runtime), settings)
+            execute(spec, lambda: run_locust(spec, host=host, store=store,
+                                             warmup=profile.warmup_s, window=profile.window_s,
+                                             out_dir=out_dir, sampler=sampler))
+        rates = open_rates(runs, profile)
+        for spec in open_plan(profile, live, rates):
+            execute(spec, lambda: run_locust(spec, host=gateway_url(settings), store=store,
+                                             warmup=profile.warmup_s, window=profile.window_s,
+                                             out_dir=out_dir, sampler=sampler))
+    finally:
+        sampler.stop()
+
+    for r in runs:
+        if r.get("ok") and ceilings.get(r["model"]):
+            r["ceiling_fraction"] = r["rps"] / ceilings[r["model"]]
+    if any("standin" in k for r in runs if r.get("runtime") == "tfserving"
+           for k in (r.get("served_by") or {})):
+        tfserving = {"kind": "stand-in", "detail": "X-Served-By: tfserving-standin in responses"}
+
+    results = {
+        "schema": 1,
+        "profile": profile.to_dict(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": monitor.environment(settings),
+        "tfserving": tfserving,
+        "gateway_not_ready": not_ready,
+        "services": {
+            name: {
+                "pids": sorted(pids),
+                "rss_mb_idle": idle_rss.get(name),
+                "rss_mb_peak": round(sampler.rss_peak_mb.get(name, 0.0), 1) or None,
+                "startup_s": state.get(name, {}).get("startup_s"),
+            }
+            for name, pids in sorted(services.items())
+        },
+        "state_file": str(monitor.state_file()) if state else None,
+        "models": models_info({m: manifests[m] for m in sorted(manifests) if m in profile.models}),
+        "ceilings": ceilings,
+        "ceiling_of": ceiling_of,
+        "open_rates": rates,
+        "skipped": skipped,
+        "runs": runs,
+    }
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path

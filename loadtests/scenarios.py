@@ -1,0 +1,144 @@
+"""Bench profiles and the run plan they expand to.
+
+A profile names what to measure; plan() turns it into RunSpecs. Closed-loop points run every user
+count with no wait; open-loop points pace a fixed total rate that is only known after the closed
+sweep (see runner.open_rates), so plan(..., phase="open") takes the rates as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+RUNTIMES: tuple[str, ...] = ("torchserve", "tfserving", "onnxruntime", "tflite")
+# Wall-clock cost of one Locust subprocess beyond warm-up + window (start-up, spawn, exit).
+RUN_OVERHEAD_S = 2.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    models: tuple[str, ...]  # through the gateway, each on every runtime of RUNTIMES
+    users: tuple[int, ...]  # closed-loop sweep
+    repeats: int
+    warmup_s: float
+    window_s: float
+    ref_users: int  # "throughput at fixed concurrency" is read at this user count
+    open_models: tuple[str, ...] = ()  # models that also get a constant-rate run
+    open_fraction: float = 0.5  # offered rate = fraction x slowest runtime's closed-loop peak
+    open_users: int = 16  # users that share the offered rate
+    direct_models: tuple[str, ...] = ()  # also measured direct to each runtime (gateway overhead)
+    direct_users: tuple[int, ...] = ()  # subset of users
+    runtimes: tuple[str, ...] = RUNTIMES
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    via: str  # gateway | direct | ceiling
+    mode: str  # closed | open
+    model: str
+    runtime: str
+    users: int
+    repeat: int
+    rate: float = 0.0
+
+    @property
+    def run_id(self) -> str:
+        point = f"u{self.users}" if self.mode == "closed" else f"r{self.rate:g}"
+        return f"{self.via}-{self.mode}-{self.model}-{self.runtime}-{point}-rep{self.repeat}"
+
+    @property
+    def label(self) -> str:
+        point = f"users={self.users}" if self.mode == "closed" else f"rate={self.rate:g}/s"
+        return f"{self.via:7s} {self.mode:6s} {self.model}@{self.runtime} {point}"
+
+
+DIGITS_CNN = ("digits-cnn-torch", "digits-cnn-keras")
+MOBILENET = ("mobilenetv2-torch", "mobilenetv2-keras")
+DIGITS_MLP = ("digits-mlp-torch", "digits-mlp-keras")
+
+PROFILES: dict[str, Profile] = {
+    # ~8 minutes here (~9.5 with other work on the machine): used by `make demo`.
+    "quick": Profile(
+        name="quick",
+        models=DIGITS_CNN + MOBILENET,
+        users=(1, 8),
+        repeats=2,
+        warmup_s=1.0,
+        window_s=3.0,
+        ref_users=8,
+        open_models=("digits-cnn-torch",),
+        open_users=8,
+        direct_models=("digits-cnn-torch",),
+        direct_users=(8,),
+    ),
+    # ~3 hours here.
+    "full": Profile(
+        name="full",
+        models=DIGITS_MLP + DIGITS_CNN + MOBILENET,
+        users=(1, 2, 4, 8, 16, 32, 64),
+        repeats=3,
+        warmup_s=3.0,
+        window_s=10.0,
+        ref_users=16,
+        open_models=DIGITS_MLP + DIGITS_CNN + MOBILENET,
+        open_users=32,
+        direct_models=DIGITS_CNN + MOBILENET,
+        direct_users=(1, 16),
+    ),
+    # ~30 s: one point per runtime, for CI.
+    "smoke": Profile(
+        name="smoke",
+        models=("digits-cnn-torch",),
+        users=(4,),
+        repeats=1,
+        warmup_s=1.0,
+        window_s=3.0,
+        ref_users=4,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "models" in overrides:
+        keep = set(overrides["models"])
+        overrides.setdefault("open_models", tuple(m for m in profile.open_models if m in keep))
+        overrides.setdefault("direct_models", tuple(m for m in profile.direct_models if m in keep))
+    return replace(profile, **overrides)
+
+
+def closed_plan(profile: Profile, targets: list[tuple[str, str]]) -> list[RunSpec]:
+    """Gateway sweeps for every (model, runtime) target, then direct runs of profile.direct_models.
+    Repeats are the outer loop so that slow drifts of the machine spread over every target."""
+    runs = []
+    for rep in range(1, profile.repeats + 1):
+        for model, runtime in targets:
+            runs += [RunSpec("gateway", "closed", model, runtime, u, rep) for u in profile.users]
+        for model, runtime in targets:
+            if model in profile.direct_models:
+                runs += [RunSpec("direct", "closed", model, runtime, u, rep)
+                         for u in profile.direct_users]
+    return runs
+
+
+def open_plan(
+    profile: Profile, targets: list[tuple[str, str]], rates: dict[str, float]
+) -> list[RunSpec]:
+    """Constant-rate runs at the same offered rate for every runtime of a model."""
+    return [
+        RunSpec("gateway", "open", model, runtime, profile.open_users, rep, rates[model])
+        for rep in range(1, profile.repeats + 1)
+        for model, runtime in targets
+        if model in profile.open_models and rates.get(model, 0) > 0
+    ]
+
+
+def estimate_seconds(profile: Profile, n_runs: int) -> float:
+    return n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)

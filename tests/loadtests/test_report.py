@@ -1,0 +1,30 @@
+import json
+
+from loadtests.report.build import build_report
+from tests.loadtests import synthetic
+
+
+def test_report_from_synthetic_results(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(synthetic.results()))
+    html = build_report(path)
+    md = (tmp_path / "report.md").read_text()
+    page = html.read_text()
+    plots = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert plots == ["artifacts.png", "gateway_overhead.png", "latency_digits-cnn-keras.png",
+                     "latency_digits-cnn-torch.png", "latency_mobilenetv2-keras.png",
+                     "latency_mobilenetv2-torch.png", "memory.png", "throughput.png"]
+    assert all((tmp_path / "plots" / p).stat().st_size > 5000 for p in plots)
+    for name in plots:
+        assert f"plots/{name}" in md and f'src="plots/{name}"' in page
+    for section in ("## Client ceiling", "## Verdict", "## Throughput at 8 users",
+                    "## Gateway overhead", "## Memory and start-up", "## Artifact sizes",
+                    "## Constant rate (open loop)", "## Environment"):
+        assert section in md
+    verdict_rows = [line for line in md.splitlines() if line.startswith("| Performance: a tie?")
+                    or line.startswith("| Deployment") or line.startswith("| TFLite the")
+                    or line.startswith("| Does ONNX")]
+    assert len(verdict_rows) == 5 and not any("not measured" in r for r in verdict_rows)
+    assert "TF Serving (stand-in)" in md and "NOT the real C++ TensorFlow Serving" in md
+    assert "not measured" in md  # TorchServe start-up is absent from the state file
+    assert "<strong>Yes (4/4)</strong>" in page and "<script" not in page

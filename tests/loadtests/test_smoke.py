@@ -1,0 +1,129 @@
+"""Real Locust, headless, for a few seconds against a fake OIP server on 127.0.0.1."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from loadtests import monitor, runner
+from loadtests.report.build import build_report
+from loadtests.scenarios import Profile, RunSpec, get_profile
+from services.settings import REPO_ROOT, StackSettings
+from tests.loadtests.fakes import FakeOIPServer
+
+SPEC = RunSpec("gateway", "closed", "digits-cnn-torch", "onnxruntime", 2, 1)
+
+
+def aggregated_row(path):
+    return next(r for r in csv.DictReader(open(path)) if r["Name"] == "Aggregated")
+
+
+def test_locust_collects_and_checks_every_response(store, tmp_path):
+    with FakeOIPServer(store, "digits-cnn-torch") as srv:
+        sampler = monitor.CpuSampler({}).start()
+        r = runner.run_locust(SPEC, host=srv.url, store=store, warmup=0.5, window=2.0,
+                              out_dir=tmp_path, sampler=sampler)
+        sampler.stop()
+    assert r["ok"] and r["failures"] == 0 and 10 < r["requests"] < srv.requests
+    assert 1.9 < r["window_s"] < 2.5
+    assert set(r["served_by"]) == {"onnxruntime"}
+    lat = r["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert "loadgen" in r["cpu"]["groups_pct"] and "other_pct" in r["cpu"]
+    # Locust's own stats of the window (reset after the warm-up) agree with the recorder's.
+    row = aggregated_row(tmp_path / r["csv"])
+    assert int(row["Failure Count"]) == 0
+    assert abs(int(row["Request Count"]) - r["requests"]) <= 4
+    assert (tmp_path / r["csv"].replace("_window_stats", "_stats_history")).exists()
+
+
+def test_wrong_answers_are_locust_failures(store, tmp_path):
+    with FakeOIPServer(store, "digits-cnn-torch", wrong=True) as srv:
+        r = runner.run_locust(replace(SPEC, users=1), host=srv.url, store=store, warmup=0.0,
+                              window=1.5, out_dir=tmp_path)
+    assert r["requests"] > 0 and r["failures"] == r["requests"] and not r["ok"]
+    assert list(r["failure_reasons"]) == ["wrong class"]
+    failures = list(csv.DictReader(open(tmp_path / r["csv"].replace("_stats", "_failures"))))
+    assert [f["Error"] for f in failures] == ["CatchResponseError('wrong class')"]
+
+
+def test_ceiling_endpoint_passes_the_same_checks(store, tmp_path):
+    prof = replace(get_profile("smoke"), warmup_s=0.5, window_s=1.5)
+    r = runner.measure_ceiling("digits-cnn-keras", 2, 1, store=store, profile=prof,
+                               out_dir=tmp_path, sampler=None)
+    assert r["ok"] and r["failures"] == 0 and r["requests"] > 10
+    assert set(r["served_by"]) == {"ceiling"}
+
+
+@pytest.fixture
+def fake_stack_settings(store):
+    ports = [runner.free_port() for _ in range(7)]
+    return StackSettings(stack_model_store=store, gateway_port=ports[0], onnxruntime_port=ports[1],
+                         tflite_port=ports[2], tfserving_rest_port=ports[3],
+                         tfserving_grpc_port=ports[4], torchserve_inference_port=ports[5],
+                         torchserve_management_port=ports[6])
+
+
+def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_settings,
+                                                 monkeypatch):
+    monkeypatch.setattr(monitor, "STATE_FILE", tmp_path / "absent.json")
+    prof = Profile(name="tiny", models=("digits-cnn-torch",), runtimes=("tflite",), users=(1,),
+                   repeats=1, warmup_s=0.3, window_s=1.0, ref_users=1,
+                   open_models=("digits-cnn-torch",), open_users=2,
+                   direct_models=("digits-cnn-torch",), direct_users=(1,))
+    with FakeOIPServer(store, "digits-cnn-torch") as srv:
+        settings = fake_stack_settings.model_copy(update={"gateway_port": srv.port})
+        path = runner.bench(prof, settings, tmp_path / "out")
+    results = json.loads(path.read_text())
+    kinds = [(r["via"], r["mode"]) for r in results["runs"]]
+    assert kinds == [("ceiling", "closed"), ("gateway", "closed"), ("gateway", "open")]
+    assert all(r["ok"] and r["failures"] == 0 for r in results["runs"])
+    # Nothing listens on the settings' TFLite port: the direct target is skipped, with the reason.
+    (skip,) = results["skipped"]
+    assert (skip["via"], skip["runtime"]) == ("direct", "tflite") and "Connect" in skip["reason"]
+    assert results["runs"][2]["rate"] == results["open_rates"]["digits-cnn-torch"] > 0
+    assert 0 < results["runs"][1]["ceiling_fraction"]
+    assert results["tfserving"]["kind"] == "unknown"
+    assert "gateway" in results["services"] and results["services"]["gateway"]["startup_s"] is None
+    assert results["environment"]["packages"]["locust"]
+    # A sparse bench (one model, no torch/keras pair) still makes a whole report.
+    html = build_report(path)
+    assert "<strong>" in html.read_text() and (path.parent / "report.md").exists()
+    assert (path.parent / "plots" / "latency_digits-cnn-torch.png").exists()
+
+
+def test_bench_says_the_stack_is_not_up(tmp_path, fake_stack_settings):
+    with pytest.raises(runner.BenchError, match="make up"):
+        runner.bench(get_profile("smoke"), fake_stack_settings, tmp_path)
+    env = {**runner.child_env(), "GATEWAY_PORT": str(fake_stack_settings.gateway_port)}
+    out = subprocess.run([sys.executable, "-m", "loadtests", "bench", "--profile", "smoke",
+                          "--out", str(tmp_path)], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 2
+    assert "the stack is not up" in out.stderr and "make up" in out.stderr
+
+
+def test_ui_serves_locust_web_ui_on_loopback(store):
+    port = runner.free_port()
+    env = {**runner.child_env(), "STACK_MODEL_STORE": str(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "loadtests", "ui", "--web-port", str(port)],
+                            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        assert page.status_code == 200 and "locust" in page.text.lower()
+    finally:
+        runner.stop(proc)

@@ -1,0 +1,63 @@
+from loadtests.report.aggregate import Spread, aggregate
+from loadtests.report.verdict import NO_DIFF, compare, pairs, verdict
+from tests.loadtests import synthetic
+
+
+class P:  # just the figures compare() reads
+    def __init__(self, rps, p50=1.0):
+        self.rps, self.p50 = Spread.of(rps), Spread.of([p50, p50])
+
+
+def test_overlapping_spreads_are_no_measurable_difference():
+    f = compare("A", P([100, 110, 120]), "B", P([115, 125, 130]), "rps")
+    assert f.outcome == "tie" and f.text.startswith(NO_DIFF)
+    assert "110.0 [100.0–120.0]" in f.text and "123.3 [115.0–130.0]" in f.text
+
+
+def test_clear_winner_is_named_with_its_figures():
+    f = compare("A", P([100, 105]), "B", P([200, 210]), "rps")
+    assert f.outcome == "b"
+    assert f.text.startswith("B faster (2.00×)") and "102.5" in f.text and "205.0" in f.text
+    lat = compare("A", P([1], p50=2.0), "B", P([1], p50=4.0), "p50")
+    assert lat.outcome == "a" and "lower latency" in lat.text
+
+
+def test_missing_point():
+    assert compare("A", None, "B", P([1, 2]), "rps").outcome == "missing"
+
+
+def test_aggregate_groups_repeats():
+    points = aggregate(synthetic.results(repeats=3))
+    p = next(p for p in points if (p.via, p.model, p.runtime, p.users) ==
+             ("gateway", "digits-cnn-torch", "onnxruntime", 8) and p.mode == "closed")
+    assert p.rps.n == 3 and p.rps.min < p.rps.mean < p.rps.max
+
+
+def test_verdict_answers_every_claim_for_both_architectures():
+    rows = verdict(synthetic.results())
+    assert set(pairs(synthetic.results())) == {"digits-cnn", "mobilenetv2"}
+    by_q = {r["question"]: r["cells"] for r in rows}
+    assert len(rows) == 5
+    for cells in by_q.values():
+        assert set(cells) == {"digits-cnn", "mobilenetv2"}
+        for cell in cells.values():
+            assert cell["answer"] != "not measured" and cell["details"]
+    same = by_q["Performance: a tie? (same runtime)"]["digits-cnn"]
+    # TFLite: the keras-source artifact is 1.5x faster; the other runtimes tie.
+    assert same["answer"].startswith("No: ")
+    assert sum(NO_DIFF in d for d in same["details"]) == 3
+    assert any(d.startswith("TFLite: keras-src faster") for d in same["details"])
+    native = by_q["Performance: a tie? (native runtimes)"]["digits-cnn"]
+    assert native["answer"] == "No: TorchServe/digits-cnn-torch faster (1.33×)"
+    # TorchServe 400x3 vs TF Serving (stand-in) 300x3 req/s, 2% spread: a clear winner.
+    deploy = by_q["Deployment: is TF Serving faster than TorchServe?"]["digits-cnn"]
+    assert deploy["answer"].startswith("No") and "TF Serving (stand-in)" in deploy["details"][0]
+    assert by_q["Does ONNX Runtime beat both native runtimes?"]["mobilenetv2"]["answer"] == "Yes (4/4)"
+    tflite = by_q["TFLite the lightest for edge?"]["digits-cnn"]
+    assert tflite["answer"].startswith("Yes"), tflite
+
+
+def test_wide_spreads_turn_differences_into_ties():
+    rows = verdict(synthetic.results(spread=0.6))
+    deploy = {r["question"]: r["cells"] for r in rows}["Deployment: is TF Serving faster than TorchServe?"]
+    assert deploy["digits-cnn"]["answer"] == f"No: {NO_DIFF} (3/3)"
