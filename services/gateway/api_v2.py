@@ -1,0 +1,163 @@
+"""Open Inference Protocol v2 REST (+ binary tensor extension, + Triton's repository index)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from services.common.codecs import CodecError, split_binary_body
+from services.gateway.errors import BadRequest, GatewayError
+from services.gateway.payload import InferRequest, encode_oip_response
+from services.gateway.routing import Target
+from services.gateway.transport import (
+    context,
+    gateway,
+    header,
+    json_response,
+    parse_json,
+    read_body,
+)
+from services.gateway.validation import check_oip_request
+
+router = APIRouter(tags=["Open Inference Protocol v2"])
+VERSIONED = "/versions/{version}"
+
+INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "OIP inference request; with the binary tensor extension the JSON part is "
+        "followed by raw tensor bytes and its length is sent in Inference-Header-Content-Length.",
+        "content": {"application/json": {"example": {
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                        "data": [0.1, 0.2, 0.3, 0.4]}],
+            "parameters": {"binary_data_output": False},
+        }}},
+    }
+}
+
+
+@router.get("/v2", summary="Server metadata")
+async def server_metadata() -> Response:
+    return json_response({"name": "servebench-gateway", "version": "0.1.0",
+                          "extensions": ["binary_tensor_data", "model_repository"]})
+
+
+@router.get("/v2/health/live", summary="Server live (no API key needed)")
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", summary="Server ready: every model has a reachable backend")
+async def ready(request: Request) -> Response:
+    ok, reason = gateway(request).server_ready()
+    if not ok:
+        return json_response({"ready": False, "error": f"not ready: {reason}"}, 400)
+    return json_response({"ready": True})
+
+
+def _metadata(t: Target, name: str, targets: list[Target]) -> dict[str, Any]:
+    m = t.model
+    spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": s.shape}  # noqa: E731
+    return {
+        "name": name,
+        "versions": [t.version],
+        "platform": t.runtime,
+        "inputs": [spec(s) for s in m.signature.inputs],
+        "outputs": [spec(s) for s in m.signature.outputs],
+        "parameters": {
+            "runtime": t.runtime,
+            "target": t.name,
+            "candidates": [c.name for c in targets],
+            "parity": {a.format: a.parity.model_dump() for a in m.artifacts.values()},
+            "parity_ok": t.artifact.parity.ok,
+            "source": m.source.model_dump(exclude_none=True),
+        },
+    }
+
+
+@router.get("/v2/models/{model}", summary="Model metadata (signature, parity, backend view)")
+@router.get("/v2/models/{model}" + VERSIONED, summary="Model metadata of one version")
+async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
+    gw, ctx = gateway(request), context(request)
+    ctx.endpoint = "metadata"
+    targets = gw.router.resolve(model, version)
+    t = targets[0]
+    ctx.model, ctx.runtime, ctx.served_by = t.model.name, t.runtime, t.runtime
+    doc = _metadata(t, model, targets)
+    if gw.health.available(t.runtime):
+        try:
+            doc["parameters"]["backend_metadata"] = await gw.backends[t.runtime].metadata(t.model)
+        except Exception as e:  # best effort: the manifest already answers
+            doc["parameters"]["backend_metadata"] = {"error": str(e) or type(e).__name__}
+    return json_response(doc)
+
+
+@router.get("/v2/models/{model}/ready", summary="Model ready")
+@router.get("/v2/models/{model}" + VERSIONED + "/ready", summary="Model version ready")
+async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+    gw, ctx = gateway(request), context(request)
+    ctx.endpoint = "ready"
+    targets = gw.router.resolve(model, version)
+    ctx.model = targets[0].model.name
+    t, reason = await gw.first_ready(targets)
+    if t is None:
+        raise GatewayError(f"{model} is not ready: {reason}", status=400)
+    ctx.runtime = ctx.served_by = t.runtime
+    return json_response({"name": model, "ready": True})
+
+
+@router.post("/v2/models/{model}/infer", summary="Inference", openapi_extra=INFER_DOC)
+@router.post("/v2/models/{model}" + VERSIONED + "/infer", summary="Inference on one version",
+             openapi_extra=INFER_DOC)
+async def infer(request: Request, model: str, version: str | None = None) -> Response:
+    gw, ctx = gateway(request), context(request)
+    ctx.endpoint = "infer"
+    s = gw.settings
+    targets = gw.router.resolve(model, version)
+    manifest = targets[0].model
+    ctx.model = manifest.name
+    body = await read_body(request, s.gateway_max_payload_bytes, s.gateway_timeout_s)
+    header_length = _header_length(request)
+    try:  # memoryview: the binary part is not copied, only forwarded or wrapped by numpy
+        head, binary = split_binary_body(memoryview(body), header_length)
+    except CodecError as e:
+        raise BadRequest(str(e)) from None
+    header = parse_json(head)
+    batch = check_oip_request(manifest, header, len(binary))
+    req = InferRequest(manifest, batch, ctx.request_id, body=body, header=header,
+                       header_length=header_length, binary=binary)
+    target, resp = await gw.infer(targets, req, ctx)
+    if resp.body is not None:
+        content, hl = resp.body, resp.header_length
+    else:
+        assert resp.arrays is not None
+        outputs = {n: resp.arrays[n] for n in req.output_names()}
+        content, hl = encode_oip_response(model, target.version, outputs, req.binary_outputs(),
+                                          header.get("id"))
+    if hl is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(hl)})
+
+
+def _header_length(request: Request) -> int | None:
+    value = header(request, b"inference-header-content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest(f"Inference-Header-Content-Length must be an integer, not {value!r}")
+    return int(value)
+
+
+@router.post("/v2/repository/index", summary="Every model and (model, runtime) pair with its state")
+async def repository_index(request: Request) -> Response:
+    gw, ctx = gateway(request), context(request)
+    ctx.endpoint = "index"
+    body = await request.body()
+    doc = parse_json(body) if body.strip() else {}
+    entries = await gw.index()
+    if isinstance(doc, dict) and doc.get("ready"):
+        entries = [e for e in entries if e["state"] == "READY"]
+    return json_response(entries)

@@ -1,0 +1,60 @@
+"""create_app(): the FastAPI application of the gateway."""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from services.gateway import api_v1, api_v2, errors
+from services.gateway.core import Gateway
+from services.gateway.middleware import GatewayMiddleware
+from services.gateway.settings import GatewaySettings
+
+DESCRIPTION = """One endpoint for every model on every runtime.
+
+Address a model as `<model>` (routed by policy) or `<model>@<runtime>` with runtime one of
+torchserve, tfserving, onnxruntime, tflite. Every response names the runtime that served it in
+`X-Served-By`. With an API key configured, send `Authorization: Bearer <key>` (health routes are
+open)."""
+
+
+# Inference routes served by the middleware without FastAPI's per-request routing/dependency cost.
+FAST_ROUTES = [
+    ("POST", re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"),
+     api_v2.infer),
+    ("POST", re.compile(r"/v1/models/(?P<model>[^/]+?)(?:/versions/(?P<version>[^/]+?))?:predict"),
+     api_v1.predict),
+]
+
+
+def create_app(settings: GatewaySettings | None = None) -> GatewayMiddleware:
+    """The ASGI app to serve: the FastAPI app (`.app`) inside the gateway's own outer layer."""
+    gw = Gateway(settings or GatewaySettings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.close()
+
+    app = FastAPI(title="servebench gateway", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.gateway = gw
+    errors.install(app)
+    app.include_router(api_v2.router)
+    app.include_router(api_v1.router)
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
+    async def metrics(_: Request) -> Response:
+        h = gw.health
+        circuits = {rt: b.state for rt, b in h.breakers.items()}
+        return Response(gw.metrics.render(h.up, circuits), media_type=CONTENT_TYPE_LATEST)
+
+    return GatewayMiddleware(app, gw, FAST_ROUTES)

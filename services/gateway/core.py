@@ -1,0 +1,153 @@
+"""The gateway's state (store, router, backends, health, metrics) and its dispatch loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from model_store.manifest import load_store
+from services.gateway.accesslog import AccessLog
+from services.gateway.backends import make_backends
+from services.gateway.context import RequestContext
+from services.gateway.errors import (
+    BackendFailed,
+    BackendRejected,
+    BackendUnavailable,
+    GatewayError,
+)
+from services.gateway.health import HealthMonitor
+from services.gateway.metrics import Metrics
+from services.gateway.payload import InferRequest, InferResponse
+from services.gateway.routing import Router, Target
+from services.gateway.settings import GatewaySettings
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.store = load_store(settings.model_store)
+        self.backends = make_backends(settings)
+        self.health = HealthMonitor(
+            self.backends,
+            failures=settings.gateway_breaker_failures,
+            reset_s=settings.gateway_breaker_reset_s,
+            interval=settings.gateway_probe_interval_s,
+        )
+        self.router = Router(
+            self.store,
+            settings.runtimes,
+            settings.gateway_policy,
+            settings.gateway_default_runtime,
+            self.health.available,
+        )
+        self.metrics = Metrics()
+        self.access_log = AccessLog() if settings.gateway_access_log else None
+
+    async def start(self) -> None:
+        self.health.start()
+        if self.access_log:
+            self.access_log.start()
+
+    async def close(self) -> None:
+        await self.health.stop()
+        if self.access_log:
+            await self.access_log.stop()
+        for b in self.backends.values():
+            await b.close()
+
+    async def infer(
+        self, targets: list[Target], req: InferRequest, ctx: RequestContext
+    ) -> tuple[Target, InferResponse]:
+        """Send to the first target that can be reached; fail over only while nothing has
+        reached a backend (refused, connect timeout, circuit open)."""
+        error: GatewayError | None = None
+        for t in targets:
+            ctx.runtime = t.runtime
+            breaker = self.health.breakers[t.runtime]
+            if not breaker.allow():
+                error = BackendUnavailable(
+                    f"backend {t.runtime} is unavailable: circuit open after "
+                    f"{breaker.threshold} consecutive connection failures",
+                    runtime=t.runtime,
+                )
+                continue
+            start = time.perf_counter()
+            try:
+                resp = await self.backends[t.runtime].infer(req)
+            except BackendUnavailable as e:
+                breaker.failure()
+                error = e
+                continue
+            except (BackendRejected, BackendFailed):
+                breaker.success()  # it answered; a timeout counts neither way (the probe decides)
+                raise
+            finally:
+                self.metrics.observe_backend(t.model.name, t.runtime, time.perf_counter() - start)
+            breaker.success()
+            ctx.served_by = resp.served_by
+            return t, resp
+        assert error is not None
+        raise error
+
+    async def pair_ready(self, t: Target) -> tuple[bool, str]:
+        if not self.health.available(t.runtime):
+            return False, f"backend {t.runtime} is unavailable (circuit open)"
+        try:
+            if await self.backends[t.runtime].ready(t.model):
+                return True, ""
+            return False, f"backend {t.runtime} does not report {t.model.name} ready"
+        except GatewayError as e:
+            return False, e.message
+        except Exception as e:  # a malformed readiness answer must not break the index
+            return False, f"backend {t.runtime}: {type(e).__name__}: {e}"
+
+    async def first_ready(self, targets: list[Target]) -> tuple[Target | None, str]:
+        reason = ""
+        for t in targets:
+            ok, reason = await self.pair_ready(t)
+            if ok:
+                return t, ""
+        return None, reason
+
+    async def index(self) -> list[dict[str, Any]]:
+        """Triton repository index: every bare model and every (model, runtime) pair."""
+        pairs = list(self.router.pairs())
+        checks = await asyncio.gather(*(self.pair_ready(t) for _, _, t in pairs if t))
+        ready = dict(zip((t.name for _, _, t in pairs if t), checks))
+        out: list[dict[str, Any]] = []
+        for m in self.store.values():
+            try:
+                cands = self.router.resolve(m.name)
+            except GatewayError as e:
+                out.append(_entry(m.name, "", False, e.message))
+            else:
+                t = next((c for c in cands if ready[c.name][0]), None)
+                reason = "" if t else ready[cands[0].name][1]
+                out.append(_entry(m.name, (t or cands[0]).version, t is not None, reason))
+            for _, rt, t in (p for p in pairs if p[0] is m):
+                if t is None:
+                    out.append(_entry(f"{m.name}@{rt}", "", False, self.router.why_not(m, rt)))
+                else:
+                    out.append(_entry(t.name, t.version, *ready[t.name]))
+        return out
+
+    def server_ready(self) -> tuple[bool, str]:
+        """Every model can be served by its bare name by a backend the probe reached."""
+        if not self.store:
+            return False, f"no models in {self.settings.model_store}"
+        for m in self.store.values():
+            try:
+                cands = self.router.resolve(m.name)
+            except GatewayError as e:
+                return False, e.message
+            h = self.health
+            if not any(h.up[t.runtime] and h.available(t.runtime) for t in cands):
+                why = "; ".join(f"{t.runtime}: {h.why_down(t.runtime)}" for t in cands)
+                return False, f"{m.name} has no reachable backend ({why})"
+        return True, ""
+
+
+def _entry(name: str, version: str, ready: bool, reason: str) -> dict[str, Any]:
+    return {"name": name, "version": version, "state": "READY" if ready else "UNAVAILABLE",
+            "reason": reason}

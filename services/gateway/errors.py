@@ -1,0 +1,88 @@
+"""Every failure is a GatewayError carrying its HTTP status; the body is always {"error": "..."}
+(what tritonclient and TF Serving clients expect)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from services.gateway.context import CTX
+
+
+class GatewayError(Exception):
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None, runtime: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.runtime = runtime  # the backend the error came from, if any (X-Served-By)
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+
+
+class BackendRejected(GatewayError):
+    """The backend answered 4xx: passed through with its status."""
+
+
+class BackendFailed(GatewayError):
+    """The backend answered 5xx or broke the connection mid-request."""
+
+    status = 502
+
+
+class BackendUnavailable(GatewayError):
+    """Nothing reached the backend (refused, connect timeout, circuit open): safe to fail over."""
+
+    status = 503
+
+
+class BackendTimeout(GatewayError):
+    status = 504
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def gateway_error_response(request: Request, e: GatewayError) -> Response:
+    ctx = request.scope.get(CTX)
+    if ctx is not None and e.runtime:
+        ctx.served_by = e.runtime  # the middleware writes X-Served-By
+    return error_response(e.status, e.message)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, gateway_error_response)  # type: ignore[arg-type]
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, e: HTTPException) -> Response:
+        return error_response(e.status_code, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> Response:
+        return error_response(500, f"internal error: {type(e).__name__}: {e}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> Response:
+        msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        return error_response(400, msg)

@@ -1,0 +1,107 @@
+"""Circuit breaker per backend, and the background probe that feeds it.
+
+Closed: requests flow. After `failures` consecutive connection failures (refused, connect
+timeout) it opens: requests to that backend fail at once with 503 (or fail over). Once
+`reset_s` has passed, one trial request is let through (half-open); its success closes the
+circuit, its failure re-opens it for another `reset_s`. The probe reaches every backend every
+`interval` seconds and feeds the same breaker, so a recovered backend is closed again even
+without traffic. Timeouts do not count: a backend that accepts but never answers is caught by
+the probe, which times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Callable
+
+from services.gateway.backends import Backend
+from services.gateway.errors import GatewayError
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+class CircuitBreaker:
+    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic):
+        self.threshold = max(1, failures)
+        self.reset_s = reset_s
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return CLOSED
+        return HALF_OPEN if self.clock() - self.opened_at >= self.reset_s else OPEN
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self.clock() - self.opened_at >= self.reset_s:
+            self.opened_at = self.clock()  # one trial per reset period
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.opened_at is not None or self.failures >= self.threshold:
+            self.opened_at = self.clock()
+
+
+class HealthMonitor:
+    def __init__(
+        self, backends: dict[str, Backend], *, failures: int, reset_s: float, interval: float
+    ) -> None:
+        self.backends = backends
+        self.interval = interval
+        self.breakers = {rt: CircuitBreaker(failures, reset_s) for rt in backends}
+        self.up: dict[str, bool | None] = {rt: None for rt in backends}  # None: not probed yet
+        self.reason: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def available(self, runtime: str) -> bool:
+        return self.breakers[runtime].state != OPEN
+
+    def why_down(self, runtime: str) -> str:
+        if self.up[runtime] is None:
+            return "not probed yet"
+        if self.up[runtime] is False:
+            return self.reason[runtime]
+        return "up" if self.available(runtime) else "circuit open"
+
+    async def probe(self, runtime: str) -> bool:
+        try:
+            ok = await self.backends[runtime].live()
+            reason = "" if ok else "backend answers with a server error"
+        except GatewayError as e:
+            ok, reason = False, e.message
+        self.up[runtime] = ok
+        self.reason[runtime] = reason
+        if ok:
+            self.breakers[runtime].success()
+        else:
+            self.breakers[runtime].failure()
+        return ok
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(rt) for rt in self.backends))
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-health-probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
