@@ -1,4 +1,4 @@
-"""The gateway's keep-alive HTTP/1.1 client against raw servers with awkward habits."""
+"""The gateway's keep-alive connection pool (aiohttp) against raw servers with awkward habits."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ async def serve(responses: list[bytes], close_after_each: bool = False):
         conn = connections
         while responses:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
+            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length")), b"0"))
             await reader.readexactly(length)
             seen.append(conn)
             writer.write(responses.pop(0))
@@ -48,7 +48,7 @@ def test_keep_alive_reuses_one_connection() -> None:
             status, headers, body = await pool.request("POST", "/x", b"{}")
             assert (status, headers["x-served-by"], body) == (200, "me", b"ok")
         assert seen == [1, 1, 1]
-        pool.close()
+        await pool.close()
         server.close()
 
     run(main())

@@ -53,7 +53,7 @@ class Backend(ABC):
                         self.connect_timeout)
 
     async def close(self) -> None:
-        self.pool.close()
+        await self.pool.close()
 
     async def _send(
         self,
