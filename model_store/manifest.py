@@ -65,7 +65,8 @@ class Source(BaseModel):
     weights: Literal["trained", "random-init"]
     dataset: str | None = None
     test_accuracy: float | None = None
-    single_sample_ms: float | None = None  # in-process median latency in the source framework
+    # median in-process latency of one sample: torch eager (no_grad), Keras inside a tf.function
+    single_sample_ms: float | None = None
     note: str | None = None
 
 
