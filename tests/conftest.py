@@ -18,9 +18,19 @@ EXAMPLES = (
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all sockets held open together, so no port repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def python_env(**extra: str) -> dict[str, str]:
@@ -51,7 +61,7 @@ def real_stack(real_store, tmp_path_factory):
     """`make up` on free loopback ports in a private run dir: every runtime + the gateway, each
     having answered a real inference; `make down` afterwards."""
     run_dir = tmp_path_factory.mktemp("stack-run")
-    ports = {var: free_port() for var in PORT_VARS}
+    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS))))
     env = python_env(STACK_RUN_DIR=str(run_dir), STACK_MODEL_STORE=str(real_store),
                      **{k: str(v) for k, v in ports.items()})  # fmt: skip
     sup = [sys.executable, "-m", "services.supervisor"]

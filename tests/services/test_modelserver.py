@@ -32,6 +32,7 @@ from model_store.manifest import (
     TensorSpec,
     load_store,
 )
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIMES = {"onnxruntime": "onnx", "tflite": "tflite"}  # server -> artifact format
@@ -164,12 +165,6 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll until predicate() is truthy (bounded; not a timing assertion)."""
     deadline = time.monotonic() + timeout
@@ -182,7 +177,7 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 
 @contextmanager
 def run_server(runtime: str, store: Path, log_dir: Path, **env: str) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     log = log_dir / f"{runtime}-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

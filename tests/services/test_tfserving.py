@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ from model_store.manifest import (
 )  # fmt: skip
 from services.settings import REPO_ROOT, StackSettings
 from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
+from tests.conftest import free_port
 
 TOL = 1e-4
 NAME = "tiny-keras"
 STANDIN = "tfserving-standin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- a tiny store: one Keras model exported as a SavedModel with the contract's names -----------

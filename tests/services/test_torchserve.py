@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from model_store.manifest import Manifest, Signature, Source, TensorSpec, load_s
 from services.settings import REPO_ROOT
 from services.torchserve import handler as ts_handler
 from services.torchserve import wait_until_ready
+from tests.conftest import free_port
 
 HANDLER = REPO_ROOT / "services" / "torchserve" / "handler.py"
 ARCHIVER = Path(sys.executable).with_name("torch-model-archiver")
 TOL = 1e-4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def oip(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> dict:
