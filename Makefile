@@ -31,8 +31,10 @@ $(STORE)/.examples.stamp: $(VENV)/.installed $(EXPORT_INPUTS)
 
 export: $(STORE)/.examples.stamp ## train + export the example models into model_store/
 
-demo: export ## the main job: install, export, serve, load-test, report
-	$(PY) -m exporters show --store $(STORE)
+demo: export ## the main job: install, export, serve, quick load test, report, down
+	@$(PY) -m exporters show --store $(STORE)
+	$(PY) -m services.supervisor up
+	@$(PY) -m loadtests bench --profile quick; rc=$$?; $(PY) -m services.supervisor down; exit $$rc
 
 test: export ## run the test suite (installs and exports first)
 	$(PY) -m pytest
