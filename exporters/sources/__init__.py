@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from model_store.manifest import Signature, Source
+from model_store.manifest import Signature, Source, TensorSpec
 
 
 @dataclass
@@ -35,3 +35,25 @@ class SourceModel:
 
 class SourceError(Exception):
     """The model file could not be loaded or its signature determined; the message says why."""
+
+
+def make_signature(
+    input_name: str,
+    input_shape: list[int | None],
+    input_dtype: np.dtype,
+    outputs: list[np.ndarray],
+    output_names: list[str] | None,
+    layout: str | None,
+) -> Signature:
+    """The source's signature: batch dimension first and free (-1), unknown dimensions -1, outputs
+    named output_0.. unless names are given."""
+    from services.common.codecs import oip_datatype
+
+    names = output_names or [f"output_{i}" for i in range(len(outputs))]
+    if len(names) != len(outputs):
+        raise SourceError(f"model returns {len(outputs)} outputs, {len(names)} names were given")
+    dims = [-1 if d is None else int(d) for d in input_shape]
+    return Signature(
+        inputs=[TensorSpec(name=input_name, datatype=oip_datatype(np.dtype(input_dtype)), shape=[-1, *dims], layout=layout)],
+        outputs=[TensorSpec(name=n, datatype=oip_datatype(o.dtype), shape=[-1, *o.shape[1:]]) for n, o in zip(names, outputs)],
+    )

@@ -7,21 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.sources import SourceError, SourceModel
-from model_store.manifest import Signature, Source, TensorSpec
-from services.common.codecs import oip_datatype
-
-
-def _signature(
-    input_name: str, input_shape, input_dtype, outputs: list[np.ndarray], names: list[str], layout
-) -> Signature:
-    return Signature(
-        inputs=[TensorSpec(name=input_name, datatype=oip_datatype(np.dtype(input_dtype)),
-                           shape=[-1, *[int(d) if d is not None else -1 for d in input_shape]],
-                           layout=layout)],
-        outputs=[TensorSpec(name=n, datatype=oip_datatype(o.dtype), shape=[-1, *o.shape[1:]])
-                 for n, o in zip(names, outputs)],
-    )  # fmt: skip
+from exporters.sources import SourceError, SourceModel, make_signature
+from model_store.manifest import Source
 
 
 def _info(architecture: str, **kw) -> Source:
@@ -58,11 +45,8 @@ def from_model(
         outputs = predict(reference_inputs[:1])
     except Exception as e:  # noqa: BLE001
         raise SourceError(f"model does not accept its reference input: {e}") from e
-    names = output_names or [f"output_{i}" for i in range(len(outputs))]
-    if len(names) != len(outputs):
-        raise SourceError(f"model returns {len(outputs)} outputs, {len(names)} names were given")
     in_name = input_name or spec.name.split(":")[0]
-    sig = _signature(in_name, spec.shape[1:], spec.dtype, outputs, names, layout)
+    sig = make_signature(in_name, list(spec.shape[1:]), spec.dtype, outputs, output_names, layout)
     info = _info(architecture, weights=weights, dataset=dataset, test_accuracy=accuracy, note=note)
     return SourceModel(name, info, sig, reference_inputs, labels, predict, model)
 
@@ -103,7 +87,7 @@ def from_saved_model(name: str, path: Path, reference_inputs: np.ndarray | None,
         return [res[n].numpy() for n in out_names]
 
     outputs = predict(reference_inputs[:1])
-    sig = _signature(in_name, in_spec.shape[1:], in_spec.dtype.as_numpy_dtype, outputs, out_names, None)
+    sig = make_signature(in_name, list(in_spec.shape[1:]), in_spec.dtype.as_numpy_dtype, outputs, out_names, None)
     info = Source(framework="keras", framework_version=tf.__version__, architecture=Path(path).name,
                   weights="trained", note="TensorFlow SavedModel source")  # fmt: skip
     return SourceModel(name, info, sig, reference_inputs, None, predict, loaded)

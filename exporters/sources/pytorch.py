@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.sources import SourceError, SourceModel
-from model_store.manifest import Signature, Source, TensorSpec
+from exporters.sources import SourceError, SourceModel, make_signature
+from model_store.manifest import Source
 
 
 def _as_outputs(result) -> list[np.ndarray]:
@@ -51,17 +51,8 @@ def from_module(
             f"model does not accept input of shape {list(reference_inputs.shape[1:])} "
             f"({reference_inputs.dtype}): {e}"
         ) from e
-    names = output_names or [f"output_{i}" for i in range(len(outputs))]
-    if len(names) != len(outputs):
-        raise SourceError(f"model returns {len(outputs)} outputs, {len(names)} names were given")
-    from services.common.codecs import oip_datatype
-
-    signature = Signature(
-        inputs=[TensorSpec(name=input_name, datatype=oip_datatype(reference_inputs.dtype),
-                           shape=[-1, *reference_inputs.shape[1:]], layout=layout)],
-        outputs=[TensorSpec(name=n, datatype=oip_datatype(o.dtype), shape=[-1, *o.shape[1:]])
-                 for n, o in zip(names, outputs)],
-    )  # fmt: skip
+    signature = make_signature(input_name, list(reference_inputs.shape[1:]), reference_inputs.dtype,
+                               outputs, output_names, layout)  # fmt: skip
     info = Source(
         framework="pytorch",
         framework_version=torch.__version__.split("+")[0],
