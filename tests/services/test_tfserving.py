@@ -345,8 +345,7 @@ def test_grpc_metadata_and_status(stub, standin):
 
 @pytest.fixture(scope="module")
 def real_standin(real_store, tmp_path_factory):
-    if not any("savedmodel" in m.artifacts for m in load_store(real_store).values()):
-        pytest.skip(f"no SavedModel artifacts in {real_store}")
+    assert any("savedmodel" in m.artifacts for m in load_store(real_store).values()), f"no SavedModel in {real_store}"
     s = StandIn(real_store, tmp_path_factory.mktemp("tf_real") / "run")
     yield s
     s.stop()

@@ -302,8 +302,7 @@ def test_wait_until_ready_times_out_on_unknown_model(server):
 
 @pytest.fixture(scope="module")
 def real_server(real_store, tmp_path_factory):
-    if not list((real_store / "torchserve").glob("*.mar")):
-        pytest.skip(f"no .mar files in {real_store / 'torchserve'}")
+    assert list((real_store / "torchserve").glob("*.mar")), f"no .mar files in {real_store / 'torchserve'}"
     s = Server(real_store, tmp_path_factory.mktemp("ts_real") / "run")
     yield s
     s.stop()
