@@ -52,6 +52,18 @@ def report(results: Path = typer.Argument(..., exists=True, help="a bench's resu
 
 
 @app.command()
+def compare(
+    a: Path = typer.Argument(..., exists=True, help="first results.json"),
+    b: Path = typer.Argument(..., exists=True, help="second results.json (same profile)"),
+    tolerance: float = typer.Option(0.15, help="relative difference counted as agreement"),
+):
+    """Repeatability: how far two benches of the same profile differ, per runtime and per point."""
+    from loadtests.report.compare import compare_files, render
+
+    typer.echo(render(compare_files(a, b), tolerance))
+
+
+@app.command()
 def ui(
     web_host: str = typer.Option("127.0.0.1", help="where the web UI listens"),
     web_port: int = typer.Option(8089),

@@ -1,0 +1,60 @@
+"""Repeatability of the bench: two results.json of the same profile, point by point and per runtime.
+
+Open-loop points are left out: their throughput is the offered rate, and the rate itself is derived
+from each bench's own closed-loop peak."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from loadtests.report.aggregate import aggregate
+
+
+def _rel(a: float, b: float) -> float:
+    """|a - b| relative to their mean."""
+    return abs(a - b) / ((a + b) / 2) if a + b else 0.0
+
+
+def compare(a: dict, b: dict) -> dict:
+    pa = {p.key: p for p in aggregate(a) if p.mode == "closed" and p.via != "ceiling"}
+    pb = {p.key: p for p in aggregate(b) if p.mode == "closed" and p.via != "ceiling"}
+    points = []
+    for key in sorted(pa.keys() & pb.keys()):
+        x, y = pa[key], pb[key]
+        points.append({
+            "via": x.via, "model": x.model, "runtime": x.runtime, "users": x.users,
+            "rps": [x.rps.mean, y.rps.mean], "p50_ms": [x.p50.mean, y.p50.mean],
+            "rps_diff": _rel(x.rps.mean, y.rps.mean), "p50_diff": _rel(x.p50.mean, y.p50.mean),
+        })  # fmt: skip
+    runtimes: dict[str, dict] = {}
+    for rt in sorted({p["runtime"] for p in points}):
+        mine = [p for p in points if p["runtime"] == rt]
+        runtimes[rt] = {
+            "points": len(mine),
+            "rps_diff_median": statistics.median(p["rps_diff"] for p in mine),
+            "p50_diff_median": statistics.median(p["p50_diff"] for p in mine),
+            "rps_diff_max": max(p["rps_diff"] for p in mine),
+            "p50_diff_max": max(p["p50_diff"] for p in mine),
+        }
+    return {"points": points, "runtimes": runtimes}
+
+
+def render(result: dict, tolerance: float = 0.15) -> str:
+    lines = [f"{'runtime':<12} {'points':>6} {'req/s diff median (max)':>24} {'p50 diff median (max)':>23}  within {tolerance:.0%}?"]
+    for rt, r in result["runtimes"].items():
+        ok = r["rps_diff_median"] <= tolerance and r["p50_diff_median"] <= tolerance
+        lines.append(f"{rt:<12} {r['points']:>6} {r['rps_diff_median']:>15.1%} ({r['rps_diff_max']:>5.1%}) "
+                     f"{r['p50_diff_median']:>14.1%} ({r['p50_diff_max']:>5.1%})  {'yes' if ok else 'NO'}")  # fmt: skip
+    lines.append("")
+    lines.append(f"{'point':<48} {'req/s A':>9} {'req/s B':>9} {'diff':>6} {'p50 A':>7} {'p50 B':>7} {'diff':>6}")
+    for p in result["points"]:
+        name = f"{p['via']} {p['model']}@{p['runtime']} u={p['users']}"
+        lines.append(f"{name:<48} {p['rps'][0]:>9.1f} {p['rps'][1]:>9.1f} {p['rps_diff']:>6.1%} "
+                     f"{p['p50_ms'][0]:>7.2f} {p['p50_ms'][1]:>7.2f} {p['p50_diff']:>6.1%}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def compare_files(a: Path, b: Path) -> dict:
+    return compare(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()))
