@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from model_store.manifest import (
 )  # fmt: skip
 from services.settings import REPO_ROOT, StackSettings
 from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process_group
 
 TOL = 1e-4
 NAME = "tiny-keras"
@@ -111,14 +110,7 @@ class StandIn:
         self.ready_seconds = time.monotonic() - started
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc)
         self.log.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from model_store.manifest import Manifest, Signature, Source, TensorSpec, load_s
 from services.settings import REPO_ROOT
 from services.torchserve import handler as ts_handler
 from services.torchserve import wait_until_ready
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process_group
 
 HANDLER = REPO_ROOT / "services" / "torchserve" / "handler.py"
 ARCHIVER = Path(sys.executable).with_name("torch-model-archiver")
@@ -213,14 +212,7 @@ class Server:
             family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
         except psutil.NoSuchProcess:
             family = []
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc)
         self.log.close()
         _, alive = psutil.wait_procs(family, timeout=10)
         return alive
