@@ -29,3 +29,14 @@ def test_smoke_bench_measures_every_runtime_and_writes_the_report(real_stack, tm
     for section in ("## Client ceiling", "## Verdict", "Performance: a tie?", "stand-in"):
         assert section in report
     assert (out / "report.html").exists() and list((out / "plots").glob("*.png"))
+
+
+def test_single_request_latency_tool_checks_every_answer(real_stack):
+    done = subprocess.run([sys.executable, "-m", "loadtests.latency", "--requests", "20", "--warmup", "5"],
+                          cwd=REPO, env=real_stack["env"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if " p50 " in line]
+    assert {(r[0], r[1]) for r in rows} == {
+        (m, rt) for m in ("digits-cnn-torch", "digits-cnn-keras") for rt in ("onnxruntime", "tflite", "tfserving", "torchserve")
+    }
+    assert all(float(r[3]) > 0 for r in rows)
