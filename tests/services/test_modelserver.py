@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import numpy as np
@@ -32,7 +31,7 @@ from model_store.manifest import (
     TensorSpec,
     load_store,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIMES = {"onnxruntime": "onnx", "tflite": "tflite"}  # server -> artifact format
@@ -163,16 +162,6 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll until predicate() is truthy (bounded; not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @contextmanager
