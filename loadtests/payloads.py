@@ -50,16 +50,9 @@ class Target:
 
 def base_url(target: Target, settings: StackSettings) -> str:
     """Where a target lives by default (gateway, or the runtime's own port for direct runs)."""
-    s = settings
     if target.via != "direct":
-        return f"http://{s.gateway_host}:{s.gateway_port}"
-    host, port = {
-        "onnxruntime": (s.onnxruntime_host, s.onnxruntime_port),
-        "tflite": (s.tflite_host, s.tflite_port),
-        "tfserving": (s.tfserving_host, s.tfserving_rest_port),
-        "torchserve": (s.torchserve_host, s.torchserve_inference_port),
-    }[target.runtime]
-    return f"http://{host}:{port}"
+        return f"http://{settings.gateway_host}:{settings.gateway_port}"
+    return settings.runtime_url(target.runtime)
 
 
 def auth_headers(settings: StackSettings) -> dict[str, str]:

@@ -51,6 +51,16 @@ class StackSettings(BaseSettings):
     gateway_default_runtime: str = "onnxruntime"
     gateway_api_key: str = ""
 
+    def runtime_url(self, runtime: str) -> str:
+        """Base URL of a runtime's own inference API (TF Serving: its REST port)."""
+        host, port = {
+            "onnxruntime": (self.onnxruntime_host, self.onnxruntime_port),
+            "tflite": (self.tflite_host, self.tflite_port),
+            "tfserving": (self.tfserving_host, self.tfserving_rest_port),
+            "torchserve": (self.torchserve_host, self.torchserve_inference_port),
+        }[runtime]
+        return f"http://{host}:{port}"
+
     @property
     def model_store(self) -> Path:
         p = self.stack_model_store

@@ -46,15 +46,6 @@ class GatewaySettings(StackSettings):
     def runtimes(self) -> list[str]:
         return [r.strip() for r in self.gateway_runtimes.split(",") if r.strip()]
 
-    def backend_url(self, runtime: str) -> str:
-        host, port = {
-            "onnxruntime": (self.onnxruntime_host, self.onnxruntime_port),
-            "tflite": (self.tflite_host, self.tflite_port),
-            "tfserving": (self.tfserving_host, self.tfserving_rest_port),
-            "torchserve": (self.torchserve_host, self.torchserve_inference_port),
-        }[runtime]
-        return f"http://{host}:{port}"
-
     @property
     def torchserve_management_url(self) -> str:
         return f"http://{self.torchserve_host}:{self.torchserve_management_port}"

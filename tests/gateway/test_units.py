@@ -78,7 +78,7 @@ def test_settings_validate_policy_and_runtimes() -> None:
     s = GatewaySettings(gateway_backend_timeouts={"torchserve": 30}, torchserve_inference_port=1234)
     assert s.backend_timeout("torchserve") == 30
     assert s.backend_timeout("tflite") == s.gateway_timeout_s
-    assert s.backend_url("torchserve") == "http://127.0.0.1:1234"
+    assert s.runtime_url("torchserve") == "http://127.0.0.1:1234"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def make_backends(settings: GatewaySettings) -> dict[str, Backend]:
             max_connections=settings.gateway_max_connections,
             probe_timeout=settings.gateway_probe_timeout_s,
         )
-        url = settings.backend_url(rt)
+        url = settings.runtime_url(rt)
         if rt == "tfserving":
             backends[rt] = TFServingBackend(rt, url, **common)
         elif rt == "torchserve":
