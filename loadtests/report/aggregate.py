@@ -8,7 +8,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Spread:
-    mean: float
+    """A figure over the repeats of a point. The point's value is the median: on a shared VM one
+    window in eight or so runs on a slowed CPU (same CPU seconds, half the requests), and with
+    three repeats the median ignores such a window where a mean would carry it."""
+
+    median: float
     min: float
     max: float
     stdev: float
@@ -17,7 +21,7 @@ class Spread:
     @classmethod
     def of(cls, values: list[float]) -> "Spread":
         return cls(
-            mean=statistics.fmean(values),
+            median=statistics.median(values),
             min=min(values),
             max=max(values),
             stdev=statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -29,8 +33,8 @@ class Spread:
 
     def fmt(self, digits: int = 1) -> str:
         if self.n < 2 or self.min == self.max:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} [{self.min:.{digits}f}–{self.max:.{digits}f}]"
+            return f"{self.median:.{digits}f}"
+        return f"{self.median:.{digits}f} [{self.min:.{digits}f}–{self.max:.{digits}f}]"
 
 
 @dataclass(frozen=True)

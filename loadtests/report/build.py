@@ -121,7 +121,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
             row.append(f"{p.rps.fmt()} ({_frac(p)})" if p else "–")
         trows.append(row)
     out.append(Section(f"Throughput at {users} users", [
-        "req/s through the gateway, closed loop (mean [min–max]; in brackets: fraction of the "
+        "req/s through the gateway, closed loop (median of the repeats [min–max]; in brackets: fraction of the "
         "client ceiling)."], [Table(["model", *[labels[rt] for rt in RUNTIMES]], trows)],
         img(plots.throughput_bars(points, users, labels, plot_dir / "throughput.png"))))
 
@@ -139,7 +139,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
 
     orow = [[p.model, labels.get(p.runtime, p.runtime), f"{p.rate:g}", p.rps.fmt(),
              p.p50.fmt(2), p.p95.fmt(2), p.p99.fmt(2), f"{p.failures}/{p.requests}",
-             "SATURATED" if p.rps.mean < 0.95 * p.rate else ""]
+             "SATURATED" if p.rps.median < 0.95 * p.rate else ""]
             for p in find(points, via="gateway", mode="open")]
     out.append(Section("Constant rate (open loop)", [
         "Every runtime of a model gets the same offered rate: "
@@ -155,7 +155,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
                 users=d.users)
         if g:
             grow.append([d.model, labels.get(d.runtime, d.runtime), str(d.users), d.p50.fmt(2),
-                         g.p50.fmt(2), f"{g.p50.mean - d.p50.mean:+.2f}", d.rps.fmt(), g.rps.fmt()])
+                         g.p50.fmt(2), f"{g.p50.median - d.p50.median:+.2f}", d.rps.fmt(), g.rps.fmt()])
     out.append(Section("Gateway overhead", [
         "The same model and runtime measured direct to the runtime's own API and through the "
         "gateway (OIP v2, `<model>@<runtime>`)."] if grow else ["No direct runs in this profile."],

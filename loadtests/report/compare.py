@@ -25,8 +25,8 @@ def compare(a: dict, b: dict) -> dict:
         x, y = pa[key], pb[key]
         points.append({
             "via": x.via, "model": x.model, "runtime": x.runtime, "users": x.users,
-            "rps": [x.rps.mean, y.rps.mean], "p50_ms": [x.p50.mean, y.p50.mean],
-            "rps_diff": _rel(x.rps.mean, y.rps.mean), "p50_diff": _rel(x.p50.mean, y.p50.mean),
+            "rps": [x.rps.median, y.rps.median], "p50_ms": [x.p50.median, y.p50.median],
+            "rps_diff": _rel(x.rps.median, y.rps.median), "p50_diff": _rel(x.p50.median, y.p50.median),
         })  # fmt: skip
     runtimes: dict[str, dict] = {}
     for rt in sorted({p["runtime"] for p in points}):

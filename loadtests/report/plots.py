@@ -18,7 +18,7 @@ COLORS = {"torchserve": "tab:red", "tfserving": "tab:orange", "onnxruntime": "ta
 
 
 def _err(spreads) -> np.ndarray:
-    return np.array([[s.mean - s.min for s in spreads], [s.max - s.mean for s in spreads]])
+    return np.array([[s.median - s.min for s in spreads], [s.max - s.median for s in spreads]])
 
 
 def _save(fig, path: Path) -> Path:
@@ -39,16 +39,16 @@ def latency_vs_throughput(points: list[Point], model: str, labels: dict, path: P
             closed = sorted(find(pts, runtime=runtime, mode="closed"), key=lambda p: p.users)
             color = COLORS.get(runtime)
             if closed:
-                x = [p.rps.mean for p in closed]
-                y = [getattr(p, q).mean for p in closed]
+                x = [p.rps.median for p in closed]
+                y = [getattr(p, q).median for p in closed]
                 ax.errorbar(x, y, xerr=_err([p.rps for p in closed]),
                             yerr=_err([getattr(p, q) for p in closed]), marker="o",
                             color=color, label=labels.get(runtime, runtime), capsize=2)
                 for p in closed:
-                    ax.annotate(f"{p.users}u", (p.rps.mean, getattr(p, q).mean), fontsize=7,
+                    ax.annotate(f"{p.users}u", (p.rps.median, getattr(p, q).median), fontsize=7,
                                 textcoords="offset points", xytext=(3, 3))
             for p in find(pts, runtime=runtime, mode="open"):
-                ax.scatter([p.rps.mean], [getattr(p, q).mean], marker="x", s=60, color=color)
+                ax.scatter([p.rps.median], [getattr(p, q).median], marker="x", s=60, color=color)
         ax.set_title(f"{q} latency")
         ax.set_xlabel("throughput (req/s)")
         ax.set_yscale("log")
@@ -64,9 +64,9 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list], colors: dict, 
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (name, spreads) in enumerate(series.items()):
-        means = [s.mean if s else 0 for s in spreads]
+        medians = [s.median if s else 0 for s in spreads]
         err = _err([s for s in spreads if s]) if all(spreads) else None
-        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=err, capsize=2,
+        ax.bar(x + i * width - 0.4 + width / 2, medians, width, yerr=err, capsize=2,
                color=colors.get(name), label=labels.get(name, name))
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=15, fontsize=8)
@@ -87,7 +87,7 @@ def throughput_bars(points: list[Point], users: int | None, labels: dict,
     ax.set_yscale("log")
     ax.set_ylabel("req/s (log)")
     ax.set_title(f"Throughput through the gateway at {users} users "
-                 "(bars: mean, whiskers: min–max)")
+                 "(bars: median of the repeats, whiskers: min–max)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

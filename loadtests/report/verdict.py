@@ -46,8 +46,8 @@ def compare(a_label: str, a: Point | None, b_label: str, b: Point | None, metric
         figures += " (1 repeat: spread unknown)"
     if sa.overlaps(sb):
         return Finding("tie", f"{NO_DIFF}: {figures}")
-    a_better = sa.mean > sb.mean if metric == "rps" else sa.mean < sb.mean
-    hi, lo = max(sa.mean, sb.mean), min(sa.mean, sb.mean)
+    a_better = sa.median > sb.median if metric == "rps" else sa.median < sb.median
+    hi, lo = max(sa.median, sb.median), min(sa.median, sb.median)
     ratio = f" ({hi / lo:.2f}×)" if lo > 0 else ""
     winner = a_label if a_better else b_label
     word = "faster" if metric == "rps" else "lower latency"

@@ -16,7 +16,7 @@ def test_quick_plans_under_ten_minutes():
     targets = [(m, rt) for m in p.models for rt in p.runtimes]
     closed = closed_plan(p, targets)
     opened = open_plan(p, targets, {m: 10.0 for m in p.models})
-    assert len(closed) == 2 * (16 * 2 + 4) and len(opened) == 2 * 4
+    assert len(closed) == 3 * (16 * 2 + 4) and len(opened) == 3 * 4
     assert estimate_seconds(p, len(closed) + len(opened) + 2) < 10 * 60
     assert len({s.run_id for s in closed + opened}) == len(closed) + len(opened)
 

@@ -11,7 +11,7 @@ class P:  # just the figures compare() reads
 def test_overlapping_spreads_are_no_measurable_difference():
     f = compare("A", P([100, 110, 120]), "B", P([115, 125, 130]), "rps")
     assert f.outcome == "tie" and f.text.startswith(NO_DIFF)
-    assert "110.0 [100.0–120.0]" in f.text and "123.3 [115.0–130.0]" in f.text
+    assert "110.0 [100.0–120.0]" in f.text and "125.0 [115.0–130.0]" in f.text  # medians
 
 
 def test_clear_winner_is_named_with_its_figures():
@@ -30,7 +30,19 @@ def test_aggregate_groups_repeats():
     points = aggregate(synthetic.results(repeats=3))
     p = next(p for p in points if (p.via, p.model, p.runtime, p.users) ==
              ("gateway", "digits-cnn-torch", "onnxruntime", 8) and p.mode == "closed")
-    assert p.rps.n == 3 and p.rps.min < p.rps.mean < p.rps.max
+    assert p.rps.n == 3 and p.rps.min < p.rps.max and p.rps.min <= p.rps.median <= p.rps.max
+
+
+def test_point_value_is_the_median_so_one_slowed_repeat_does_not_move_it():
+    res = synthetic.results(repeats=3, spread=0.0)
+    key = ("gateway", "closed", "digits-cnn-torch", "onnxruntime", 8)
+    for r in res["runs"]:
+        if (r["via"], r["mode"], r["model"], r["runtime"], r["users"]) == key and r["repeat"] == 2:
+            r["rps"] /= 2  # one window on a slowed machine: half the requests
+            r["latency_ms"]["p50"] *= 2
+    p = next(p for p in aggregate(res) if (p.via, p.mode, p.model, p.runtime, p.users) == key)
+    assert p.rps.median == synthetic.rps_of("digits-cnn-torch", "onnxruntime", 8)
+    assert p.rps.min == p.rps.median / 2 and p.p50.max == 2 * p.p50.median
 
 
 def test_verdict_answers_every_claim_for_both_architectures():
