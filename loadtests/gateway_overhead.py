@@ -9,6 +9,8 @@ alternating direct/gateway phases (ABBA over --rounds), measures
   - throughput at saturation: --concurrency connections for a --window of seconds;
 and reports the p50 delta (target <= 0.5 ms) and the throughput ratio (target >= 0.9), with the
 CPU each process used in each phase (client, gateway and backend share the machine's cores).
+With --floor (the default) a third arm goes through loadtests.passthrough, a proxy made of the
+gateway's parts that only forwards: the share of the overhead that no gateway logic causes.
 Client: aiohttp on uvloop, one process, keep-alive connections.
 """
 
@@ -58,6 +60,7 @@ class Stack:
     gateway_url: str
     pids: dict[str, int | None]
     procs: list[subprocess.Popen] = field(default_factory=list)
+    passthrough_url: str | None = None
 
     def stop(self) -> None:
         for p in self.procs:
@@ -131,6 +134,18 @@ def start_stack(args: argparse.Namespace, workdir: Path) -> Stack:
     stack = Stack(direct, gw, {"backend": backend.pid, "gateway": gateway.pid}, procs)
     try:
         _wait(f"{gw}/v2/health/ready", "services.gateway", gateway)
+        if args.floor:
+            pport = free_port()
+            passthrough = subprocess.Popen(
+                [sys.executable, "-m", "loadtests.passthrough", "--backend", direct,
+                 "--port", str(pport)],
+                cwd=REPO_ROOT, env=env, stdout=gateway_log, stderr=subprocess.STDOUT,
+            )
+            procs.append(passthrough)
+            stack.pids["passthrough"] = passthrough.pid
+            stack.passthrough_url = f"http://127.0.0.1:{pport}"
+            _wait(f"{stack.passthrough_url}/v2/models/{args.model}/ready",
+                  "loadtests.passthrough", passthrough)
     except BaseException:
         stack.stop()
         raise
@@ -254,6 +269,8 @@ async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     body, headers, expected = request_body(args)
     urls = {"direct": f"{stack.direct_url}/v2/models/{args.model}/infer",
             "gateway": f"{stack.gateway_url}/v2/models/{args.model}@{args.runtime}/infer"}
+    if stack.passthrough_url:
+        urls["passthrough"] = f"{stack.passthrough_url}/v2/models/{args.model}/infer"
     meter = CpuMeter(stack.pids)
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2, keepalive_timeout=3)
     result: dict[str, Any] = {"latency": {}, "throughput": {}, "cpu": []}
@@ -265,25 +282,25 @@ async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             if err > 1e-4:
                 raise SystemExit(f"{name}: max abs error {err} against the reference")
             result.setdefault("served_by", {})[name] = r.headers.get("X-Served-By", "-")
-        lat: dict[str, list[float]] = {"direct": [], "gateway": []}
-        tput: dict[str, list[dict]] = {"direct": [], "gateway": []}
+        lat: dict[str, list[float]] = {name: [] for name in urls}
+        tput: dict[str, list[dict]] = {name: [] for name in urls}
         n, window = args.requests // args.rounds, args.window / args.rounds
         for rnd in range(args.rounds):
-            order = ("direct", "gateway") if rnd % 2 == 0 else ("gateway", "direct")
+            order = list(urls) if rnd % 2 == 0 else list(reversed(urls))
             for name in order:
                 meter.start()
                 lat[name] += await latency(session, urls[name], body, headers, n, args.warmup)
                 result["cpu"].append({"phase": f"latency/{name}/round{rnd}",
                                       **meter.stop(n + args.warmup)})
                 p50 = percentiles(lat[name])["p50_ms"]
-                print(f"  round {rnd} latency    {name:8s} p50 {p50:.3f} ms", flush=True)
+                print(f"  round {rnd} latency    {name:11s} p50 {p50:.3f} ms", flush=True)
             for name in order:
                 meter.start()
                 t = await throughput(session, urls[name], body, headers, args.concurrency, window)
                 tput[name].append(t)
                 result["cpu"].append({"phase": f"throughput/{name}/round{rnd}",
                                       **meter.stop(t["requests"] + args.concurrency)})
-                print(f"  round {rnd} throughput {name:8s} {t['requests'] / t['seconds']:.0f} req/s"
+                print(f"  round {rnd} throughput {name:11s} {t['requests'] / t['seconds']:.0f} req/s"
                       f" ({t['errors']} errors)", flush=True)
     for name in urls:
         result["latency"][name] = percentiles(lat[name])
@@ -312,6 +329,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=4,
                    help="alternating direct/gateway rounds (ABBA): finer interleaving evens out "
                    "other load on the machine")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure loadtests.passthrough (forward-only proxy) as the floor")
     p.add_argument("--backend-url", help="use a running OIP server (with --gateway-url)")
     p.add_argument("--gateway-url", help="use a running gateway routing to --backend-url")
     p.add_argument("--no-access-log", action="store_true", help="gateway without its access log")
@@ -341,6 +360,11 @@ def summarize(args: argparse.Namespace, result: dict[str, Any], load0: tuple) ->
         "p50_delta_ms": p50_delta,
         "p99_delta_ms": round(lat["gateway"]["p99_ms"] - lat["direct"]["p99_ms"], 4),
         "throughput_ratio": ratio,
+        **({"passthrough_p50_delta_ms":
+            round(lat["passthrough"]["p50_ms"] - lat["direct"]["p50_ms"], 4),
+            "passthrough_throughput_ratio":
+            round(tput["passthrough"]["rps"] / tput["direct"]["rps"], 3)}
+           if "passthrough" in lat else {}),
         "cpu_us_per_request_at_saturation": {
             n: _saturation_mean(result["cpu"], n, "cpu_us_per_request") for n in lat},
         "cpu_percent_at_saturation": pct,
@@ -356,14 +380,18 @@ def print_report(r: dict[str, Any]) -> None:
     lat, tput = r["latency"], r["throughput"]
     print(f"\n{r['model']} on {r['runtime']}, batch {r['batch']}, {r['encoding']}; "
           f"client: {CLIENT}")
-    print(f"{'':10s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s}")
-    for n in ("direct", "gateway"):
-        print(f"{n:10s} {lat[n]['p50_ms']:8.3f} {lat[n]['p99_ms']:8.3f} {tput[n]['rps']:8.0f}")
+    print(f"{'':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s}")
+    for n in lat:
+        print(f"{n:12s} {lat[n]['p50_ms']:8.3f} {lat[n]['p99_ms']:8.3f} {tput[n]['rps']:8.0f}")
     print(f"p50 delta {r['p50_delta_ms']:.3f} ms (target <= {TARGET_P50_DELTA_MS}), "
           f"p99 delta {r['p99_delta_ms']:.3f} ms, throughput ratio {r['throughput_ratio']:.3f} "
           f"(target >= {TARGET_RATIO})")
-    for n in ("direct", "gateway"):
-        print(f"at saturation, {n:7s}: CPU us/request {r['cpu_us_per_request_at_saturation'][n]}, "
+    if "passthrough_throughput_ratio" in r:
+        print(f"floor (forward-only proxy of the same parts): p50 delta "
+              f"{r['passthrough_p50_delta_ms']:.3f} ms, throughput ratio "
+              f"{r['passthrough_throughput_ratio']:.3f}")
+    for n in lat:
+        print(f"at saturation, {n:11s}: CPU us/request {r['cpu_us_per_request_at_saturation'][n]}, "
               f"% of one core {r['cpu_percent_at_saturation'][n]}")
     if not r["other_load_even"]:
         print("WARNING: other processes loaded the machine unevenly during the saturation "
