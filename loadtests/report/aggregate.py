@@ -86,6 +86,24 @@ def aggregate(results: dict) -> list[Point]:
     return points
 
 
+def outliers(results: dict, off_by: float = 0.25) -> list[tuple[dict, float]]:
+    """Repeats whose throughput is more than `off_by` away from their point's median, with the
+    median: windows the median ignores (on a shared VM, mostly a slowed CPU: same CPU time, fewer
+    requests). Points of fewer than 3 repeats have no meaningful median and are left out."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results.get("runs", []):
+        if r.get("ok") and r.get("via") != "ceiling":
+            key = (r["via"], r["mode"], r["model"], r["runtime"], r["users"], r.get("rate", 0.0))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for runs in groups.values():
+        if len(runs) < 3:
+            continue
+        median = statistics.median(r["rps"] for r in runs)
+        out += [(r, median) for r in runs if median and abs(r["rps"] / median - 1) > off_by]
+    return out
+
+
 def find(points: list[Point], **want) -> list[Point]:
     return [p for p in points if all(getattr(p, k) == v for k, v in want.items())]
 

@@ -16,7 +16,7 @@ import jinja2
 import markupsafe
 
 from loadtests.report import plots
-from loadtests.report.aggregate import Point, aggregate, find, one, ref_users
+from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, runtime_label, verdict
 
 Cell = str | list[str]
@@ -202,10 +202,15 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
               for r in results.get("runs", []) if not r.get("ok")]
     skipped = [[f"{s['via']} {s['model']}@{s['runtime']}" if s.get("model") else s.get("via", ""),
                 s["reason"]] for s in results.get("skipped", [])]
+    off = [[r["id"], f"{r['rps']:.1f}", f"{median:.1f}", f"{r['rps'] / median - 1:+.0%}"]
+           for r, median in outliers(results)]
     out.append(Section("Run quality", [
         f"{len(results.get('runs', []))} runs; {n_noisy} noisy, {len(failed)} failed, "
-        f"{len(skipped)} targets skipped."],
+        f"{len(skipped)} targets skipped; {len(off)} repeats more than 25% off their point's "
+        "median (the median ignores them; on a shared VM mostly a window on a slowed CPU: the same "
+        "CPU time for fewer requests)."],
         [t for t in (Table(["noisy run (worst first)", "other processes % of a core"], noisy),
+                     Table(["repeat off its median", "req/s", "median req/s", "off by"], off),
                      Table(["failed run", "why"], failed),
                      Table(["skipped target", "why"], skipped)) if t.rows]))
 

@@ -1,4 +1,4 @@
-from loadtests.report.aggregate import Spread, aggregate
+from loadtests.report.aggregate import Spread, aggregate, outliers
 from loadtests.report.verdict import NO_DIFF, compare, pairs, verdict
 from tests.loadtests import synthetic
 
@@ -43,6 +43,18 @@ def test_point_value_is_the_median_so_one_slowed_repeat_does_not_move_it():
     p = next(p for p in aggregate(res) if (p.via, p.mode, p.model, p.runtime, p.users) == key)
     assert p.rps.median == synthetic.rps_of("digits-cnn-torch", "onnxruntime", 8)
     assert p.rps.min == p.rps.median / 2 and p.p50.max == 2 * p.p50.median
+
+
+def test_outliers_name_the_repeat_the_median_ignores():
+    res = synthetic.results(repeats=3, spread=0.05)
+    assert outliers(res) == []  # 5% jitter is no outlier
+    slow = next(r for r in res["runs"] if r["via"] == "gateway" and r["repeat"] == 3)
+    slow["rps"] /= 2
+    (found,) = outliers(res)
+    point = slow["id"].rsplit("-rep", 1)[0]
+    same = [r["rps"] for r in res["runs"] if r["id"].rsplit("-rep", 1)[0] == point]
+    assert found[0] is slow and len(same) == 3 and found[1] == sorted(same)[1] > slow["rps"]
+    assert outliers(synthetic.results(repeats=2, spread=0.5)) == []  # no median of two
 
 
 def test_verdict_answers_every_claim_for_both_architectures():
