@@ -60,14 +60,19 @@ class Point:
         return (self.via, self.mode, self.model, self.runtime, self.users, self.rate)
 
 
-def aggregate(results: dict) -> list[Point]:
+def repeats(results: dict) -> dict[tuple, list[dict]]:
+    """The successful runs of each point (Point.key order of fields)."""
     groups: dict[tuple, list[dict]] = {}
     for r in results.get("runs", []):
         if r.get("ok"):
             key = (r["via"], r["mode"], r["model"], r["runtime"], r["users"], r.get("rate", 0.0))
             groups.setdefault(key, []).append(r)
+    return groups
+
+
+def aggregate(results: dict) -> list[Point]:
     points = []
-    for key, runs in sorted(groups.items()):
+    for key, runs in sorted(repeats(results).items()):
         fracs = [r["ceiling_fraction"] for r in runs if r.get("ceiling_fraction") is not None]
         cpus = [r["cpu"]["groups_pct"].get("loadgen") for r in runs
                 if r.get("cpu") and r["cpu"].get("groups_pct", {}).get("loadgen") is not None]
@@ -90,14 +95,9 @@ def outliers(results: dict, off_by: float = 0.25) -> list[tuple[dict, float]]:
     """Repeats whose throughput is more than `off_by` away from their point's median, with the
     median: windows the median ignores (on a shared VM, mostly a slowed CPU: same CPU time, fewer
     requests). Points of fewer than 3 repeats have no meaningful median and are left out."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in results.get("runs", []):
-        if r.get("ok") and r.get("via") != "ceiling":
-            key = (r["via"], r["mode"], r["model"], r["runtime"], r["users"], r.get("rate", 0.0))
-            groups.setdefault(key, []).append(r)
     out = []
-    for runs in groups.values():
-        if len(runs) < 3:
+    for (via, *_), runs in repeats(results).items():
+        if via == "ceiling" or len(runs) < 3:
             continue
         median = statistics.median(r["rps"] for r in runs)
         out += [(r, median) for r in runs if median and abs(r["rps"] / median - 1) > off_by]
