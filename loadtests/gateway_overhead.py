@@ -35,20 +35,13 @@ import orjson
 import psutil
 import uvloop
 
+from loadtests.runner import free_port
 from model_store.manifest import load_manifest
 from services.settings import REPO_ROOT, get_settings
 
 TARGET_P50_DELTA_MS = 0.5
 TARGET_RATIO = 0.9
 CLIENT = f"aiohttp {aiohttp.__version__} on uvloop {uvloop.__version__}, 1 process, keep-alive"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- processes --------------------------------------------------------------------------------
