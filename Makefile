@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 export OMP_NUM_THREADS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-EXPORT_INPUTS := $(shell find exporters -name '*.py') services/torchserve/handler.py services/tfserving/config.py model_store/manifest.py
+EXPORT_INPUTS := $(shell find exporters -name '*.py') $(wildcard contract/*.py) services/torchserve/handler.py services/tfserving/config.py
 
 .PHONY: help install export demo test up down status logs bench bench-gateway loadtest-ui lock clean
 

@@ -1,0 +1,52 @@
+"""The one registry of runtimes: which artifact format each serves, over which protocol, where its
+settings live and how readiness is probed. The exporters, the supervisor, the gateway's backend
+factory, the load tests and compose read it; adding a runtime is one entry here plus one adapter
+folder under services/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # also the service name (local mode, compose) and the `<model>@<name>` suffix
+    format: str  # artifact format in manifest.json ("artifacts" key, store directory)
+    protocol: str  # what the gateway speaks to it: "oip" | "tfserving" | "torchserve"
+    module: str  # python -m <module> starts it
+    host_key: str  # StackSettings field of its host
+    port_keys: tuple[str, ...]  # StackSettings fields of its ports; the first is the inference API
+    probe: str  # readiness probe kind (services/supervisor/probe.py): a real inference per model
+    label: str  # for tables and reports
+    parity_runner: str  # what executes the artifact in the exporter's parity check
+
+
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r
+    for r in (
+        Runtime("onnxruntime", "onnx", "oip", "services.onnxruntime", "onnxruntime_host",
+                ("onnxruntime_port",), "oip", "ONNX Runtime", "onnxruntime"),
+        Runtime("tflite", "tflite", "oip", "services.tflite", "tflite_host",
+                ("tflite_port",), "oip", "TFLite (LiteRT)", "ai-edge-litert Interpreter"),
+        Runtime("tfserving", "savedmodel", "tfserving", "services.tfserving", "tfserving_host",
+                ("tfserving_rest_port", "tfserving_grpc_port"), "tfserving", "TF Serving",
+                "tf.saved_model.load (serving_default)"),
+        Runtime("torchserve", "torchserve", "torchserve", "services.torchserve", "torchserve_host",
+                ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port",
+                 "torchserve_grpc_inference_port", "torchserve_grpc_management_port"),
+                "torchserve", "TorchServe",
+                "services/torchserve/handler.py in-process (TorchServe's handler code)"),
+    )
+}  # fmt: skip
+
+FORMATS: tuple[str, ...] = ("torchserve", "savedmodel", "onnx", "tflite")  # export order
+RUNTIME_OF_FORMAT: dict[str, str] = {r.format: r.name for r in RUNTIMES.values()}
+FORMAT_OF_RUNTIME: dict[str, str] = {r.name: r.format for r in RUNTIMES.values()}
+
+
+def runtime(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; runtimes: {', '.join(RUNTIMES)}") from None
