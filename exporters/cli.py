@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from model_store.manifest import FORMATS
+from contract.runtimes import FORMATS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("exporters")
@@ -80,14 +80,15 @@ def examples(
     fmts = _formats(formats)
     from exporters.examples.build import EXAMPLES, sources
     from exporters.pipeline import export_model
+    from exporters.sources import SourceError
 
     _threads()
     chosen = tuple(names) if names else EXAMPLES
     rows = []
     try:
         for src in sources(chosen):
-            rows += export_model(src, store, fmts, tolerance)[1]
-    except ValueError as e:
+            rows += export_model(src, store, fmts, tolerance, debug=debug)[1]
+    except (ValueError, SourceError) as e:
         _fail(",".join(chosen), "-", e, debug)
     _finish(rows, store)
 
@@ -96,13 +97,16 @@ def examples(
 def export(
     source: Annotated[str, typer.Argument(help="a .keras file, a SavedModel dir, a TorchScript file, or package.module:factory")],
     name: Annotated[str, typer.Option("--name", help="model name in the store")],
+    inputs: Annotated[Optional[list[str]], typer.Option("--input", help="NAME:DTYPE:DIMS, repeatable, e.g. input_ids:int64:batch,seq (names = dynamic dims)")] = None,
     state_dict: Annotated[Optional[Path], typer.Option(help="state_dict for a package.module:factory source")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="input shape without batch, e.g. 1,8,8 (PyTorch sources)")] = None,
-    input_name: Annotated[Optional[str], typer.Option(help="input tensor name (default: the model's own, or 'input')")] = None,
-    output_names: Annotated[Optional[str], typer.Option(help="comma-separated output names")] = None,
-    dtype: Annotated[str, typer.Option(help="input dtype (PyTorch sources)")] = "float32",
-    sample_data: Annotated[Optional[Path], typer.Option(help=".npy batch of held-out inputs for parity (default: seeded uniform random)")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="input layout label, e.g. NCHW")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="one input's shape without batch, e.g. 3,224,224 (fixes dynamic dims)")] = None,
+    input_name: Annotated[Optional[str], typer.Option(help="with --input-shape: the input's name (default 'input')")] = None,
+    output_names: Annotated[Optional[str], typer.Option(help="comma-separated output names (default: the model's own)")] = None,
+    dtype: Annotated[str, typer.Option(help="with --input-shape: the input's dtype")] = "float32",
+    sample_data: Annotated[Optional[Path], typer.Option(help=".npz of held-out inputs keyed by input name (.npy for one input)")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(help="token ids are drawn from [0, N) (default: read from the model's embedding)")] = None,
+    weights: Annotated[str, typer.Option(help="what the weights are: trained | random-init | unknown")] = "unknown",
+    layout: Annotated[Optional[str], typer.Option(help="image input layout label, e.g. NCHW")] = None,
     store: StoreOpt = Path("model_store"),
     formats: FormatsOpt = ",".join(FORMATS),
     tolerance: TolOpt = 1e-4,
@@ -111,6 +115,8 @@ def export(
     """Export a user's own model to every serving format, with a parity certificate each."""
     _setup(debug)
     fmts = _formats(formats)
+    if weights not in ("trained", "random-init", "unknown"):
+        raise typer.BadParameter(f"--weights must be trained, random-init or unknown, not {weights!r}")
     from exporters.pipeline import export_model
     from exporters.sources import SourceError
     from exporters.user import load_user_source
@@ -118,18 +124,20 @@ def export(
     _threads()
     outs = [n.strip() for n in output_names.split(",")] if output_names else None
     try:
-        src = load_user_source(source, name, state_dict=state_dict, input_shape=input_shape, input_name=input_name,
-                               output_names=outs, dtype=dtype, sample_data=sample_data, layout=layout)  # fmt: skip
+        src = load_user_source(source, name, state_dict=state_dict, inputs=inputs, input_shape=input_shape,
+                               input_name=input_name, output_names=outs, dtype=dtype, sample_data=sample_data,
+                               vocab_size=vocab_size, weights=weights, layout=layout)  # fmt: skip
+        rows = export_model(src, store, fmts, tolerance, debug=debug)[1]
     except (SourceError, ValueError) as e:
         _fail(name, "source", e, debug)
-    _finish(export_model(src, store, fmts, tolerance)[1], store)
+    _finish(rows, store)
 
 
 @app.command()
 def show(store: StoreOpt = Path("model_store")) -> None:
     """Print the parity table of every model in the store."""
     from exporters.report import manifest_rows, summary_table
-    from model_store.manifest import load_store
+    from contract.manifest import load_store
 
     manifests = load_store(store)
     if not manifests:

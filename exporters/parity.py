@@ -1,5 +1,7 @@
-"""Parity certificate: run an artifact in its target runtime on the fixed held-out batch, at batch
-sizes 1 and 32, and compare every output with the source framework's."""
+"""Parity certificate: run an artifact in its target runtime on the fixed held-out batch at batch
+sizes 1 and 32 and, when the model has dynamic non-batch dimensions, at a second, shorter size of
+them; compare every output with the source framework's. The certificate records the max abs error
+per output and top-1 agreement where an output is a classification ([batch, classes])."""
 
 from __future__ import annotations
 
@@ -7,49 +9,62 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.manifest import OutputParity, Parity
+from contract.runtimes import RUNTIMES, RUNTIME_OF_FORMAT
+from exporters import inputs as ref_inputs
 from exporters.sources import SourceModel
 from exporters.targets import target
-from model_store.manifest import RUNTIME_OF_FORMAT, Parity
 
 DEFAULT_TOLERANCE = 1e-4
 BATCH_SIZES = (1, 32)
+SECOND_SIZE = 7  # a dynamic dimension is also checked at this size (the reference uses 16)
 
-RUNTIME_LABEL = {
-    "onnx": "onnxruntime",
-    "tflite": "ai-edge-litert Interpreter",
-    "savedmodel": "tf.saved_model.load (serving_default)",
-    "torchserve": "services/torchserve/handler.py in-process (TorchServe's handler code)",
-}
+
+def cases(source: SourceModel) -> list[tuple[str, dict[str, np.ndarray]]]:
+    x = source.reference_inputs
+    out = [(f"batch {b}", {k: v[:b] for k, v in x.items()}) for b in BATCH_SIZES if b <= source.batch]
+    cropped = ref_inputs.crop(x, source.signature.inputs, SECOND_SIZE)
+    if cropped is not None:
+        out.append((f"batch {source.batch}, dynamic dims at {SECOND_SIZE}", cropped))
+    return out
 
 
 def check(source: SourceModel, fmt: str, artifact: Path, tolerance: float = DEFAULT_TOLERANCE) -> Parity:
-    base = {"runtime": RUNTIME_LABEL.get(fmt, RUNTIME_OF_FORMAT[fmt]), "tolerance": tolerance}
-    x = source.reference_inputs
-    sizes = [b for b in BATCH_SIZES if b <= len(x)]
-    worst, agree, total = 0.0, 0, 0
+    label = RUNTIMES[RUNTIME_OF_FORMAT[fmt]].parity_runner
+    todo = cases(source)
+    base = {"runtime": label, "tolerance": tolerance, "batch_sizes": [b for b in BATCH_SIZES if b <= source.batch],
+            "inputs": f"{source.inputs_note}; checked at: " + ", ".join(n for n, _ in todo)}  # fmt: skip
+    worst: dict[str, float] = {s.name: 0.0 for s in source.signature.outputs}
+    agree: dict[str, list[int]] = {}
     try:
-        run = target(fmt).runner(artifact)
-        for b in sizes:
-            expected = source.predict(x[:b])
-            got = run(x[:b])
+        run = target(fmt).runner(artifact, source.signature)
+        for what, x in todo:
+            expected = source.predict(x)
+            got = run(x)
             for spec, want in zip(source.signature.outputs, expected):
                 if spec.name not in got:
-                    raise ValueError(f"output {spec.name!r} missing; artifact returns {sorted(got)}")
+                    raise ValueError(f"output {spec.name!r} missing; the artifact returns {sorted(got)}")
                 have = np.asarray(got[spec.name])
                 if have.shape != want.shape or have.dtype != want.dtype:
-                    raise ValueError(
-                        f"output {spec.name!r} at batch {b} is {have.dtype}{list(have.shape)}, "
-                        f"source gives {want.dtype}{list(want.shape)}"
-                    )
-                diff = np.abs(have.astype(np.float64) - want)
+                    raise ValueError(f"output {spec.name!r} at {what} is {have.dtype}{list(have.shape)}, "
+                                     f"the source gives {want.dtype}{list(want.shape)}")  # fmt: skip
+                diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
                 # NaN anywhere (e.g. a weightless TFLite file) is a failure, not an error of 0.
-                worst = max(worst, float(np.max(diff)) if np.isfinite(diff).all() else float("inf"))
-            if want.ndim == 2:  # top-1 agreement on the first output's classes
-                agree += int((np.asarray(got[source.signature.outputs[0].name]).argmax(1) == expected[0].argmax(1)).sum())
-                total += b
+                err = float(np.max(diff)) if diff.size and np.isfinite(diff).all() else (0.0 if not diff.size else float("inf"))
+                worst[spec.name] = max(worst[spec.name], err)
+                if want.ndim == 2 and want.shape[1] > 1 and want.dtype.kind == "f":
+                    a = agree.setdefault(spec.name, [0, 0])
+                    a[0] += int((have.argmax(1) == want.argmax(1)).sum())
+                    a[1] += len(want)
     except Exception as e:  # noqa: BLE001 - a runtime refusing the artifact is a parity failure
-        return Parity(ok=False, batch_sizes=sizes, error=f"{type(e).__name__}: {e}", **base)
-    top1 = agree / total if total else None
-    ok = worst <= tolerance
-    error = None if ok else f"max abs error {worst:.3g} exceeds tolerance {tolerance:g}"
-    return Parity(ok=ok, batch_sizes=sizes, max_abs_error=worst, top1_agreement=top1, error=error, **base)
+        from exporters.errors import root_cause
+
+        return Parity(ok=False, error=root_cause(e), **base)
+    outputs = {n: OutputParity(max_abs_error=w, top1_agreement=(agree[n][0] / agree[n][1]) if n in agree else None)
+               for n, w in worst.items()}  # fmt: skip
+    overall = max(worst.values())
+    top1 = next((o.top1_agreement for o in outputs.values() if o.top1_agreement is not None), None)
+    ok = overall <= tolerance
+    error = None if ok else "; ".join(f"output {n}: max abs error {w:.3g} exceeds tolerance {tolerance:g}"
+                                      for n, w in worst.items() if w > tolerance)  # fmt: skip
+    return Parity(ok=ok, max_abs_error=overall, top1_agreement=top1, outputs=outputs, error=error, **base)

@@ -1,4 +1,9 @@
-"""Export one source model to the requested formats, certify each, and write it into the store."""
+"""Export one source model to the requested formats, certify each, and write it into the store.
+
+Each (source framework, format) has an ordered list of routes (exporters/targets/*.ROUTES). A route
+that fails to convert, or whose artifact fails parity, is recorded with its root cause and the next
+one is tried; the manifest says which route produced the artifact and why the earlier ones failed.
+Every route's converter output goes to <model>/logs/<format>.log (kept in the store)."""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from contract.manifest import Artifact, ExportFailure, Manifest, RouteFailure, save_reference
+from contract.runtimes import FORMATS
+from exporters import inputs as ref_inputs
 from exporters import parity, store
+from exporters.errors import ConversionError, captured, root_cause
 from exporters.sources import SourceModel
-from exporters.targets import target
-from exporters.workspace import ConversionError, Workspace
-from model_store.manifest import FORMATS, Artifact, Manifest, Reference
+from exporters.targets import routes, target
+from exporters.workspace import Workspace
 
 log = logging.getLogger("exporters")
 
@@ -30,18 +36,7 @@ class Row:
     bytes: int | None = None
     seconds: float = 0.0
     message: str = ""
-
-
-def _reference(source: SourceModel, staging: Path) -> Reference:
-    ref = staging / "reference"
-    ref.mkdir()
-    np.save(ref / "inputs.npy", source.reference_inputs)
-    np.save(ref / "outputs.npy", source.predict(source.reference_inputs)[0])
-    labels = None
-    if source.reference_labels is not None:
-        np.save(ref / "labels.npy", source.reference_labels)
-        labels = "reference/labels.npy"
-    return Reference(labels=labels)
+    route: str = ""
 
 
 def export_model(
@@ -50,17 +45,21 @@ def export_model(
     formats: tuple[str, ...] = FORMATS,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     version: int = 1,
+    debug: bool = False,
 ) -> tuple[Manifest, list[Row]]:
     store_dir = Path(store_dir)
     staging = store.staging_dir(store_dir, source.name)
     manifest = Manifest(name=source.name, source=source.info, signature=source.signature)
     rows: list[Row] = []
     try:
-        manifest.reference = _reference(source, staging)
+        ref_inputs.check_meaningful(source.reference_inputs)
+        outputs = dict(zip(source.signature.output_names(), source.predict(source.reference_inputs)))
+        ref_inputs.check_outputs_vary(outputs)
+        manifest.reference = save_reference(staging, source.reference_inputs, outputs, source.reference_labels)
         with tempfile.TemporaryDirectory(prefix=f"export-{source.name}-") as tmp:
-            ws = Workspace(source, Path(tmp))
+            ws = Workspace(source, Path(tmp), None if debug else staging / "logs")
             for fmt in formats:
-                rows.append(_export_one(ws, fmt, staging, version, tolerance, manifest))
+                rows.append(_export_one(ws, fmt, staging, version, tolerance, manifest, store_dir))
         manifest.save(staging)
         store.commit(staging, store_dir, source.name)
     finally:
@@ -68,30 +67,59 @@ def export_model(
     return manifest, rows
 
 
-def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance: float, manifest: Manifest) -> Row:
+def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance: float, manifest: Manifest,
+                store_dir: Path) -> Row:  # fmt: skip
     name = ws.source.name
-    dest = staging / fmt / str(version)
-    dest.mkdir(parents=True)
-    log.info("[%s] %s: exporting", name, fmt)
-    result: list = []
-    try:
-        seconds = ws.route_seconds(lambda: result.append(target(fmt).export(ws, dest)))
-    except ConversionError as e:
+    failed: list[RouteFailure] = []
+    candidates = routes(fmt, ws.source.framework)
+    log_rel = f"{name}/logs/{fmt}.log"
+    for route in candidates:
+        dest = staging / fmt / str(version)
         shutil.rmtree(staging / fmt, ignore_errors=True)
-        manifest.failed[fmt] = str(e)
-        log.error("[%s] %s: %s", name, fmt, e)
-        return Row(name, fmt, False, message=str(e))
-    exported = result[0]
-    path = dest / exported.filename
-    result = parity.check(ws.source, fmt, path, tolerance)
-    rel = str(path.relative_to(staging)).removesuffix("/.")
-    manifest.artifacts[fmt] = Artifact(
-        format=fmt, version=version, path=rel, bytes=store.size(path), sha256=store.sha256(path),
-        route=exported.route, converters=exported.converters, export_seconds=round(seconds, 3),
-        parity=result, extra=exported.extra,
-    )  # fmt: skip
-    art = manifest.artifacts[fmt]
-    status = "parity ok" if result.ok else f"PARITY FAILED: {result.error}"
-    log.info("[%s] %s: %.1f s, %d bytes, max abs error %s, %s", name, fmt, seconds, art.bytes,
-             f"{result.max_abs_error:.2e}" if result.max_abs_error is not None else "-", status)  # fmt: skip
-    return Row(name, fmt, result.ok, result.max_abs_error, art.bytes, seconds, "" if result.ok else result.error or "")
+        dest.mkdir(parents=True)
+        ws.log = None if ws.log_dir is None else ws.log_dir / f"{fmt}.log"
+        if ws.log is not None:
+            ws.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(ws.log, "a") as f:
+                f.write(f"\n===== route: {route.name}\n")
+        log.info("[%s] %s: %s", name, fmt, route.name)
+        result: list = []
+        try:
+            seconds = ws.route_seconds(lambda: result.append(route.export(ws, dest)))
+        except ConversionError as e:
+            failed.append(RouteFailure(route=route.name, error=str(e)))
+            log.warning("[%s] %s: route failed: %s", name, fmt, e)
+            continue
+        except Exception as e:  # noqa: BLE001 - an unforeseen converter failure is still a route failure
+            failed.append(RouteFailure(route=route.name, error=root_cause(e)))
+            log.warning("[%s] %s: route failed: %s", name, fmt, root_cause(e))
+            continue
+        exported = result[0]
+        path = dest / exported.filename
+        with captured(ws.log):  # runtimes print too (XNNPACK, handler log lines)
+            cert = parity.check(ws.source, fmt, path, tolerance)
+        if not cert.ok and route is not candidates[-1]:
+            failed.append(RouteFailure(route=route.name, error=f"parity failed: {cert.error}"))
+            log.warning("[%s] %s: parity failed (%s): trying the next route", name, fmt, cert.error)
+            continue
+        rel = str(path.relative_to(staging)).removesuffix("/.")
+        art = manifest.artifacts[fmt] = Artifact(
+            format=fmt, version=version, path=rel, bytes=store.size(path), sha256=store.sha256(path),
+            route=route.name, routes_failed=failed, converters=exported.converters,
+            export_seconds=round(seconds, 3), parity=cert, fixed_shapes=exported.fixed_shapes, extra=exported.extra,
+        )  # fmt: skip
+        status = "parity ok" if cert.ok else f"PARITY FAILED: {cert.error}"
+        err = f"{cert.max_abs_error:.2e}" if cert.max_abs_error is not None else "-"
+        log.info("[%s] %s: %.1f s, %d bytes, max abs error %s, %s", name, fmt, seconds, art.bytes, err, status)
+        return Row(name, fmt, cert.ok, cert.max_abs_error, art.bytes, seconds, "" if cert.ok else cert.error or "", route.name)
+    shutil.rmtree(staging / fmt, ignore_errors=True)
+    tried = "; ".join(f"[{f.route}] {f.error}" for f in failed) or "no route applies"
+    where = f"; converter log: {store_dir / log_rel}" if ws.log_dir is not None else ""
+    message = f"no {fmt} artifact: {len(failed)} route(s) tried: {tried}{where}"
+    manifest.failed[fmt] = ExportFailure(error=message, routes_failed=failed,
+                                         log=log_rel if ws.log_dir is not None else None)  # fmt: skip
+    log.error("[%s] %s", name, message)
+    return Row(name, fmt, False, message=message)
+
+
+__all__ = ["Row", "export_model", "target"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from exporters.pipeline import Row
-from model_store.manifest import Manifest
+from contract.manifest import Manifest
 
 
 def manifest_rows(manifests: Iterable[Manifest]) -> list[Row]:
@@ -13,16 +13,17 @@ def manifest_rows(manifests: Iterable[Manifest]) -> list[Row]:
     for m in manifests:
         for fmt, a in m.artifacts.items():
             p = a.parity
-            rows.append(Row(m.name, fmt, p.ok, p.max_abs_error, a.bytes, a.export_seconds, p.error or ""))
-        rows += [Row(m.name, fmt, False, message=why) for fmt, why in m.failed.items()]
+            rows.append(Row(m.name, fmt, p.ok, p.max_abs_error, a.bytes, a.export_seconds, p.error or "", a.route))
+        rows += [Row(m.name, fmt, False, message=why.error) for fmt, why in m.failed.items()]
     return rows
 
 
 def summary_table(rows: list[Row]) -> str:
-    head = f"{'model':<22} {'format':<11} {'parity':<6} {'max abs err':>11} {'size':>10} {'seconds':>8}"
+    head = f"{'model':<26} {'format':<11} {'parity':<6} {'max abs err':>11} {'size':>10} {'seconds':>8}  route"
     lines = [head, "-" * len(head)]
     for r in rows:
         err = f"{r.max_abs_error:.2e}" if r.max_abs_error is not None else "-"
         size = f"{r.bytes / 1e6:.2f} MB" if r.bytes is not None else "-"
-        lines.append(f"{r.model:<22} {r.format:<11} {'ok' if r.ok else 'FAIL':<6} {err:>11} {size:>10} {r.seconds:>8.1f}")
+        what = r.route if r.ok or r.route else r.message[:90]
+        lines.append(f"{r.model:<26} {r.format:<11} {'ok' if r.ok else 'FAIL':<6} {err:>11} {size:>10} {r.seconds:>8.1f}  {what}")
     return "\n".join(lines)

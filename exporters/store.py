@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from model_store.manifest import load_store
+from contract.manifest import load_store
 
 TORCHSERVE_DIR = "torchserve"  # TorchServe's --model-store: <model>.mar copies
 TFSERVING_DIR = "tfserving"  # TF Serving's models.config, for the container (paths under /models)

@@ -1,18 +1,19 @@
-"""Intermediate forms shared by several targets, built once per source model and on demand.
+"""Intermediate forms shared by several routes, built once per source model and on demand.
 
-PyTorch:  module -> ONNX (torch.onnx.export) -> onnx2tf -> TF module with the source's signature
-Keras:    model -> TF module with the source's signature -> ONNX (tf2onnx.from_function)
-Both:     TF module -> SavedModel (tf.saved_model.save) -> TFLite (TFLiteConverter.from_saved_model)
+PyTorch:  FlatModule -> ONNX (torch.onnx.export) -> onnx2tf -> TF module with the source's signature
+Keras:    model -> TF module with the source's signature -> ONNX (tf2onnx)
+Both:     TF module -> SavedModel -> TFLite (TFLiteConverter.from_saved_model)
+A step that fails raises ConversionError with the root cause; its output goes to the route's log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import time
 from importlib.metadata import version
 from pathlib import Path
 
+from exporters.errors import ConversionError, captured, root_cause
 from exporters.sources import SourceModel
 
 ONNX_OPSET = 17
@@ -24,7 +25,7 @@ def versions(*packages: str) -> dict[str, str]:
 
 class step:
     """A cached, timed intermediate. Each artifact's export time includes the steps its route used,
-    even when an earlier artifact computed them (reused, not re-run)."""
+    even when an earlier artifact computed them (reused, not re-run). A failed step stays failed."""
 
     def __init__(self, fn):
         self.fn, self.name = fn, fn.__name__
@@ -32,23 +33,29 @@ class step:
     def __get__(self, ws, owner=None):
         if ws is None:
             return self
+        if self.name in ws.failures:
+            raise ws.failures[self.name]
         if self.name not in ws.values:
             start = time.perf_counter()
-            ws.values[self.name] = self.fn(ws)
-            ws.seconds[self.name] = time.perf_counter() - start
+            try:
+                ws.values[self.name] = self.fn(ws)
+            except ConversionError as e:
+                ws.failures[self.name] = e
+                raise
+            finally:
+                ws.seconds[self.name] = time.perf_counter() - start
         ws.used.add(self.name)
         return ws.values[self.name]
 
 
-class ConversionError(Exception):
-    """A converter could not handle the model; the message names the step and the cause."""
-
-
 class Workspace:
-    def __init__(self, source: SourceModel, tmp: Path):
+    def __init__(self, source: SourceModel, tmp: Path, log_dir: Path | None = None):
         self.source = source
         self.tmp = Path(tmp)
+        self.log_dir = log_dir  # None: converters print to the terminal (--debug)
+        self.log: Path | None = None  # the current route's log file
         self.values: dict[str, object] = {}
+        self.failures: dict[str, ConversionError] = {}
         self.seconds: dict[str, float] = {}
         self.used: set[str] = set()
 
@@ -64,88 +71,137 @@ class Workspace:
     def is_torch(self) -> bool:
         return self.source.framework == "pytorch"
 
-    def _step(self, what: str):
-        """Turns any converter exception into a ConversionError naming the step."""
+    @property
+    def sig(self):
+        return self.source.signature
 
-        @contextlib.contextmanager
-        def guard():
-            try:
+    def example(self, batch: int = 1) -> list:
+        """Torch example inputs in signature order."""
+        import numpy as np
+        import torch
+
+        return [torch.from_numpy(np.ascontiguousarray(self.source.reference_inputs[s.name][:batch])) for s in self.sig.inputs]
+
+    @contextlib.contextmanager
+    def guard(self, what: str):
+        """Converter output to the route's log; any converter exception -> ConversionError naming
+        the step and the root cause."""
+        try:
+            with captured(self.log):
                 yield
-            except ConversionError:
-                raise
-            except Exception as e:  # noqa: BLE001 - converters raise anything
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ConversionError(f"{what} failed: {type(e).__name__}: {first}") from e
+        except ConversionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - converters raise anything
+            raise ConversionError(f"{what} failed: {root_cause(e)}") from e
 
-        return guard()
+    # --- ONNX ---------------------------------------------------------------------------------
+
+    def _dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {s.name: {i: (s.dims[i] or f"d{i}") for i, d in enumerate(s.shape) if d < 0} for s in self.sig.inputs}
+        axes.update({s.name: {0: "batch"} for s in self.sig.outputs})
+        return axes
 
     @step
     def onnx_path(self) -> Path:
+        """torch.onnx.export (TorchScript-based exporter) or tf2onnx on the TF module."""
         path = self.tmp / "model.onnx"
         if self.is_torch:
             import torch
 
-            sig = self.source.signature
-            example = torch.from_numpy(self.source.reference_inputs[:1].copy())
-            names = [o.name for o in sig.outputs]
-            axes = {t: {0: "batch"} for t in [sig.inputs[0].name, *names]}
-            with self._step("torch.onnx.export"), contextlib.redirect_stdout(io.StringIO()):
+            with self.guard("torch.onnx.export"):
                 torch.onnx.export(
-                    self.source.native, (example,), str(path), dynamo=False,
-                    input_names=[sig.inputs[0].name], output_names=names,
-                    dynamic_axes=axes, opset_version=ONNX_OPSET,
+                    self.source.native, tuple(self.example(2)), str(path), dynamo=False,
+                    input_names=self.sig.input_names(), output_names=self.sig.output_names(),
+                    dynamic_axes=self._dynamic_axes(), opset_version=ONNX_OPSET,
                 )  # fmt: skip
         else:
-            import tensorflow as tf
             import tf2onnx
 
-            spec = self.tf_input_spec
-            with self._step("tf2onnx.convert.from_function"):
+            with self.guard("tf2onnx.convert.from_function"):
                 tf2onnx.convert.from_function(
-                    self.tf_module.serve, input_signature=[spec], opset=ONNX_OPSET, output_path=str(path)
-                )
-            del tf
+                    self.tf_module.serve, input_signature=self.tf_input_specs, opset=ONNX_OPSET,
+                    output_path=str(path),
+                )  # fmt: skip
         return path
 
+    @step
+    def onnx_dynamo_path(self) -> Path:
+        """torch.export-based ONNX exporter (dynamo=True), the fallback of the TorchScript one."""
+        import torch
+
+        path = self.tmp / "model-dynamo.onnx"
+        dims: dict[str, object] = {}
+        shapes = []
+        for s in self.sig.inputs:
+            shapes.append({i: dims.setdefault(s.dims[i] or f"d{i}", torch.export.Dim.AUTO)
+                           for i, d in enumerate(s.shape) if d < 0})  # fmt: skip
+        with self.guard("torch.onnx.export(dynamo=True)"):
+            torch.onnx.export(
+                self.source.native, tuple(self.example(2)), str(path), dynamo=True,
+                input_names=self.sig.input_names(), output_names=self.sig.output_names(),
+                dynamic_shapes=tuple(shapes), opset_version=18,
+            )  # fmt: skip
+        return path
+
+    @step
+    def keras_onnx_path(self) -> Path:
+        """Keras' own ONNX export (model.export(format="onnx")), tf2onnx's fallback."""
+        path = self.tmp / "model-keras.onnx"
+        with self.guard("keras model.export(format='onnx')"):
+            self.source.native.export(str(path), format="onnx", input_signature=self._keras_signature())
+        return path
+
+    def _keras_signature(self):
+        import keras
+
+        from exporters.sources.keras import takes_dict
+
+        specs = [keras.InputSpec(shape=tuple(None if d < 0 else d for d in s.shape), dtype=s.numpy_dtype.name, name=s.name)
+                 for s in self.sig.inputs]  # fmt: skip
+        if takes_dict(self.source.native):
+            return [{s.name: spec for s, spec in zip(self.sig.inputs, specs)}]
+        return specs if len(specs) > 1 else specs
+
+    # --- TensorFlow ---------------------------------------------------------------------------
+
     @property
-    def tf_input_spec(self):
+    def tf_input_specs(self) -> list:
         import tensorflow as tf
 
-        spec = self.source.input
-        shape = [None, *[None if d < 0 else d for d in spec.shape[1:]]]
-        return tf.TensorSpec(shape, self.source.reference_inputs.dtype, name=spec.name)
+        return [tf.TensorSpec([None if d < 0 else d for d in s.shape], s.numpy_dtype, name=s.name) for s in self.sig.inputs]
 
     @step
     def tf_module(self):
-        """A tf.Module whose `serve` takes and returns exactly the source's tensor names."""
+        """A tf.Module whose `serve` takes the source's inputs as named tensors and returns a dict
+        of exactly the source's output names."""
         import tensorflow as tf
 
-        sig = self.source.signature
-        in_name, out_names = sig.inputs[0].name, [o.name for o in sig.outputs]
+        in_names, out_names = self.sig.input_names(), self.sig.output_names()
         if self.is_torch:
-            inner = self._onnx2tf_signature()
-            inner_out = sorted(inner.structured_outputs)
-            call = lambda x: [inner(**{in_name: x})[k] for k in inner_out]  # noqa: E731
+            inner = self._onnx2tf_loaded.signatures["serving_default"]
+            call = _onnx2tf_call(inner, in_names, out_names)
         elif hasattr(self.source.native, "signatures"):  # a loaded SavedModel
             inner = self.source.native.signatures["serving_default"]
-            orig_in = next(iter(inner.structured_input_signature[1]))
-            orig_out = sorted(inner.structured_outputs)
-            call = lambda x: [inner(**{orig_in: x})[k] for k in orig_out]  # noqa: E731
+            keys = sorted(inner.structured_outputs)
+            call = lambda *xs: [inner(**dict(zip(in_names, xs)))[k] for k in keys]  # noqa: E731
         else:
-            model = self.source.native
-            call = lambda x: (lambda r: list(r) if isinstance(r, (list, tuple)) else [r])(model(x, training=False))  # noqa: E731
+            from exporters.sources import flatten_outputs
+            from exporters.sources.keras import takes_dict
+
+            model, as_dict = self.source.native, takes_dict(self.source.native)
+
+            def call(*xs):
+                args = dict(zip(in_names, xs)) if as_dict else (list(xs) if len(xs) > 1 else xs[0])
+                return [v for _, v in flatten_outputs(model(args, training=False))]
 
         class Serving(tf.Module):
-            @tf.function(input_signature=[self.tf_input_spec])
-            def serve(self, x):
-                return dict(zip(out_names, call(x)))
+            @tf.function(input_signature=self.tf_input_specs)
+            def serve(self, *xs):
+                return dict(zip(out_names, call(*xs)))
 
         module = Serving()
-        module.inner = self.source.native if not self.is_torch else self._onnx2tf_loaded
+        module.inner = self._onnx2tf_loaded if self.is_torch else self.source.native
         return module
-
-    def _onnx2tf_signature(self):
-        return self._onnx2tf_loaded.signatures["serving_default"]
 
     @step
     def _onnx2tf_loaded(self):
@@ -153,14 +209,15 @@ class Workspace:
         import tensorflow as tf
 
         out = self.tmp / "onnx2tf"
-        with self._step("onnx2tf.convert"), contextlib.redirect_stdout(io.StringIO()):
+        # keep the source's channels-first layout (onnx2tf only accepts this for 3-5D inputs)
+        keep = [s.name for s in self.sig.inputs if 3 <= len(s.shape) <= 5 and s.datatype.startswith("FP")]
+        with self.guard("onnx2tf.convert"):
             onnx2tf.convert(
                 input_onnx_file_path=str(self.onnx_path), output_folder_path=str(out),
-                # keep the source's NCHW input layout (onnx2tf only accepts this for 3-5D inputs)
-                keep_ncw_or_nchw_or_ncdhw_input_names=[self.source.input.name] if 3 <= len(self.source.input.shape) <= 5 else None,
+                keep_ncw_or_nchw_or_ncdhw_input_names=keep or None,
                 output_signaturedefs=True, non_verbose=True,
             )  # fmt: skip
-        return tf.saved_model.load(str(out))
+            return tf.saved_model.load(str(out))
 
     @step
     def saved_model_dir(self) -> Path:
@@ -168,7 +225,7 @@ class Workspace:
 
         path = self.tmp / "savedmodel"
         module = self.tf_module
-        with self._step("SavedModel export"):
+        with self.guard("SavedModel export"):
             if self._is_keras_model:
                 # Keras' own exporter: a tf.Module wrapping a Keras 3 model saves fine for TF, but
                 # TFLite then sees its weights as resource variables and produces NaN.
@@ -176,9 +233,8 @@ class Workspace:
 
                 archive = keras.export.ExportArchive()
                 archive.track(self.source.native)
-                archive.add_endpoint("serve", module.serve, input_signature=[self.tf_input_spec])
-                with contextlib.redirect_stdout(io.StringIO()):
-                    archive.write_out(str(path))
+                archive.add_endpoint("serve", module.serve, input_signature=self.tf_input_specs)
+                archive.write_out(str(path))
             else:
                 tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
         return path
@@ -192,9 +248,31 @@ class Workspace:
         import torch
 
         path = self.tmp / "model.pt"
-        native = self.source.native
-        with self._step("torch.jit.trace"):
-            if not isinstance(native, torch.jit.ScriptModule):
-                native = torch.jit.trace(native, torch.from_numpy(self.source.reference_inputs[:1].copy()))
-            native.save(str(path))
+        with self.guard("torch.jit.trace"):
+            traced = torch.jit.trace(self.source.native, tuple(self.example(2)), strict=False)
+            traced.save(str(path))
         return path
+
+
+def _onnx2tf_call(inner, in_names: list[str], out_names: list[str]):
+    """onnx2tf keeps input names (sanitised) and sorts/renames outputs: map both back by name,
+    else by position."""
+    sig_in = list(inner.structured_input_signature[1])
+    sig_out = list(inner.structured_outputs)
+
+    def pick(wanted: list[str], have: list[str], what: str) -> list[str]:
+        norm = {h.replace(":", "_").replace("/", "_").replace(".", "_"): h for h in have}
+        mapped = [next((h for h in have if h == w), norm.get(w.replace(":", "_").replace("/", "_").replace(".", "_")))
+                  for w in wanted]  # fmt: skip
+        if all(mapped):
+            return mapped
+        if len(have) == len(wanted) == 1:
+            return have
+        raise ConversionError(f"onnx2tf: cannot match the {what} {wanted} to the converted model's {have}")
+
+    import tensorflow as tf
+
+    ins, outs = pick(in_names, sig_in, "inputs"), pick(out_names, sig_out, "outputs")
+    dtypes = [inner.structured_input_signature[1][k].dtype for k in ins]  # e.g. int64 -> int32
+    return lambda *xs: [inner(**{k: tf.cast(x, d) if x.dtype != d else x for k, x, d in zip(ins, xs, dtypes)})[o]
+                        for o in outs]  # fmt: skip

@@ -18,6 +18,8 @@ RANDOM_NOTE = (
     "RANDOM INITIALISATION (untrained, seed 0; BatchNorm statistics calibrated on seeded random "
     "images): for timing only, its predictions are meaningless"
 )
+HELD_OUT = "the first 32 samples of the held-out digits test split"
+RANDOM_INPUTS = "seeded uniform random images in [0, 1)"
 EPOCHS = {"mlp": 40, "cnn": 30}
 EXAMPLES = (
     "digits-mlp-torch", "digits-mlp-keras", "digits-cnn-torch", "digits-cnn-keras",
@@ -25,7 +27,7 @@ EXAMPLES = (
 )  # fmt: skip
 
 
-def single_sample_ms(predict: Callable[[np.ndarray], object], x: np.ndarray, runs: int = 20) -> float:
+def single_sample_ms(predict: Callable[[dict], object], x: dict[str, np.ndarray], runs: int = 20) -> float:
     """Median in-process latency of one sample in the source framework."""
     predict(x)
     times = []
@@ -36,15 +38,16 @@ def single_sample_ms(predict: Callable[[np.ndarray], object], x: np.ndarray, run
     return round(float(np.median(times)) * 1000, 3)
 
 
-def _timed_call(src: SourceModel) -> Callable[[np.ndarray], object]:
+def _timed_call(src: SourceModel) -> Callable[[dict], object]:
     """How each framework runs inference in production: torch eager under no_grad; Keras inside a
     tf.function (eager model(x) costs ~100 ms of Python overhead on MobileNetV2 here)."""
     if src.framework == "pytorch":
         return src.predict
     import tensorflow as tf
 
-    fn = tf.function(lambda x: src.native(x, training=False))
-    return lambda x: fn(tf.constant(x))
+    names = src.signature.input_names()
+    fn = tf.function(lambda *xs: src.native(xs[0] if len(xs) == 1 else list(xs), training=False))
+    return lambda x: fn(*[tf.constant(x[n]) for n in names])
 
 
 def _torch(name: str, digits: data.Digits) -> SourceModel:
@@ -58,8 +61,8 @@ def _torch(name: str, digits: data.Digits) -> SourceModel:
     if arch == "mobilenetv2":
         x = data.random_images((3, 224, 224))
         model = tm.calibrate_batchnorm(tm.mobilenet_v2(), data.random_images((3, 224, 224), seed=1))
-        return pytorch.from_module(name, model, x, architecture=arch, layout="NCHW",
-                                   output_names=["logits"], weights="random-init", note=RANDOM_NOTE)  # fmt: skip
+        return pytorch.from_module(name, model, {"input": x}, architecture=arch, layout="NCHW", output_names=["logits"],
+                                   weights="random-init", note=RANDOM_NOTE, inputs_note=RANDOM_INPUTS)  # fmt: skip
     kind = arch.split("-")[1]
     layout = "NCHW" if kind == "cnn" else None
     shape = (lambda a: digits.images(a, "NCHW")) if kind == "cnn" else (lambda a: a)
@@ -67,8 +70,9 @@ def _torch(name: str, digits: data.Digits) -> SourceModel:
     tm.train(model, shape(digits.x_train), digits.y_train, EPOCHS[kind], data.SEED)
     acc = tm.accuracy(model, shape(digits.x_test), digits.y_test)
     ref = shape(digits.x_test[: data.REFERENCE_BATCH])
-    return pytorch.from_module(name, model, ref, architecture=arch, layout=layout, output_names=["logits"],
-                               dataset=DIGITS, accuracy=acc, labels=digits.y_test[: data.REFERENCE_BATCH])  # fmt: skip
+    return pytorch.from_module(name, model, {"input": ref}, architecture=arch, layout=layout, output_names=["logits"],
+                               weights="trained", dataset=DIGITS, accuracy=acc,
+                               labels=digits.y_test[: data.REFERENCE_BATCH], inputs_note=HELD_OUT)  # fmt: skip
 
 
 def _keras(name: str, digits: data.Digits) -> SourceModel:
@@ -82,9 +86,9 @@ def _keras(name: str, digits: data.Digits) -> SourceModel:
     if arch == "mobilenetv2":
         x = data.random_images((224, 224, 3))
         model = km.calibrate_batchnorm(km.mobilenet_v2(), data.random_images((224, 224, 3), seed=1))
-        return keras_source.from_model(name, model, x, architecture=arch, input_name="input",
+        return keras_source.from_model(name, model, {"input": x}, architecture=arch, specs=_named(model, "input"),
                                        output_names=["logits"], layout="NHWC", weights="random-init",
-                                       note=RANDOM_NOTE)  # fmt: skip
+                                       note=RANDOM_NOTE, inputs_note=RANDOM_INPUTS)  # fmt: skip
     kind = arch.split("-")[1]
     layout = "NHWC" if kind == "cnn" else None
     shape = (lambda a: digits.images(a, "NHWC")) if kind == "cnn" else (lambda a: a)
@@ -92,9 +96,16 @@ def _keras(name: str, digits: data.Digits) -> SourceModel:
     km.train(model, shape(digits.x_train), digits.y_train, EPOCHS[kind], data.SEED)
     acc = km.accuracy(model, shape(digits.x_test), digits.y_test)
     ref = shape(digits.x_test[: data.REFERENCE_BATCH])
-    return keras_source.from_model(name, model, ref, architecture=arch, input_name="input", layout=layout,
-                                   output_names=["logits"], dataset=DIGITS, accuracy=acc,
-                                   labels=digits.y_test[: data.REFERENCE_BATCH])  # fmt: skip
+    return keras_source.from_model(name, model, {"input": ref}, architecture=arch, specs=_named(model, "input"),
+                                   layout=layout, output_names=["logits"], weights="trained", dataset=DIGITS,
+                                   accuracy=acc, labels=digits.y_test[: data.REFERENCE_BATCH], inputs_note=HELD_OUT)  # fmt: skip
+
+
+def _named(model, name: str):
+    """The Keras model's input spec under the name every artifact of the example uses."""
+    from exporters.sources.keras import input_specs
+
+    return [s.model_copy(update={"name": name}) for s in input_specs(model)]
 
 
 def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
@@ -106,7 +117,7 @@ def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
         start = time.perf_counter()
         log.info("[%s] building the source model", name)
         src = _torch(name, digits) if name.endswith("-torch") else _keras(name, digits)
-        src.info.single_sample_ms = single_sample_ms(_timed_call(src), src.reference_inputs[:1])
+        src.info.single_sample_ms = single_sample_ms(_timed_call(src), {k: v[:1] for k, v in src.reference_inputs.items()})
         acc = f", test accuracy {src.info.test_accuracy:.4f}" if src.info.test_accuracy is not None else ""
         log.info("[%s] ready in %.1f s%s, %s, single-sample %.2f ms in %s", name, time.perf_counter() - start,
                  acc, src.info.weights, src.info.single_sample_ms, src.framework)  # fmt: skip

@@ -1,6 +1,11 @@
 """Source models: a trained model in its own framework, with its signature and a reference batch.
 
-The source is the ground truth every artifact is checked against (parity.py)."""
+The source is the ground truth every artifact is checked against (parity.py). Signatures have N
+named inputs and N named outputs. Outputs that are tuples, lists, dicts or Hugging Face
+ModelOutputs are flattened in a stable, documented order (flatten_outputs): a tensor is one output;
+a tuple/list contributes its items in order; a dict (ModelOutput included) its items in key order
+as the model returns them; nested containers join their keys with "_" (e.g. "hidden_states_0").
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from model_store.manifest import Signature, Source, TensorSpec
+from contract.datatypes import DatatypeError, oip_datatype
+from contract.manifest import Signature, Source, TensorSpec
+
+Arrays = dict[str, np.ndarray]
 
 
 @dataclass
@@ -18,10 +26,11 @@ class SourceModel:
     name: str
     info: Source  # framework, version, architecture, weights, accuracy
     signature: Signature
-    reference_inputs: np.ndarray  # the fixed held-out batch (first dim = batch)
+    reference_inputs: Arrays  # the fixed held-out batch, one array per input (first dim = batch)
     reference_labels: np.ndarray | None
-    predict: Callable[[np.ndarray], list[np.ndarray]]  # outputs in signature order
-    native: Any = field(repr=False)  # nn.Module / ScriptModule / keras.Model / tf callable
+    predict: Callable[[Arrays], list[np.ndarray]]  # outputs in signature order
+    native: Any = field(repr=False)  # nn.Module / ScriptModule / keras.Model / loaded SavedModel
+    inputs_note: str = "held-out samples"  # how the reference inputs were drawn (parity certificate)
     workdir: Path | None = None
 
     @property
@@ -29,31 +38,51 @@ class SourceModel:
         return self.info.framework
 
     @property
-    def input(self):
-        return self.signature.inputs[0]
+    def batch(self) -> int:
+        return len(next(iter(self.reference_inputs.values())))
 
 
 class SourceError(Exception):
-    """The model file could not be loaded or its signature determined; the message says why."""
+    """The model could not be loaded or its signature determined; the message says why and what
+    to give instead."""
 
 
-def make_signature(
-    input_name: str,
-    input_shape: list[int | None],
-    input_dtype: np.dtype,
-    outputs: list[np.ndarray],
-    output_names: list[str] | None,
-    layout: str | None,
-) -> Signature:
-    """The source's signature: batch dimension first and free (-1), unknown dimensions -1, outputs
-    named output_0.. unless names are given."""
-    from services.common.codecs import oip_datatype
+def flatten_outputs(result: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(name, leaf) pairs in the documented order; leaves are framework tensors / arrays."""
+    if isinstance(result, dict):  # ModelOutput is a dict subclass holding only its non-None fields
+        items = [(str(k), v) for k, v in result.items() if v is not None]
+    elif isinstance(result, (tuple, list)):
+        items = [(str(i), v) for i, v in enumerate(result)]
+    else:
+        return [(prefix or "output_0", result)]
+    out: list[tuple[str, Any]] = []
+    for key, value in items:
+        name = f"{prefix}_{key}" if prefix else key
+        if isinstance(value, (dict, tuple, list)):
+            out += flatten_outputs(value, name)
+        else:
+            out.append((name, value))
+    if not isinstance(result, dict) and not prefix:  # a top-level tuple: output_0, output_1, ...
+        out = [(f"output_{n}" if n.isdigit() else n, v) for n, v in out]
+    return out
 
-    names = output_names or [f"output_{i}" for i in range(len(outputs))]
-    if len(names) != len(outputs):
-        raise SourceError(f"model returns {len(outputs)} outputs, {len(names)} names were given")
-    dims = [-1 if d is None else int(d) for d in input_shape]
-    return Signature(
-        inputs=[TensorSpec(name=input_name, datatype=oip_datatype(np.dtype(input_dtype)), shape=[-1, *dims], layout=layout)],
-        outputs=[TensorSpec(name=n, datatype=oip_datatype(o.dtype), shape=[-1, *o.shape[1:]]) for n, o in zip(names, outputs)],
-    )
+
+def output_specs(outputs: list[tuple[str, np.ndarray]], names: list[str] | None) -> list[TensorSpec]:
+    if names is not None and len(names) != len(outputs):
+        raise SourceError(f"the model returns {len(outputs)} outputs ({[n for n, _ in outputs]}), "
+                          f"{len(names)} names were given")  # fmt: skip
+    specs = []
+    for i, (name, arr) in enumerate(outputs):
+        try:
+            datatype = oip_datatype(arr.dtype)
+        except DatatypeError as e:
+            raise SourceError(f"output {name!r}: {e}") from None
+        specs.append(TensorSpec(name=names[i] if names else name, datatype=datatype, shape=[-1, *arr.shape[1:]]))
+    return specs
+
+
+def check_unique(specs: list[TensorSpec], what: str) -> None:
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SourceError(f"{what} names must be unique, {sorted(dup)} repeat")

@@ -1,68 +1,108 @@
 """PyTorch sources: an nn.Module in memory, a TorchScript file, or `package.module:factory` +
-a state_dict file. A PyTorch model does not carry its input shape: the caller gives it."""
+a state_dict file. A PyTorch model does not carry its input signature: the caller gives it
+(--input NAME:DTYPE:DIMS, or example inputs)."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from exporters.sources import SourceError, SourceModel, make_signature
-from model_store.manifest import Source
+from contract.manifest import Signature, Source, TensorSpec
+from exporters.sources import Arrays, SourceError, SourceModel, check_unique, flatten_outputs, output_specs
 
 
-def _as_outputs(result) -> list[np.ndarray]:
-    if isinstance(result, torch.Tensor):
-        return [result.detach().numpy()]
-    if isinstance(result, (tuple, list)):
-        return [r.detach().numpy() for r in result]
-    if isinstance(result, dict):
-        return [r.detach().numpy() for r in result.values()]
-    raise SourceError(f"model returned {type(result).__name__}; expected a tensor, tuple or dict")
+class FlatModule(torch.nn.Module):
+    """The source with positional tensor inputs in signature order and a flat tuple of outputs
+    (flatten_outputs' order): what torch.jit.trace, torch.onnx.export and TorchServe take.
+    Inputs go by keyword when the forward's parameters carry the signature's names (Hugging Face
+    models: input_ids=..., attention_mask=...), else by position."""
+
+    def __init__(self, module: torch.nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.module = module
+        self.input_names = input_names
+        try:
+            params = inspect.signature(module.forward).parameters
+        except (TypeError, ValueError):  # ScriptModule
+            params = {}
+        self.by_keyword = all(n in params for n in input_names) and len(input_names) > 1
+
+    def forward(self, *args):
+        out = self.module(**dict(zip(self.input_names, args))) if self.by_keyword else self.module(*args)
+        return tuple(v for _, v in flatten_outputs(out))
+
+
+def vocab_size(module: torch.nn.Module) -> int | None:
+    """The first embedding's number of rows (token ids must be below it), if the model has one."""
+    config = getattr(module, "config", None)
+    if config is not None and getattr(config, "vocab_size", None):
+        return int(config.vocab_size)
+    for m in module.modules():
+        if isinstance(m, torch.nn.Embedding):
+            return int(m.num_embeddings)
+    return None
 
 
 def from_module(
     name: str,
     module: torch.nn.Module,
-    reference_inputs: np.ndarray,
+    reference_inputs: Arrays,
     *,
     architecture: str,
-    input_name: str = "input",
+    input_specs: list[TensorSpec] | None = None,
     output_names: list[str] | None = None,
     layout: str | None = None,
-    weights: str = "trained",
+    weights: str = "unknown",
+    library: str | None = None,
     dataset: str | None = None,
     accuracy: float | None = None,
     labels: np.ndarray | None = None,
     note: str | None = None,
+    inputs_note: str = "held-out samples",
 ) -> SourceModel:
     module = module.eval()
+    names = list(reference_inputs)
+    flat = FlatModule(module, names)
 
-    def predict(x: np.ndarray) -> list[np.ndarray]:
+    def predict(x: Arrays) -> list[np.ndarray]:
         with torch.no_grad():
-            return _as_outputs(module(torch.from_numpy(np.ascontiguousarray(x))))
+            out = flat(*[torch.from_numpy(np.ascontiguousarray(x[n])) for n in names])
+        return [o.detach().numpy() for o in out]
 
     try:
-        outputs = predict(reference_inputs[:1])
-    except Exception as e:  # noqa: BLE001 - any failure here means the shape/dtype is wrong
-        raise SourceError(
-            f"model does not accept input of shape {list(reference_inputs.shape[1:])} "
-            f"({reference_inputs.dtype}): {e}"
-        ) from e
-    signature = make_signature(input_name, list(reference_inputs.shape[1:]), reference_inputs.dtype,
-                               outputs, output_names, layout)  # fmt: skip
-    info = Source(
-        framework="pytorch",
-        framework_version=torch.__version__.split("+")[0],
-        architecture=architecture,
-        weights=weights,
-        dataset=dataset,
-        test_accuracy=accuracy,
-        note=note,
-    )
-    return SourceModel(name, info, signature, reference_inputs, labels, predict, module)
+        outputs = predict({k: v[:2] for k, v in reference_inputs.items()})
+    except Exception as e:  # noqa: BLE001 - any failure here means the inputs do not fit
+        given = ", ".join(f"{k} {v.dtype}{list(v.shape[1:])}" for k, v in reference_inputs.items())
+        raise SourceError(f"the model does not accept inputs {given} (per sample): {type(e).__name__}: {e}") from e
+    pairs = [(n, np.asarray(o)) for (n, _), o in zip(flatten_outputs(_structure(flat, reference_inputs)), outputs)]
+    specs = input_specs or [
+        TensorSpec(name=n, datatype=_oip(a), shape=[-1, *a.shape[1:]]) for n, a in reference_inputs.items()
+    ]
+    if layout:
+        specs = [s.model_copy(update={"layout": layout}) if s.layout is None and len(s.shape) == 4 else s for s in specs]
+    sig = Signature(inputs=specs, outputs=output_specs(pairs, output_names))
+    check_unique(sig.inputs, "input")
+    check_unique(sig.outputs, "output")
+    info = Source(framework="pytorch", framework_version=torch.__version__.split("+")[0], architecture=architecture,
+                  weights=weights, library=library, dataset=dataset, test_accuracy=accuracy, note=note)  # fmt: skip
+    return SourceModel(name, info, sig, reference_inputs, labels, predict, flat, inputs_note)
+
+
+def _structure(flat: FlatModule, x: Arrays):
+    """The module's raw output on one sample (for the names flatten_outputs gives it)."""
+    args = [torch.from_numpy(np.ascontiguousarray(v[:1])) for v in x.values()]
+    with torch.no_grad():
+        return flat.module(**dict(zip(flat.input_names, args))) if flat.by_keyword else flat.module(*args)
+
+
+def _oip(a: np.ndarray) -> str:
+    from contract.datatypes import oip_datatype
+
+    return oip_datatype(a.dtype)
 
 
 def load_torchscript(path: Path) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""ONNX with a dynamic batch dimension, for ONNX Runtime."""
+"""ONNX with dynamic batch (and the source's other dynamic dims), for ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -7,32 +7,56 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.targets import Exported
-from exporters.workspace import ONNX_OPSET, Workspace, versions
+from exporters.targets import Exported, Route
+from exporters.workspace import Workspace, versions
 
 
-def export(ws: Workspace, dest: Path) -> Exported:
-    shutil.copy(ws.onnx_path, dest / "model.onnx")
-    if ws.is_torch:
-        route = f"torch.onnx.export (TorchScript-based, opset {ONNX_OPSET}, dynamic batch)"
-        conv = versions("torch", "onnx")
-    else:
-        route = f"tf.function -> tf2onnx.convert.from_function (opset {ONNX_OPSET})"
-        conv = versions("tensorflow", "keras", "tf2onnx", "onnx")
-    return Exported("model.onnx", route, conv)
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copy(src, dest / "model.onnx")
 
 
-def runner(path: Path):
+def _torch(ws: Workspace, dest: Path) -> Exported:
+    _copy(ws.onnx_path, dest)
+    return Exported("model.onnx", versions("torch", "onnx"))
+
+
+def _torch_dynamo(ws: Workspace, dest: Path) -> Exported:
+    _copy(ws.onnx_dynamo_path, dest)
+    return Exported("model.onnx", versions("torch", "onnx", "onnxscript"))
+
+
+def _tf2onnx(ws: Workspace, dest: Path) -> Exported:
+    _copy(ws.onnx_path, dest)
+    return Exported("model.onnx", versions("tensorflow", "keras", "tf2onnx", "onnx"))
+
+
+def _keras(ws: Workspace, dest: Path) -> Exported:
+    _copy(ws.keras_onnx_path, dest)
+    return Exported("model.onnx", versions("keras", "tf2onnx", "onnx"))
+
+
+ROUTES = [
+    Route("torch.onnx.export (TorchScript-based, opset 17, dynamic axes)", ("pytorch",), _torch),
+    Route("torch.onnx.export(dynamo=True) (torch.export-based, opset 18)", ("pytorch",), _torch_dynamo),
+    Route("tf.function -> tf2onnx.convert.from_function (opset 17)", ("keras",), _tf2onnx),
+    Route("keras model.export(format='onnx')", ("keras",), _keras),
+]
+
+
+def runner(path: Path, signature):
     import onnxruntime as ort
+
+    from exporters.targets import cast_inputs
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out_names = [o.name for o in session.get_outputs()]
+    types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+    wanted = {i.name: types[i.type] for i in session.get_inputs() if i.type in types}
+    names = [o.name for o in session.get_outputs()]
 
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(out_names, session.run(None, {name: x})))
+    def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, cast_inputs(x, wanted))))
 
     return run

@@ -8,28 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.targets import Exported
+from exporters.targets import Exported, Route
 from exporters.workspace import Workspace, versions
 
 
-def export(ws: Workspace, dest: Path) -> Exported:
+def _export(ws: Workspace, dest: Path) -> Exported:
     shutil.copytree(ws.saved_model_dir, dest, dirs_exist_ok=True)
-    if ws.is_torch:
-        route = "torch.onnx.export -> onnx2tf (input layout kept) -> tf.saved_model.save"
-        conv = versions("torch", "onnx", "onnx2tf", "tensorflow")
-    else:
-        route = "keras model -> tf.function signature -> tf.saved_model.save"
-        conv = versions("keras", "tensorflow")
-    return Exported(".", route, conv, {"signature": "serving_default"})
+    conv = versions("torch", "onnx", "onnx2tf", "tensorflow") if ws.is_torch else versions("keras", "tensorflow")
+    return Exported(".", conv, {"signature": "serving_default"})
 
 
-def runner(path: Path):
+ROUTES = [
+    Route("torch.onnx.export -> onnx2tf (input layout kept) -> tf.saved_model.save", ("pytorch",), _export),
+    Route("keras model -> tf.function signature -> keras.export.ExportArchive", ("keras",), _export),
+]
+
+
+def runner(path: Path, signature):
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-    in_name = next(iter(fn.structured_input_signature[1]))
 
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in fn(**{in_name: tf.constant(x)}).items()}
+    def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in x.items()}).items()}
 
     return run

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.manifest import FORMATS, load_manifest
+from contract.manifest import load_manifest
+from contract.runtimes import FORMATS
 from tests.conftest import REPO, python_env
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from exporters.store import sha256, size
-from model_store.manifest import FORMATS, load_store
+from contract.manifest import load_store
+from contract.runtimes import FORMATS
 from tests.conftest import EXAMPLES
 
 
