@@ -408,10 +408,17 @@ class InferRequest:
     # --- views ---
 
     def arrays(self, signature=None) -> dict[str, np.ndarray]:
-        """{input name: array}, in signature order when a signature is given."""
+        """{input name: array}, in signature order when a signature is given; then values are
+        checked too: ids outside the model's vocabulary (value_range) are refused, since runtimes
+        differ on them (an error in one, a silent wrong answer or a crash in another)."""
         by_name = {t.name: t for t in self.inputs}
-        names = signature.input_names() if signature is not None else list(by_name)
-        return {n: by_name[n].decode() for n in names}
+        if signature is None:
+            return {n: t.decode() for n, t in by_name.items()}
+        out = {}
+        for spec in signature.inputs:
+            a = out[spec.name] = by_name[spec.name].decode()
+            check_range(spec, a)
+        return out
 
     def output_names(self, signature) -> list[str]:
         if self.outputs:
@@ -447,9 +454,25 @@ class InferRequest:
         names = {t.name for t in self.inputs} if binary else set()
         return _encode_message(self._head(), "inputs", self.inputs, names)
 
-    def to_tfserving(self) -> bytes:
-        """The columnar TF Serving body {"inputs": {name: nested list}}."""
-        return _dumps({"inputs": {t.name: np.ascontiguousarray(t.decode()) for t in self.inputs}})
+    def to_tfserving(self, signature=None) -> bytes:
+        """The columnar TF Serving body {"inputs": {name: nested list}} (values checked against
+        the signature when given, as arrays() does)."""
+        arrays = self.arrays(signature) if signature is not None else self.arrays()
+        return _dumps({"inputs": {k: np.ascontiguousarray(v) for k, v in arrays.items()}})
+
+
+def check_range(spec, a: np.ndarray) -> None:
+    """Integer ids / masks / segments must lie in the spec's value_range [low, high)."""
+    if spec.value_range is None or spec.role is None or a.size == 0:
+        return
+    lo, hi = spec.value_range
+    amin, amax = a.min(), a.max()
+    if amin < lo or amax >= hi:
+        bad = amin if amin < lo else amax
+        raise CodecError(
+            f"input {spec.name!r}: value {bad} is outside the model's valid range [{lo:g}, {hi:g}) "
+            f"({spec.role})"
+        )
 
 
 def _dim_names(spec) -> str:
