@@ -1,6 +1,6 @@
 """A trivial endpoint for the client ceiling: a raw ASGI app under uvicorn (uvloop, httptools) that
-drains the request and returns one fixed OIP response, the source model's output for reference
-sample 0. Locust runs against it with --via ceiling --samples 1, so the client does exactly the work
+drains the request and returns one fixed OIP response, the source model's outputs for reference
+sample 0 (encoded by contract/codec.py). Locust runs against it with --via ceiling --samples 1, so the client does exactly the work
 of a real run (send the same body, parse, check) while the server does almost none.
 
     python -m loadtests.ceiling --model digits-cnn-torch [--port 8090] [--model-store DIR]
@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import typer
 import uvicorn
 
-from model_store.manifest import load_manifest
-from services.common.codecs import encode_json_tensor
+from contract.codec import InferResponse
+from contract.manifest import load_manifest
+from loadtests.payloads import reference_samples
 from services.settings import get_settings
 
 
 def response_body(store: Path, model: str) -> bytes:
+    """The OIP answer to reference sample 0 (every output, as the source model gave it)."""
     manifest = load_manifest(Path(store) / model)
-    _inputs, outputs, _labels = manifest.load_reference(store)
-    name = manifest.signature.outputs[0].name
-    dtype = manifest.signature.outputs[0].numpy_dtype
-    tensor = encode_json_tensor(name, outputs[:1].astype(dtype))
-    return orjson.dumps({"model_name": model, "outputs": [tensor]})
+    (sample,) = reference_samples(manifest, store, 1)
+    outputs = {s.name: sample.outputs[s.name].astype(s.numpy_dtype, copy=False)
+               for s in manifest.signature.outputs}  # fmt: skip
+    return InferResponse.from_arrays(model, outputs).to_oip()[0]
 
 
 def make_app(body: bytes):

@@ -31,12 +31,12 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import orjson
 import psutil
 import uvloop
 
 from loadtests.runner import free_port
-from model_store.manifest import load_manifest
+from contract.codec import InferRequest, InferResponse, header_length
+from contract.manifest import load_manifest
 from services.settings import REPO_ROOT, get_settings
 
 TARGET_P50_DELTA_MS = 0.5
@@ -227,35 +227,31 @@ def percentiles(xs: list[float]) -> dict[str, float]:
             "p99_ms": round(float(np.percentile(a, 99)), 4), "mean_ms": round(float(a.mean()), 4)}
 
 
-def request_body(args: argparse.Namespace) -> tuple[bytes, dict, np.ndarray]:
+def request_body(args: argparse.Namespace) -> tuple[bytes, dict, dict[str, np.ndarray]]:
+    """(body, headers, expected outputs) for the first `batch` reference samples, every input,
+    encoded by contract/codec.py: JSON tensors, or binary tensors both ways."""
     m = load_manifest(args.store / args.model)
     x, y, _ = m.load_reference(args.store)
-    x, y = x[: args.batch], y[: args.batch]
-    (spec,) = m.signature.inputs
-    if args.encoding == "binary":
-        raw = x.astype(spec.numpy_dtype).tobytes()
-        head = orjson.dumps({"inputs": [{"name": spec.name, "shape": list(x.shape),
-                                         "datatype": spec.datatype,
-                                         "parameters": {"binary_data_size": len(raw)}}],
-                             "parameters": {"binary_data_output": True}})
-        return head + raw, {"Inference-Header-Content-Length": str(len(head))}, y
-    body = orjson.dumps({"inputs": [{"name": spec.name, "shape": list(x.shape),
-                                     "datatype": spec.datatype, "data": x.ravel()}]},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
-    return body, {"Content-Type": "application/json"}, y
+    arrays = {s.name: x[s.name][: args.batch].astype(s.numpy_dtype, copy=False) for s in m.signature.inputs}
+    binary = args.encoding == "binary"
+    body, hl = InferRequest.from_arrays(arrays, binary_output=binary).to_oip(binary=binary)
+    headers = {"Content-Type": "application/json"} if hl is None else {
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hl)}
+    return body, headers, {k: v[: args.batch] for k, v in y.items()}
 
 
-def check_answer(data: bytes, headers: Any, expected: np.ndarray) -> float:
-    """Max abs error of an OIP answer (JSON or binary) against the reference outputs."""
+def check_answer(data: bytes, headers: Any, expected: dict[str, np.ndarray]) -> float:
+    """Max abs error over every output of an OIP answer (JSON or binary) against the reference."""
     hl = headers.get("Inference-Header-Content-Length")  # case-insensitive (aiohttp headers)
-    n = int(hl) if hl else None
-    head = orjson.loads(data[:n] if n else data)
-    (out,) = head["outputs"]
-    if n:
-        arr = np.frombuffer(data[n:], np.float32)
-    else:
-        arr = np.asarray(out["data"], np.float32)
-    return float(np.abs(arr.reshape(expected.shape) - expected).max())
+    got = InferResponse.from_oip(data, header_length(hl)).arrays()
+    err = 0.0
+    for name, want in expected.items():
+        a = got[name]
+        if a.shape != want.shape:
+            raise SystemExit(f"output {name!r}: shape {list(a.shape)}, reference {list(want.shape)}")
+        diff = np.abs(a.astype(np.float64) - want.astype(np.float64))
+        err = max(err, float(diff.max()) if diff.size else 0.0)
+    return err
 
 
 async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:

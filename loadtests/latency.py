@@ -28,7 +28,8 @@ def measure(target: payloads.Target, payload: payloads.Payload, url: str, header
             start = time.perf_counter()
             r = client.post(url, content=payload.bodies[k])
             elapsed = time.perf_counter() - start
-            problem = payloads.check_response(payload, k, r.status_code, r.content, r.headers.get("x-served-by"))
+            problem = payloads.check_response(payload, k, r.status_code, r.content, r.headers.get("x-served-by"),
+                                              payloads.header_len(r.headers))
             if problem:
                 raise RuntimeError(f"{target.name}: {problem}: {r.text[:200]}")
             if i >= warmup:

@@ -4,7 +4,8 @@
         --via gateway|direct|ceiling [--rate R] [--host URL]
 
 Each user is bound to one target (round robin over models x runtimes) and posts pre-encoded
-reference samples, checking every response (shape, datatype, predicted class); a wrong answer is a
+reference samples (every input; variable sequence lengths where the model has a dynamic dimension),
+checking every response (every output's shape and datatype, predicted class); a wrong answer is a
 Locust failure. --rate paces a fixed total rate over all users (open loop); 0 is closed loop.
 Direct targets go to the runtimes' own ports from services/settings.py (--host applies to the
 gateway and the ceiling endpoint only).
@@ -121,7 +122,7 @@ class ModelUser(FastHttpUser):
                               name=self.payload.target.name, catch_response=True) as resp:
             served_by = resp.headers.get("x-served-by") if resp.headers else None
             problem = payloads.check_response(self.payload, i, resp.status_code, resp.content,
-                                              served_by)
+                                              served_by, payloads.header_len(resp.headers))
             if problem:
                 resp.failure(problem)
             else:

@@ -1,9 +1,15 @@
 """Request bodies from the held-out reference samples, and the check every response must pass.
 
-Bodies are encoded once at start-up (batch 1, one per sample, used round robin). The expected class
-of a sample is the source model's own prediction (argmax of the reference outputs), not the label,
-so a runtime that reproduces the source model never fails; a near-tie within the artifact's parity
-tolerance is accepted as well.
+Bodies are encoded once at start-up with contract/codec.py (batch 1, one per sample, every input of
+the model, used round robin). Models with a dynamic non-batch dimension (a sequence) get requests of
+varying length: with a mask input, each sample is cropped to its mask length (the padding is
+dropped; the source model's answer does not change); without one, samples cycle through several
+lengths (full, 1/2, 1/4), and only full-length samples have their class checked.
+
+Every output is checked (name, datatype, shape); the predicted class of the first classification
+output ([batch, classes]) must equal the source model's own prediction (argmax of the reference
+outputs), not the label, so a runtime that reproduces the source model never fails; a near-tie
+within the artifact's parity tolerance is accepted as well.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from model_store.manifest import FORMAT_OF_RUNTIME, Manifest, load_store
+from contract.codec import CodecError, InferRequest, InferResponse, decode_tfserving_outputs, element_count
+from contract.manifest import Manifest, Signature, TensorSpec, load_store
+from contract.runtimes import FORMAT_OF_RUNTIME
 from services.settings import StackSettings
 
 VIAS = ("gateway", "direct", "ceiling")
@@ -60,13 +67,22 @@ def auth_headers(settings: StackSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+LENGTH_FRACTIONS = (1.0, 0.5, 0.25)  # dynamic dims without a mask: lengths cycled over samples
+
+
 @dataclass(frozen=True)
-class Expectation:
-    output: str  # output tensor name
+class OutputCheck:
+    name: str
     datatype: str  # OIP datatype
     shape: tuple[int, ...]  # batch 1
-    reference: np.ndarray  # the source model's output for this sample, flat
-    expected: int  # argmax of reference
+
+
+@dataclass(frozen=True)
+class Expectation:
+    outputs: tuple[OutputCheck, ...]  # every output, in signature order
+    classify: str | None  # the first classification output ([batch, classes]), if any
+    reference: np.ndarray | None  # the source model's scores on it for this sample, flat
+    expected: int | None  # argmax of reference (None: not checked, e.g. a cropped sample)
     tolerance: float  # parity tolerance of the artifact
 
 
@@ -75,42 +91,95 @@ class Payload:
     target: Target
     bodies: list[bytes]
     expectations: list[Expectation]
+    signature: Signature
 
 
-def encode_body(target: Target, name: str, datatype: str, sample: np.ndarray) -> bytes:
-    x = np.ascontiguousarray(sample[None])
-    if target.protocol == "tfserving":
-        return orjson.dumps({"inputs": x}, option=orjson.OPT_SERIALIZE_NUMPY)
-    tensor = {"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel()}
-    return orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
+@dataclass(frozen=True)
+class Sample:
+    inputs: dict[str, np.ndarray]  # batch 1, every input
+    outputs: dict[str, np.ndarray]  # the source outputs (cropped like the inputs), batch 1
+    known: bool  # outputs are the source model's answer to these inputs (else only shapes)
+
+
+def classification_output(signature: Signature) -> TensorSpec | None:
+    """The first output shaped [batch, classes] with more than one class."""
+    return next((s for s in signature.outputs if len(s.shape) == 2 and s.shape[1] > 1), None)
+
+
+def _crop(arr: np.ndarray, spec: TensorSpec, lengths: dict[str, int]) -> np.ndarray:
+    index = [slice(None)] * arr.ndim
+    for k in range(1, min(arr.ndim, len(spec.shape))):
+        if spec.shape[k] < 0 and spec.dims[k] in lengths:
+            index[k] = slice(0, lengths[spec.dims[k]])
+    return np.ascontiguousarray(arr[tuple(index)])
+
+
+def _mask_lengths(mask: np.ndarray, spec: TensorSpec) -> dict[str, int]:
+    """Per dynamic dim of a mask sample (no batch axis): last position holding a 1, plus one."""
+    out = {}
+    for k in range(mask.ndim):
+        if spec.shape[k + 1] < 0:
+            other = tuple(j for j in range(mask.ndim) if j != k)
+            nz = np.nonzero(mask.any(axis=other) if other else mask)[0]
+            out[spec.dims[k + 1]] = int(nz[-1]) + 1 if nz.size else 1
+    return out
+
+
+def reference_samples(manifest: Manifest, store: Path, n: int = 0) -> list[Sample]:
+    """The first `n` reference samples (0 = all), batch 1, every input and output, with dynamic
+    dims cropped to the mask length (or cycled through LENGTH_FRACTIONS without a mask)."""
+    inputs, outputs, _labels = manifest.load_reference(store)
+    sig = manifest.signature
+    total = len(next(iter(inputs.values())))
+    n = total if n <= 0 else min(n, total)
+    full: dict[str, int] = {}  # dynamic dim name -> its size in the reference batch
+    for s in sig.inputs:
+        for k in range(1, len(s.shape)):
+            if s.shape[k] < 0:
+                full.setdefault(s.dims[k], inputs[s.name].shape[k])
+    mask = next((s for s in sig.inputs if s.role == "mask" and any(d < 0 for d in s.shape[1:])), None)
+    out = []
+    for i in range(n):
+        lengths: dict[str, int] = {}
+        known = True
+        if mask is not None:
+            lengths = _mask_lengths(np.asarray(inputs[mask.name][i]), mask)
+        elif full and (frac := LENGTH_FRACTIONS[i % len(LENGTH_FRACTIONS)]) < 1:
+            lengths = {d: max(1, int(size * frac)) for d, size in full.items()}
+            known = False
+        x = {s.name: _crop(inputs[s.name][i : i + 1], s, lengths).astype(s.numpy_dtype, copy=False)
+             for s in sig.inputs}  # fmt: skip
+        y = {s.name: _crop(outputs[s.name][i : i + 1], s, lengths) for s in sig.outputs}
+        out.append(Sample(x, y, known))
+    return out
+
+
+def encode_body(target: Target, inputs: dict[str, np.ndarray]) -> bytes:
+    """The request body for a target: OIP JSON, or TF Serving's columnar body (codec)."""
+    req = InferRequest.from_arrays(inputs)
+    return req.to_tfserving() if target.protocol == "tfserving" else req.to_oip()[0]
 
 
 def build_payload(target: Target, manifest: Manifest, store: Path, samples: int = 0) -> Payload:
     """Pre-encoded bodies and expectations for the first `samples` reference samples (0 = all)."""
-    inputs, outputs, _labels = manifest.load_reference(store)
-    spec_in, spec_out = manifest.signature.inputs[0], manifest.signature.outputs[0]
-    n = len(inputs) if samples <= 0 else min(samples, len(inputs))
+    n = samples
+    sig = manifest.signature
     art = manifest.artifacts.get(FORMAT_OF_RUNTIME.get(target.runtime, ""))
-    tol = art.parity.tolerance if art else DEFAULT_TOLERANCE
-    x = inputs.astype(spec_in.numpy_dtype, copy=False)
+    tol = float(art.parity.tolerance if art else DEFAULT_TOLERANCE)
+    cls = classification_output(sig)
+    picked = reference_samples(manifest, store, n)
     # Every OIP target of a model sends the same bytes: encode once (MobileNet: 1.6 MB a body).
     key = (str(store), manifest.name, target.protocol, n)
     if key not in _BODIES:
-        _BODIES[key] = [encode_body(target, spec_in.name, spec_in.datatype, x[i]) for i in range(n)]
+        _BODIES[key] = [encode_body(target, s.inputs) for s in picked]
     expectations = []
-    for i in range(n):
-        ref = np.asarray(outputs[i], dtype=np.float64).ravel()
-        expectations.append(
-            Expectation(
-                output=spec_out.name,
-                datatype=spec_out.datatype,
-                shape=(1, *outputs.shape[1:]),
-                reference=ref,
-                expected=int(np.argmax(ref)),
-                tolerance=float(tol),
-            )
-        )
-    return Payload(target, _BODIES[key], expectations)
+    for s in picked:
+        checks = tuple(OutputCheck(o.name, o.datatype, tuple(s.outputs[o.name].shape))
+                       for o in sig.outputs)  # fmt: skip
+        ref = np.asarray(s.outputs[cls.name], dtype=np.float64).ravel() if cls else None
+        expected = int(np.argmax(ref)) if ref is not None and s.known else None
+        expectations.append(Expectation(checks, cls.name if cls else None, ref, expected, tol))
+    return Payload(target, _BODIES[key], expectations, sig)
 
 
 def resolve_targets(
@@ -139,23 +208,69 @@ def resolve_targets(
     return targets, manifests, notes
 
 
-def _oip_output(doc: dict, exp: Expectation) -> tuple[np.ndarray | None, str | None]:
-    tensors = doc.get("outputs")
-    if not isinstance(tensors, list) or not tensors:
-        return None, "no outputs"
-    t = next((t for t in tensors if isinstance(t, dict) and t.get("name") == exp.output), None)
-    if t is None:
-        return None, f"no output {exp.output!r}"
-    if t.get("datatype") != exp.datatype:
-        return None, f"datatype {t.get('datatype')} != {exp.datatype}"
-    if tuple(t.get("shape") or ()) != exp.shape:
-        return None, f"shape {t.get('shape')} != {list(exp.shape)}"
-    return np.asarray(t.get("data"), dtype=np.float64).ravel(), None
+def _oip_arrays(content: bytes, header_len: int | None, exp: Expectation
+                ) -> tuple[dict[str, np.ndarray] | None, str | None]:  # fmt: skip
+    try:
+        resp = InferResponse.from_oip(content, header_len)
+    except CodecError as e:
+        if "not valid JSON" in e.message:
+            return None, "response is not JSON"
+        if "not a JSON object" in e.message:
+            return None, "response is not a JSON object"
+        if "'outputs'" in e.message:
+            return None, "no outputs"
+        return None, "malformed response"
+    by_name = {t.name: t for t in resp.outputs}
+    several = len(exp.outputs) > 1
+    for oc in exp.outputs:
+        who = f"{oc.name}: " if several else ""
+        t = by_name.get(oc.name)
+        if t is None:
+            return None, f"no output {oc.name!r}"
+        if t.datatype != oc.datatype:
+            return None, f"{who}datatype {t.datatype} != {oc.datatype}"
+        if tuple(t.shape) != oc.shape:
+            return None, f"{who}shape {t.shape} != {list(oc.shape)}"
+        try:
+            if t.count() != element_count(t.shape):
+                return None, f"{who}{t.count()} values, expected {element_count(t.shape)}"
+        except CodecError:
+            return None, f"{who}output data are not numbers"
+    if exp.classify is None:
+        return {}, None
+    try:
+        return {exp.classify: by_name[exp.classify].decode()}, None
+    except CodecError:
+        return None, "output data are not numbers"
 
 
-def check_response(
-    payload: Payload, index: int, status: int, content: bytes | None, served_by: str | None = None
-) -> str | None:
+def _tfserving_arrays(content: bytes, payload: Payload, exp: Expectation
+                      ) -> tuple[dict[str, np.ndarray] | None, str | None]:  # fmt: skip
+    # TF Serving's columnar answer has no datatype: cast to the signature's, check the shapes.
+    try:
+        arrays = decode_tfserving_outputs(content, payload.signature, 1)
+    except CodecError as e:
+        if "not valid JSON" in e.message:
+            return None, "response is not JSON"
+        return None, e.message
+    except (TypeError, ValueError):
+        return None, "outputs are not numbers"
+    several = len(exp.outputs) > 1
+    for oc in exp.outputs:
+        a = arrays[oc.name]
+        if tuple(a.shape) != oc.shape:
+            return None, f"{oc.name + ': ' if several else ''}shape {list(a.shape)} != {list(oc.shape)}"
+    return arrays, None
+
+
+def header_len(headers) -> int | None:
+    """Inference-Header-Content-Length of a response (binary outputs), or None."""
+    value = headers.get("inference-header-content-length") if headers else None
+    return int(value) if value and value.isdigit() else None
+
+
+def check_response(payload: Payload, index: int, status: int, content: bytes | None,
+                   served_by: str | None = None, header_len: int | None = None) -> str | None:  # fmt: skip
     """None if the response to sample `index` is right, else a short reason (Locust groups
     failures by message, so reasons carry no per-request numbers)."""
     if not status:
@@ -165,30 +280,19 @@ def check_response(
     target, exp = payload.target, payload.expectations[index]
     if target.via == "gateway" and served_by and not served_by.startswith(target.runtime):
         return f"served by {served_by}, not {target.runtime}"
-    try:
-        doc = orjson.loads(content or b"")
-    except orjson.JSONDecodeError:
-        return "response is not JSON"
-    if not isinstance(doc, dict):
-        return "response is not a JSON object"
     if target.protocol == "tfserving":
-        # TF Serving's columnar answer has no datatype: the values must be numbers of this shape.
-        try:
-            arr = np.asarray(doc.get("outputs"), dtype=np.float64)
-        except (TypeError, ValueError):
-            return "outputs are not numbers"
-        if arr.shape != exp.shape:
-            return f"shape {list(arr.shape)} != {list(exp.shape)}"
-        data = arr.ravel()
+        arrays, problem = _tfserving_arrays(content or b"", payload, exp)
     else:
-        try:
-            data, problem = _oip_output(doc, exp)
-        except (TypeError, ValueError):
-            return "output data are not numbers"
-        if problem:
-            return problem
+        arrays, problem = _oip_arrays(content or b"", header_len, exp)
+    if problem:
+        return problem
+    if exp.classify is None or exp.reference is None:
+        return None
+    data = np.asarray(arrays[exp.classify], dtype=np.float64).ravel()
     if data.size != exp.reference.size:
         return f"{data.size} values, expected {exp.reference.size}"
+    if exp.expected is None:
+        return None  # a cropped sample without a mask: the source's answer is not known
     pred = int(np.argmax(data))
     # A near-tie in the source model's own scores may flip within the parity tolerance.
     ref = exp.reference

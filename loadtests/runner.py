@@ -25,7 +25,7 @@ import httpx
 
 from loadtests import monitor, payloads
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
-from model_store.manifest import Manifest
+from contract.manifest import Manifest
 from services.settings import REPO_ROOT, StackSettings
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -97,7 +97,8 @@ def preflight(target: payloads.Target, manifest: Manifest, store: Path,
         r = httpx.post(base + target.path, content=p.bodies[0], headers=headers, timeout=60.0)
     except httpx.HTTPError as e:
         return f"{type(e).__name__}: {e}"
-    problem = payloads.check_response(p, 0, r.status_code, r.content, r.headers.get("x-served-by"))
+    problem = payloads.check_response(p, 0, r.status_code, r.content, r.headers.get("x-served-by"),
+                                      payloads.header_len(r.headers))
     return f"{problem}: {r.text[:200]}" if problem else None
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
-from model_store.manifest import load_store
+from contract.codec import InferRequest, InferResponse
+from contract.manifest import load_store
 
 pytestmark = pytest.mark.real_stack
 SERVICES = {"onnxruntime", "tflite", "tfserving", "torchserve", "gateway"}
@@ -47,11 +48,12 @@ def test_supervisor_restarts_a_killed_runtime(real_stack):
     assert now["restarts"] >= before.get("restarts", 0) + 1
     m = load_store(real_stack["store"])["digits-cnn-torch"]
     x, y, _ = m.load_reference(real_stack["store"])
-    spec = m.signature.inputs[0]
-    body = {"inputs": [{"name": spec.name, "shape": [1, *x.shape[1:]], "datatype": "FP32", "data": x[:1].ravel().tolist()}]}
-    r = httpx.post(f"{real_stack['runtimes']['onnxruntime']}/v2/models/{m.name}/infer", json=body, timeout=30)
+    body, _ = InferRequest.from_arrays({k: v[:1] for k, v in x.items()}).to_oip()
+    r = httpx.post(f"{real_stack['runtimes']['onnxruntime']}/v2/models/{m.name}/infer", content=body, timeout=30)
     assert r.status_code == 200
-    np.testing.assert_allclose(r.json()["outputs"][0]["data"], y[0], atol=1e-4)
+    got = InferResponse.from_oip(r.content).arrays()
+    for name, ref in y.items():
+        np.testing.assert_allclose(got[name], ref[:1], atol=1e-4)
 
 
 def test_torchserve_management_api_is_loopback_only(real_stack):

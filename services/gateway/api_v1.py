@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from model_store.manifest import TensorSpec
-from services.common.codecs import (
-    OIP_TO_TF,
-    CodecError,
-    decode_tfserving_predict,
-    encode_tfserving_predict,
-)
-from services.gateway.errors import BadRequest
-from services.gateway.payload import InferRequest
-from services.gateway.transport import context, gateway, json_response, parse_json, read_body
-from services.gateway.validation import check_arrays
+from contract.codec import InferRequest
+from contract.datatypes import OIP_TO_TF
+from contract.manifest import TensorSpec
+from services.gateway.backends.base import Call
+from services.gateway.transport import context, gateway, json_response, read_body
 
 router = APIRouter(tags=["TF Serving REST"])
 VERSIONED = "/versions/{version}"
@@ -42,20 +35,15 @@ async def predict(request: Request, model: str, version: str | None = None) -> R
     manifest = targets[0].model
     ctx.model = manifest.name
     body = await read_body(request, s.gateway_max_payload_bytes, s.gateway_timeout_s)
-    dtypes = {spec.name: spec.numpy_dtype for spec in manifest.signature.inputs}
-    try:
-        arrays, row_format = decode_tfserving_predict(parse_json(body), dtypes)
-    except CodecError as e:
-        raise BadRequest(str(e)) from None
-    batch = check_arrays(manifest, arrays)
-    req = InferRequest(manifest, batch, ctx.request_id, tfs_body=body, row_format=row_format,
-                       _arrays=arrays)
-    _, resp = await gw.infer(targets, req, ctx)
-    if resp.tfs_body is not None:
-        return Response(resp.tfs_body, media_type="application/json")
-    assert resp.arrays is not None
-    return Response(orjson.dumps(encode_tfserving_predict(resp.arrays, row_format)),
-                    media_type="application/json")
+    # Row "instances" (values, or objects keyed by input name) or columnar "inputs"; the codec
+    # refuses an unknown signature_name. The TF Serving backend gets `body` as received.
+    req, row_format = InferRequest.from_tfserving(body, manifest.signature)
+    batch = req.validate(manifest.signature, gw.limits(manifest))
+    call = Call(manifest, req, batch, ctx.request_id, tfs_body=body)
+    _, answer = await gw.infer(targets, call, ctx)
+    if answer.tfs_body is not None:
+        return Response(answer.tfs_body, media_type="application/json")
+    return Response(answer.decoded().to_tfserving(row_format), media_type="application/json")
 
 
 @router.get("/v1/models/{model}", summary="Model status")

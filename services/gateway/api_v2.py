@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from services.common.codecs import CodecError, split_binary_body
-from services.gateway.errors import BadRequest, GatewayError
-from services.gateway.payload import InferRequest, encode_oip_response
+from contract.codec import InferRequest, header_length
+from services.gateway.backends.base import Call
+from services.gateway.errors import GatewayError
 from services.gateway.routing import Target
 from services.gateway.transport import (
     context,
@@ -19,7 +19,6 @@ from services.gateway.transport import (
     parse_json,
     read_body,
 )
-from services.gateway.validation import check_oip_request
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 VERSIONED = "/versions/{version}"
@@ -49,7 +48,8 @@ async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/v2/health/ready", summary="Server ready: every model has a reachable backend")
+@router.get("/v2/health/ready",
+            summary="Server ready: every routable model has a reachable backend")
 async def ready(request: Request) -> Response:
     ok, reason = gateway(request).server_ready()
     if not ok:
@@ -117,38 +117,25 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     s = gw.settings
     targets = gw.router.resolve(model, version)
     manifest = targets[0].model
+    sig = manifest.signature
     ctx.model = manifest.name
     body = await read_body(request, s.gateway_max_payload_bytes, s.gateway_timeout_s)
-    header_length = _header_length(request)
-    try:  # memoryview: the binary part is not copied, only forwarded or wrapped by numpy
-        head, binary = split_binary_body(memoryview(body), header_length)
-    except CodecError as e:
-        raise BadRequest(str(e)) from None
-    header = parse_json(head)
-    batch = check_oip_request(manifest, header, len(binary))
-    req = InferRequest(manifest, batch, ctx.request_id, body=body, header=header,
-                       header_length=header_length, binary=binary)
-    target, resp = await gw.infer(targets, req, ctx)
-    if resp.body is not None:
-        content, hl = resp.body, resp.header_length
+    # Header-level checks only (names, datatypes, shapes, counts, binary sizes): values are
+    # decoded only when a backend needs another wire form.
+    req = InferRequest.from_oip(body, header_length(header(request, b"inference-header-content-length")))
+    batch = req.validate(sig, gw.limits(manifest))
+    target, answer = await gw.infer(targets, Call(manifest, req, batch, ctx.request_id), ctx)
+    binary = req.binary_outputs(sig)
+    if answer.body is not None and (answer.binary_ok or not binary):
+        content, hl = answer.body, answer.header_length  # the backend's answer fits: as is
     else:
-        assert resp.arrays is not None
-        outputs = {n: resp.arrays[n] for n in req.output_names()}
-        content, hl = encode_oip_response(model, target.version, outputs, req.binary_outputs(),
-                                          header.get("id"))
+        resp = answer.decoded().select(req.output_names(sig))
+        resp.id, resp.model_version = req.id, target.version
+        content, hl = resp.to_oip(binary)
     if hl is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(hl)})
-
-
-def _header_length(request: Request) -> int | None:
-    value = header(request, b"inference-header-content-length")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise BadRequest(f"Inference-Header-Content-Length must be an integer, not {value!r}")
-    return int(value)
 
 
 @router.post("/v2/repository/index", summary="Every model and (model, runtime) pair with its state")

@@ -6,19 +6,21 @@ import asyncio
 import time
 from typing import Any
 
-from model_store.manifest import load_store
+from contract.codec import Limits
+from contract.manifest import Manifest, load_store
 from services.gateway.accesslog import AccessLog
 from services.gateway.backends import make_backends
+from services.gateway.backends.base import Answer, Call
 from services.gateway.context import RequestContext
 from services.gateway.errors import (
     BackendFailed,
     BackendRejected,
     BackendUnavailable,
     GatewayError,
+    ModelUnavailable,
 )
 from services.gateway.health import HealthMonitor
 from services.gateway.metrics import Metrics
-from services.gateway.payload import InferRequest, InferResponse
 from services.gateway.routing import Router, Target
 from services.gateway.settings import GatewaySettings
 
@@ -26,7 +28,9 @@ from services.gateway.settings import GatewaySettings
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.store = load_store(settings.model_store)
+        self.load_errors: dict[str, str] = {}  # model directory -> why its manifest was not read
+        self.store = load_store(settings.model_store, self.load_errors)
+        self._limits: dict[str, Limits] = {}
         self.backends = make_backends(settings)
         self.health = HealthMonitor(
             self.backends,
@@ -56,11 +60,19 @@ class Gateway:
         for b in self.backends.values():
             await b.close()
 
-    async def infer(
-        self, targets: list[Target], req: InferRequest, ctx: RequestContext
-    ) -> tuple[Target, InferResponse]:
-        """Send to the first target that can be reached; fail over only while nothing has
-        reached a backend (refused, connect timeout, circuit open)."""
+    def limits(self, model: Manifest) -> Limits:
+        """The codec's limits for a model: a fixed batch dimension caps the batch."""
+        lim = self._limits.get(model.name)
+        if lim is None:
+            fixed = {s.shape[0] for s in model.signature.inputs if s.shape and s.shape[0] > 0}
+            lim = self._limits[model.name] = Limits(max_batch=min(fixed) if fixed else None)
+        return lim
+
+    async def infer(self, targets: list[Target], call: Call,
+                    ctx: RequestContext) -> tuple[Target, Answer]:  # fmt: skip
+        """Send to the first target that can serve it; fail over while nothing has reached a
+        backend (refused, connect timeout, circuit open) or a backend answered 503 for the model
+        (it failed to load there). Nothing is retried once a backend has started on it."""
         error: GatewayError | None = None
         for t in targets:
             ctx.runtime = t.runtime
@@ -74,9 +86,13 @@ class Gateway:
                 continue
             start = time.perf_counter()
             try:
-                resp = await self.backends[t.runtime].infer(req)
+                resp = await self.backends[t.runtime].infer(call)
             except BackendUnavailable as e:
                 breaker.failure()
+                error = e
+                continue
+            except ModelUnavailable as e:
+                breaker.success()  # the backend is up; the model is not (on this backend)
                 error = e
                 continue
             except (BackendRejected, BackendFailed):
@@ -130,21 +146,30 @@ class Gateway:
                     out.append(_entry(f"{m.name}@{rt}", "", False, self.router.why_not(m, rt)))
                 else:
                     out.append(_entry(t.name, t.version, *ready[t.name]))
+        for name, why in sorted(self.load_errors.items()):
+            out.append(_entry(name, "", False, why))
         return out
 
     def server_ready(self) -> tuple[bool, str]:
-        """Every model can be served by its bare name by a backend the probe reached."""
+        """Every ROUTABLE model (one with a parity-passed artifact on a configured runtime) can be
+        served by its bare name by a backend the probe reached. A model without one is listed in
+        the repository index as UNAVAILABLE with its reason; it does not make the gateway
+        not-ready (nothing could ever make it ready)."""
         if not self.store:
             return False, f"no models in {self.settings.model_store}"
+        routable = 0
         for m in self.store.values():
-            try:
-                cands = self.router.resolve(m.name)
-            except GatewayError as e:
-                return False, e.message
+            cands = self.router.candidates(m)
+            if not cands:
+                continue
+            routable += 1
             h = self.health
             if not any(h.up[t.runtime] and h.available(t.runtime) for t in cands):
                 why = "; ".join(f"{t.runtime}: {h.why_down(t.runtime)}" for t in cands)
                 return False, f"{m.name} has no reachable backend ({why})"
+        if not routable:
+            return False, (f"no model in {self.settings.model_store} has an artifact that passed "
+                           f"its parity check on a configured runtime")
         return True, ""
 
 

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from contract.codec import CodecError
 from services.gateway.context import CTX
 
 
@@ -51,6 +52,13 @@ class BackendUnavailable(GatewayError):
     status = 503
 
 
+class ModelUnavailable(GatewayError):
+    """The backend answered 503 for the model (it failed to load there, or has no worker): the
+    backend is up, this model is not; a bare name fails over to the next candidate."""
+
+    status = 503
+
+
 class BackendTimeout(GatewayError):
     status = 504
 
@@ -71,8 +79,14 @@ def gateway_error_response(request: Request, e: GatewayError) -> Response:
     return error_response(e.status, e.message)
 
 
+def codec_error_response(_: Request, e: CodecError) -> Response:
+    """A request the codec refused: its status (400, or 413 for a limit) and its message."""
+    return error_response(e.status, e.message)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(CodecError, codec_error_response)  # type: ignore[arg-type]
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> Response:

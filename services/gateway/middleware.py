@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from contract.codec import CodecError
 from services.gateway.context import CTX, RequestContext
 from services.gateway.core import Gateway
 from services.gateway.errors import GatewayError, error_response, gateway_error_response
@@ -83,6 +84,8 @@ class GatewayMiddleware:
                     resp = await handler(request, **params)
                 except GatewayError as e:
                     resp = gateway_error_response(request, e)
+                except CodecError as e:  # the request is not a valid tensor message
+                    resp = error_response(e.status, e.message)
                 await resp(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)

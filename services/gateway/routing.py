@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from model_store.manifest import FORMAT_OF_RUNTIME, Artifact, Manifest
+from contract.manifest import Artifact, Manifest
+from contract.runtimes import FORMAT_OF_RUNTIME
 from services.gateway.errors import NotFound
 from services.gateway.settings import RUNTIMES
 
@@ -90,7 +91,9 @@ class Router:
         else:
             found = self.candidates(model)
             if not found:
-                raise NotFound(f"model {model_name} has no artifact that passed its parity check")
+                why = "; ".join(self.why_not(model, rt) for rt in self.order)
+                raise NotFound(f"model {model_name} has no artifact that passed its parity check "
+                               f"on a configured runtime ({why})")
         if version is not None:
             found = [t for t in found if t.version == version]
             if not found:
@@ -101,7 +104,9 @@ class Router:
         fmt = FORMAT_OF_RUNTIME[runtime]
         art = model.artifacts.get(fmt)
         if art is None:
-            return f"{model.name} has no {fmt} artifact for {runtime}"
+            failed = model.failed.get(fmt)
+            why = f": the export failed ({failed.error})" if failed else ""
+            return f"{model.name} has no {fmt} artifact for {runtime}{why}"
         detail = art.parity.error or f"max abs error {art.parity.max_abs_error}"
         return (f"{model.name}{SEP}{runtime} is not routable: its {fmt} artifact failed parity "
                 f"({detail})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator, model_validator
 
-from model_store.manifest import RUNTIME_OF_FORMAT
+from contract.runtimes import RUNTIME_OF_FORMAT
 from services.settings import StackSettings
 
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_OF_FORMAT.values())

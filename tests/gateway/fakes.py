@@ -1,8 +1,17 @@
 """Small stand-ins for the real backends, speaking their wire protocols over a tiny store.
 
-Models compute y = flatten(x) @ W in float32, so expected outputs are exact. Each fake is a
-stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on inference) or
-"hang" (accepts, never answers until stopped).
+Every fake decodes and encodes with contract/codec.py, as the real servers do, and computes its
+outputs exactly (float32 matmuls, integer sums), so expected answers are exact:
+
+- tiny-mlp   x FP32 [-1, 4] -> y FP32 [-1, 3]
+- tiny-img   x FP32 [-1, 2, 2, 1] (NHWC) -> y FP32 [-1, 3]; its tflite artifact failed parity
+- tiny-pair  x FP32 [-1, 4], ids INT64 [-1, -1] (batch, sequence; token ids in [0, 100))
+             -> logits FP32 [-1, 3] = x @ W + 0.01 * sum(ids), total INT64 [-1, 1] = sum(ids)
+- tiny-dead  x FP32 [-1, 4] -> y FP32 [-1, 3]; no artifact passed parity: never routable
+
+Each fake is a stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on
+inference) or "hang" (accepts, never answers until stopped), and `unloaded`: models it answers
+503 {"error": "model X failed to load: ..."} for, as our OIP servers do.
 """
 
 from __future__ import annotations
@@ -16,44 +25,83 @@ from typing import Any
 import numpy as np
 import orjson
 
-from model_store.manifest import (
+from contract.codec import CodecError, InferRequest, InferResponse, header_length
+from contract.manifest import (
     Artifact,
+    ExportFailure,
     Manifest,
     Parity,
     Signature,
     Source,
     TensorSpec,
+    save_reference,
 )
-from services.common import codecs
 
-# name -> (input spec shape, layout, parity failures by format)
-MODELS: dict[str, tuple[list[int], str | None, set[str]]] = {
-    "tiny-mlp": ([-1, 4], None, set()),
-    "tiny-img": ([-1, 2, 2, 1], "NHWC", {"tflite"}),  # tflite failed parity: not routable
-}
 OUT = 3
+FORMATS = (("torchserve", "torchserve"), ("savedmodel", "tfserving"), ("onnx", "onnxruntime"),
+           ("tflite", "tflite"))  # fmt: skip
+SEQ = 16  # sequence length of tiny-pair's reference batch
+
+SIGNATURES: dict[str, Signature] = {
+    "tiny-mlp": Signature(inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
+                          outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, OUT])]),
+    "tiny-img": Signature(inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 2, 2, 1],
+                                             layout="NHWC")],
+                          outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, OUT])]),
+    "tiny-pair": Signature(
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4]),
+                TensorSpec(name="ids", datatype="INT64", shape=[-1, -1], dims=["batch", "sequence"],
+                           role="token_ids", value_range=(0, 100))],
+        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, OUT]),
+                 TensorSpec(name="total", datatype="INT64", shape=[-1, 1])],
+    ),
+    "tiny-dead": Signature(inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
+                           outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, OUT])]),
+}  # fmt: skip
+FAILED_PARITY: dict[str, set[str]] = {
+    "tiny-img": {"tflite"},
+    "tiny-dead": {"torchserve", "savedmodel", "onnx"},  # and no tflite artifact at all
+}
+MODELS = tuple(SIGNATURES)
 
 
 def weights(name: str) -> np.ndarray:
-    n_in = int(np.prod(MODELS[name][0][1:]))
+    n_in = int(np.prod(SIGNATURES[name].inputs[0].shape[1:]))
     return np.random.default_rng(len(name)).standard_normal((n_in, OUT)).astype(np.float32)
 
 
-def compute(name: str, x: np.ndarray) -> np.ndarray:
-    return (x.reshape(x.shape[0], -1).astype(np.float32) @ weights(name)).astype(np.float32)
+def compute(name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    x = arrays["x"]
+    y = (x.reshape(x.shape[0], -1).astype(np.float32) @ weights(name)).astype(np.float32)
+    if name != "tiny-pair":
+        return {"y": y}
+    total = arrays["ids"].astype(np.int64).sum(axis=1, keepdims=True)
+    return {"logits": (y + np.float32(0.01) * total.astype(np.float32)).astype(np.float32),
+            "total": total}  # fmt: skip
+
+
+def reference_inputs(name: str, batch: int = 32, seq: int = SEQ) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    sig = SIGNATURES[name]
+    x = rng.standard_normal([batch, *sig.inputs[0].shape[1:]]).astype(np.float32)
+    if name != "tiny-pair":
+        return {"x": x}
+    return {"x": x, "ids": rng.integers(0, 100, size=(batch, seq), dtype=np.int64)}
 
 
 def make_store(root: Path) -> Path:
-    """A model store with manifests and reference batches of 32 for the tiny models."""
-    for name, (shape, layout, failed) in MODELS.items():
+    """A model store (schema 2) with manifests and reference batches of 32."""
+    for name, sig in SIGNATURES.items():
         d = root / name
-        (d / "reference").mkdir(parents=True)
-        x = np.random.default_rng(7).standard_normal([32, *shape[1:]]).astype(np.float32)
-        np.save(d / "reference/inputs.npy", x)
-        np.save(d / "reference/outputs.npy", compute(name, x))
-        arts = {}
-        for fmt, rt in (("torchserve", "torchserve"), ("savedmodel", "tfserving"),
-                        ("onnx", "onnxruntime"), ("tflite", "tflite")):
+        d.mkdir(parents=True)
+        inputs = reference_inputs(name)
+        ref = save_reference(d, inputs, compute(name, inputs), None)
+        failed = FAILED_PARITY.get(name, set())
+        arts, export_failed = {}, {}
+        for fmt, rt in FORMATS:
+            if name == "tiny-dead" and fmt == "tflite":
+                export_failed[fmt] = ExportFailure(error="tflite: no route converts Erf")
+                continue
             ok = fmt not in failed
             arts[fmt] = Artifact(
                 format=fmt, version=1, path=f"{fmt}/1/model", bytes=1, sha256="0" * 64,
@@ -61,16 +109,15 @@ def make_store(root: Path) -> Path:
                 parity=Parity(ok=ok, runtime=rt, batch_sizes=[1, 32], tolerance=1e-4,
                               max_abs_error=0.0 if ok else 0.5,
                               error=None if ok else "max abs error 0.5 > 1e-4"),
-            )
+            )  # fmt: skip
         Manifest(
             name=name,
             source=Source(framework="pytorch", framework_version="0", architecture="linear",
                           weights="random-init"),
-            signature=Signature(
-                inputs=[TensorSpec(name="x", datatype="FP32", shape=shape, layout=layout)],
-                outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, OUT])],
-            ),
+            signature=sig,
+            reference=ref,
             artifacts=arts,
+            failed=export_failed,
         ).save(d)
     return root
 
@@ -80,7 +127,9 @@ class FakeBackend:
         self.protocol = protocol  # "oip" | "tfserving" | "torchserve"
         self.served_by = served_by
         self.mode = "ok"
+        self.unloaded: set[str] = set()  # models that "failed to load" here: 503
         self.requests: list[tuple[str, str]] = []  # (method, path) seen
+        self.bodies: list[tuple[str, dict[str, str], bytes]] = []  # inference requests seen
         self.stopped = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
@@ -97,11 +146,18 @@ class FakeBackend:
         self._server.shutdown()
         self._server.server_close()
 
+    def last(self, path_part: str) -> tuple[dict[str, str], bytes]:
+        """Headers and body of the last inference request whose path contains `path_part`."""
+        return next((h, b) for p, h, b in reversed(self.bodies) if path_part in p)
+
     # -- protocol handlers: (method, path, headers, body) -> (status, headers, body) ----------
 
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict, bytes]:
         self.requests.append((method, path))
         infer = method == "POST" and not path.startswith("/v2/repository")
+        if infer:
+            self.bodies.append((path, {k.lower(): v for k, v in headers.items()}, body))
+            del self.bodies[:-50]
         if infer and self.mode == "hang":
             self.stopped.wait(60)
             return 500, {}, b""
@@ -109,38 +165,35 @@ class FakeBackend:
             return 500, {}, orjson.dumps({"error": "fake backend exploded"})
         try:
             return getattr(self, f"_{self.protocol}")(method, path, headers, body)
-        except codecs.CodecError as e:
-            return 400, {}, orjson.dumps({"error": str(e)})
+        except CodecError as e:
+            return e.status, {}, orjson.dumps({"error": e.message})
+
+    def _unloaded(self, name: str) -> tuple[int, dict, bytes]:
+        return 503, {}, orjson.dumps({"error": f"model {name} failed to load: fake load error"})
 
     def _oip(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict, bytes]:
         if path in ("/v2/health/live", "/v2/health/ready"):
             return 200, {}, b"{}"
         m = re.fullmatch(r"/v2/models/([^/]+)(/ready|/infer)?", path)
-        if not m or m.group(1) not in MODELS:
+        if not m or m.group(1) not in SIGNATURES:
             return 404, {}, orjson.dumps({"error": f"no route {path}"})
         name, what = m.groups()
+        if name in self.unloaded:
+            return self._unloaded(name)
         if what is None:
             return 200, {}, orjson.dumps({"name": name, "platform": "fake"})
         if what == "/ready":
             return 200, {}, b""
-        hl = headers.get("Inference-Header-Content-Length")
-        head, binary = codecs.split_binary_body(body, int(hl) if hl else None)
-        doc = orjson.loads(head)
-        (_, x), = codecs.decode_tensors(doc["inputs"], binary).items()
-        out = {"y": compute(name, x)}
-        params = doc.get("parameters") or {}
-        want = {o["name"] for o in doc.get("outputs", []) if (o.get("parameters") or {}).get(
-            "binary_data", params.get("binary_data_output", False))}
-        if not doc.get("outputs") and params.get("binary_data_output"):
-            want = {"y"}
-        tensors, blob = codecs.encode_binary_tensors(out, want)
-        head = orjson.dumps({"model_name": name, "outputs": tensors})
-        extra = {"Inference-Header-Content-Length": str(len(head))} if blob else {}
-        return 200, extra, head + blob
+        sig = SIGNATURES[name]
+        req = InferRequest.from_oip(body, header_length(headers.get("Inference-Header-Content-Length")))
+        req.validate(sig)
+        answer = InferResponse.from_arrays(name, compute(name, req.arrays(sig)), "1", req.id)
+        out, hl = answer.select(req.output_names(sig)).to_oip(req.binary_outputs(sig))
+        return 200, ({} if hl is None else {"Inference-Header-Content-Length": str(hl)}), out
 
     def _tfserving(self, method: str, path: str, headers: Any, body: bytes):
         m = re.fullmatch(r"/v1/models/([^/:]+)(:predict|/metadata)?", path)
-        if not m or m.group(1) not in MODELS:
+        if not m or m.group(1) not in SIGNATURES:
             return 404, {}, orjson.dumps({"error": f"Servable not found for request: {path}"})
         name, what = m.groups()
         if what is None:
@@ -148,27 +201,32 @@ class FakeBackend:
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]})
         if what == "/metadata":
             return 200, {}, orjson.dumps({"model_spec": {"name": name}})
-        dtypes = {"x": np.dtype("float32")}
-        arrays, row = codecs.decode_tfserving_predict(orjson.loads(body), dtypes)
-        out = {"y": compute(name, arrays["x"])}
-        return 200, {}, orjson.dumps(codecs.encode_tfserving_predict(out, row))
+        if name in self.unloaded:
+            return self._unloaded(name)
+        sig = SIGNATURES[name]
+        req, row = InferRequest.from_tfserving(body, sig)
+        req.validate(sig)
+        return 200, {}, InferResponse.from_arrays(name, compute(name, req.arrays(sig))).to_tfserving(row)
 
     def _torchserve(self, method: str, path: str, headers: Any, body: bytes):
         if path == "/ping":
             return 200, {}, orjson.dumps({"status": "Healthy"})
         m = re.fullmatch(r"/(predictions|models)/([^/]+)", path)
-        if not m or m.group(2) not in MODELS:
+        if not m or m.group(2) not in SIGNATURES:
             return 404, {}, orjson.dumps({"code": 404, "type": "ModelNotFoundException",
                                           "message": f"Model not found: {path}"})
         what, name = m.groups()
         if what == "models":  # management API describe
             return 200, {}, orjson.dumps([{"modelName": name, "workers": [{"status": "READY"}]}])
-        doc = orjson.loads(body)
-        if "inputs" not in doc or any("binary_data_size" in str(t) for t in doc["inputs"]):
+        if name in self.unloaded:
+            return 503, {}, orjson.dumps({"code": 503, "message": f"Model {name} has no worker"})
+        if headers.get("Inference-Header-Content-Length") or b"binary_data_size" in body:
             return 400, {}, orjson.dumps({"code": 400, "message": "JSON tensors only"})
-        (_, x), = codecs.decode_tensors(doc["inputs"]).items()
-        out = codecs.encode_json_tensor("y", compute(name, x))
-        return 200, {}, orjson.dumps({"model_name": name, "outputs": [out]})
+        sig = SIGNATURES[name]
+        req = InferRequest.from_oip(body)
+        req.validate(sig)
+        answer = InferResponse.from_arrays(name, compute(name, req.arrays(sig)), "1", req.id)
+        return 200, {}, answer.select(req.output_names(sig)).to_oip()[0]
 
 
 def _make_handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:

@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 import tritonclient.http as triton
 
-from model_store.manifest import FORMAT_OF_RUNTIME, Manifest, load_store
+from contract.codec import InferRequest, InferResponse, decode_tfserving_outputs, header_length
+from contract.manifest import Manifest, load_store
+from contract.runtimes import FORMAT_OF_RUNTIME
 from services.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.real_stack
@@ -39,10 +40,21 @@ def _limit(stack: dict[str, Any]) -> int:
     return stack.get("max_payload_bytes") or GatewaySettings().gateway_max_payload_bytes
 
 
-def _check(out: np.ndarray, ref: np.ndarray, m: Manifest, rt: str) -> None:
+def _check(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], m: Manifest, rt: str) -> None:
     tol = max(TOLERANCE, m.artifacts[FORMAT_OF_RUNTIME[rt]].parity.tolerance)
-    assert out.shape == ref.shape, (m.name, rt, out.shape, ref.shape)
-    np.testing.assert_allclose(out, ref, atol=tol, rtol=0, err_msg=f"{m.name}@{rt}")
+    assert list(got) == list(ref), (m.name, rt, list(got))
+    for name, want in ref.items():
+        assert got[name].shape == want.shape, (m.name, rt, name, got[name].shape, want.shape)
+        np.testing.assert_allclose(got[name].astype(np.float64), want.astype(np.float64), atol=tol,
+                                   rtol=0, err_msg=f"{m.name}@{rt} {name}")
+
+
+def _batch(arrays: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    return {k: v[:n] for k, v in arrays.items()}
+
+
+def _oip(r: httpx.Response) -> dict[str, np.ndarray]:
+    return InferResponse.from_oip(r.content, header_length(r.headers.get("inference-header-content-length"))).arrays()
 
 
 def test_bare_names_route_by_policy(real_stack) -> None:
@@ -50,16 +62,12 @@ def test_bare_names_route_by_policy(real_stack) -> None:
     with _client(real_stack) as c:
         for m in store.values():
             x, y, _ = m.load_reference(Path(real_stack["store"]))
-            (spec,) = m.signature.inputs
-            body = {"inputs": [{"name": spec.name, "shape": [1, *x.shape[1:]],
-                                "datatype": spec.datatype, "data": x[:1].ravel()}]}
-            r = c.post(f"/v2/models/{m.name}/infer",
-                       content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
+            body, _ = InferRequest.from_arrays(_batch(x, 1)).to_oip()
+            r = c.post(f"/v2/models/{m.name}/infer", content=body)
             assert r.status_code == 200, (m.name, r.text[:300])
             rt = r.headers["x-served-by"].removesuffix("-standin")
             assert rt in real_stack["runtimes"]
-            (out,) = r.json()["outputs"]
-            _check(np.asarray(out["data"], np.float32).reshape(out["shape"]), y[:1], m, rt)
+            _check(_oip(r), _batch(y, 1), m, rt)
 
 
 def test_every_model_on_every_runtime_both_apis(real_stack) -> None:
@@ -73,13 +81,11 @@ def test_every_model_on_every_runtime_both_apis(real_stack) -> None:
                 continue
             assert index[name]["state"] == "READY", index[name]
             x_all, y_all, _ = m.load_reference(Path(real_stack["store"]))
-            (spec,), (out_spec,) = m.signature.inputs, m.signature.outputs
             for batch in BATCHES:
-                x, y = x_all[:batch], y_all[:batch]
-                oip = orjson.dumps({"inputs": [{"name": spec.name, "shape": list(x.shape),
-                                                "datatype": spec.datatype, "data": x.ravel()}]},
-                                   option=orjson.OPT_SERIALIZE_NUMPY)
-                tfs = orjson.dumps({"instances": x}, option=orjson.OPT_SERIALIZE_NUMPY)
+                x, y = _batch(x_all, batch), _batch(y_all, batch)
+                req = InferRequest.from_arrays(x)
+                oip, _ = req.to_oip()
+                tfs = req.to_tfserving()
                 limit = _limit(real_stack)
                 r1 = c.post(f"/v2/models/{name}/infer", content=oip)
                 if len(oip) > limit:
@@ -87,15 +93,15 @@ def test_every_model_on_every_runtime_both_apis(real_stack) -> None:
                 else:
                     assert r1.status_code == 200, (name, batch, r1.text[:300])
                     assert r1.headers["x-served-by"].startswith(rt)
-                    (out,) = r1.json()["outputs"]
-                    assert out["name"] == out_spec.name and out["datatype"] == out_spec.datatype
-                    _check(np.asarray(out["data"], np.float32).reshape(out["shape"]), y, m, rt)
+                    outs = {o["name"]: o for o in r1.json()["outputs"]}
+                    assert all(outs[s.name]["datatype"] == s.datatype for s in m.signature.outputs)
+                    _check(_oip(r1), y, m, rt)
                 r2 = c.post(f"/v1/models/{name}:predict", content=tfs)
                 if len(tfs) > limit:
                     assert r2.status_code == 413, (name, batch)
                 else:
                     assert r2.status_code == 200, (name, batch, r2.text[:300])
-                    _check(np.asarray(r2.json()["predictions"], np.float32), y, m, rt)
+                    _check(decode_tfserving_outputs(r2.content, m.signature, batch), y, m, rt)
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -114,14 +120,17 @@ def test_tritonclient(real_stack, binary: bool) -> None:
         meta = client.get_model_metadata(name, headers=headers)
         assert meta["platform"] == rt and meta["parameters"]["parity_ok"] is True
         x, y, _ = m.load_reference(Path(real_stack["store"]))
-        (spec,), (out_spec,) = m.signature.inputs, m.signature.outputs
         for batch in BATCHES:
+            xb = _batch(x, batch)
             # JSON float32 reprs run to ~20 characters
-            size = x[:batch].nbytes if binary else x[:batch].size * 24
+            size = sum(v.nbytes if binary else v.size * 24 for v in xb.values())
             if size > _limit(real_stack):
                 continue  # the 413 is covered above
-            inp = triton.InferInput(spec.name, list(x[:batch].shape), spec.datatype)
-            inp.set_data_from_numpy(x[:batch], binary_data=binary)
-            outputs = [triton.InferRequestedOutput(out_spec.name, binary_data=binary)]
-            result = client.infer(name, [inp], outputs=outputs, headers=headers)
-            _check(result.as_numpy(out_spec.name), y[:batch], m, rt)
+            inputs = []
+            for spec in m.signature.inputs:
+                inp = triton.InferInput(spec.name, list(xb[spec.name].shape), spec.datatype)
+                inp.set_data_from_numpy(xb[spec.name].astype(spec.numpy_dtype), binary_data=binary)
+                inputs.append(inp)
+            outputs = [triton.InferRequestedOutput(s.name, binary_data=binary) for s in m.signature.outputs]
+            result = client.infer(name, inputs, outputs=outputs, headers=headers)
+            _check({s.name: result.as_numpy(s.name) for s in m.signature.outputs}, _batch(y, batch), m, rt)

@@ -22,11 +22,13 @@ def infer(client, model, body, **kw):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"inputs": [tensor(shape=(1, 5))]}, "shape [1, 5] does not match"),
-        ({"inputs": [tensor(datatype="INT64")]}, "datatype 'INT64'"),
+        ({"inputs": [tensor(shape=(1, 5))]}, "input 'x' has shape [1, 5], the model takes [-1, 4]"),
+        ({"inputs": [tensor(datatype="INT64")]}, "input 'x' has datatype INT64, the model takes FP32"),
         ({"inputs": [tensor(name="image")]}, "unknown input 'image'"),
         ({"inputs": [tensor(shape=(2, 4), n=5)]}, "needs 8 elements, data has 5"),
-        (b'{"inputs": [', "malformed JSON"),
+        ({"inputs": [tensor()], "outputs": [{"name": "z"}]}, "unknown output 'z'"),
+        ({"inputs": [tensor(shape=(0, 4))]}, "empty batch"),
+        (b'{"inputs": [', "not valid JSON"),
         ({"inputs": []}, "non-empty list"),
     ],
 )
@@ -41,6 +43,9 @@ def test_400_bad_binary_header(gateway) -> None:
     with gateway.client() as c:
         r = infer(c, "tiny-mlp", b"{}", headers={"Inference-Header-Content-Length": "99"})
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
+    with gateway.client() as c:
+        r = infer(c, "tiny-mlp", b"{}", headers={"Inference-Header-Content-Length": "x"})
+    assert r.status_code == 400 and "non-negative integer" in r.json()["error"]
 
 
 def test_backend_4xx_passes_through(gateway) -> None:

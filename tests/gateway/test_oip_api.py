@@ -10,7 +10,7 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
-from model_store.manifest import load_store
+from contract.manifest import load_store
 
 PAIRS = ["tiny-mlp", "tiny-mlp@onnxruntime", "tiny-mlp@tflite", "tiny-mlp@tfserving",
          "tiny-mlp@torchserve", "tiny-img", "tiny-img@tfserving", "tiny-img@torchserve"]
@@ -20,7 +20,7 @@ SERVED = {"onnxruntime": "onnxruntime", "tflite": "tflite", "tfserving": "tfserv
 
 def reference(store, name: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
     x, y, _ = load_store(store)[name.partition("@")[0]].load_reference(store)
-    return x[:batch], y[:batch]
+    return x["x"][:batch], y["y"][:batch]
 
 
 def served_by(name: str) -> str:

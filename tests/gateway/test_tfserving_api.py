@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_store.manifest import load_store
+from contract.manifest import load_store
 
 NAMES = ["tiny-mlp", "tiny-mlp@onnxruntime", "tiny-mlp@tflite", "tiny-mlp@tfserving",
          "tiny-mlp@torchserve", "tiny-img@tfserving", "tiny-img@onnxruntime"]
@@ -13,7 +13,7 @@ NAMES = ["tiny-mlp", "tiny-mlp@onnxruntime", "tiny-mlp@tflite", "tiny-mlp@tfserv
 
 def reference(store, name: str, batch: int):
     x, y, _ = load_store(store)[name.partition("@")[0]].load_reference(store)
-    return x[:batch], y[:batch]
+    return x["x"][:batch], y["y"][:batch]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -58,10 +58,11 @@ def test_status_and_metadata(gateway) -> None:
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"instances": [[1.0, 2.0]]}, "does not match"),
+        ({"instances": [[1.0, 2.0]]}, "input 'x' has shape [1, 2], the model takes [-1, 4]"),
         ({"inputs": {"z": [[1.0, 2.0, 3.0, 4.0]]}}, "'inputs' has"),
         ({"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, "exactly one of"),
-        ({"instances": [["a", "b", "c", "d"]]}, "not a float32"),
+        ({"instances": [["a", "b", "c", "d"]]}, "values must be numbers"),
+        ({"instances": [[1, 2, 3, 4]], "signature_name": "predict"}, '"predict" not found'),
     ],
 )
 def test_predict_errors(gateway, body, message) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.manifest import load_store
-from services.gateway.errors import BadRequest, NotFound
+from contract.manifest import load_store
+from services.gateway.errors import NotFound
 from services.gateway.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from services.gateway.routing import Router
 from services.gateway.settings import GatewaySettings
-from services.gateway.validation import check_oip_request
 
 
 class Clock:
@@ -58,6 +57,9 @@ def test_naming_scheme(store) -> None:
         r.resolve("tiny-mlp@triton")
     with pytest.raises(NotFound, match="failed parity"):
         r.resolve("tiny-img@tflite")
+    with pytest.raises(NotFound, match=r"tiny-dead has no artifact that passed .*export failed "
+                                       r"\(tflite: no route converts Erf\)"):
+        r.resolve("tiny-dead")
     with pytest.raises(NotFound, match="no version '2'"):
         r.resolve("tiny-mlp", "2")
     assert r.resolve("tiny-mlp", "1")
@@ -79,38 +81,3 @@ def test_settings_validate_policy_and_runtimes() -> None:
     assert s.backend_timeout("torchserve") == 30
     assert s.backend_timeout("tflite") == s.gateway_timeout_s
     assert s.runtime_url("torchserve") == "http://127.0.0.1:1234"
-
-
-@pytest.mark.parametrize(
-    "tensor, message",
-    [
-        ({"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}, "unknown input 'z'"),
-        ({"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [0] * 5},
-         r"shape \[1, 5\] does not match"),
-        ({"name": "x", "shape": [1, 4, 1], "datatype": "FP32", "data": [0] * 4}, "does not match"),
-        ({"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [0] * 4}, "datatype 'FP64'"),
-        ({"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [0] * 7},
-         "needs 8 elements, data has 7"),
-        ({"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[0] * 4, [0] * 3]},
-         "data has 7"),
-        ({"name": "x", "shape": [0, 4], "datatype": "FP32", "data": []}, "batch dimension"),
-        ({"name": "x", "shape": [1, 4], "datatype": "FP32"}, "neither 'data' nor binary_data_size"),
-        ({"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 12}},
-         "needs 16 bytes"),
-    ],
-)
-def test_validation_names_the_problem(store, tensor, message) -> None:
-    model = load_store(store)["tiny-mlp"]
-    with pytest.raises(BadRequest, match=message):
-        check_oip_request(model, {"inputs": [tensor]}, 0)
-
-
-def test_validation_accepts_nested_and_binary(store) -> None:
-    model = load_store(store)["tiny-mlp"]
-    nested = {"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[0] * 4, [1] * 4]}
-    assert check_oip_request(model, {"inputs": [nested]}, 0) == 2
-    binary = {"name": "x", "shape": [3, 4], "datatype": "FP32",
-              "parameters": {"binary_data_size": 48}}
-    assert check_oip_request(model, {"inputs": [binary]}, 48) == 3
-    with pytest.raises(BadRequest, match="unknown output 'z'"):
-        check_oip_request(model, {"inputs": [nested], "outputs": [{"name": "z"}]}, 0)

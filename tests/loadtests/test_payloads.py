@@ -2,8 +2,8 @@ import numpy as np
 import orjson
 import pytest
 
-from loadtests.payloads import Target, build_payload, check_response, resolve_targets
-from model_store.manifest import load_manifest, load_store
+from loadtests.payloads import OutputCheck, Target, build_payload, check_response, resolve_targets
+from contract.manifest import load_manifest, load_store
 
 
 def oip(values, name="logits", datatype="FP32", shape=None):
@@ -25,8 +25,9 @@ def test_bodies_are_the_reference_samples_in_oip_json(store, payload):
     doc = orjson.loads(payload.bodies[3])
     (t,) = doc["inputs"]
     assert (t["name"], t["shape"], t["datatype"]) == ("input", [1, 64], "FP32")
-    np.testing.assert_array_equal(np.asarray(t["data"], dtype=np.float32), inputs[3])
-    assert payload.expectations[3].expected == int(outputs[3].argmax())
+    np.testing.assert_array_equal(np.asarray(t["data"], dtype=np.float32), inputs["input"][3])
+    assert payload.expectations[3].expected == int(outputs["logits"][3].argmax())
+    assert payload.expectations[3].outputs == (OutputCheck("logits", "FP32", (1, 10)),)
 
 
 def test_direct_paths_and_tfserving_body(store):
@@ -36,7 +37,7 @@ def test_direct_paths_and_tfserving_body(store):
     p = build_payload(Target("direct", "digits-cnn-torch", "tfserving"), m, store, samples=2)
     assert p.target.path == "/v1/models/digits-cnn-torch:predict"
     assert len(p.bodies) == 2
-    assert np.asarray(orjson.loads(p.bodies[0])["inputs"]).shape == (1, 64)
+    assert np.asarray(orjson.loads(p.bodies[0])["inputs"]["input"]).shape == (1, 64)
 
 
 def test_right_answer_passes_and_wrong_class_fails(payload):
@@ -76,7 +77,9 @@ def test_tfserving_columnar_response(store):
                       load_manifest(store / "digits-cnn-torch"), store)
     ref = p.expectations[5].reference.tolist()
     assert check_response(p, 5, 200, orjson.dumps({"outputs": [ref]})) is None
-    assert check_response(p, 5, 200, orjson.dumps({"outputs": ref})) == "shape [10] != [1, 10]"
+    assert check_response(p, 5, 200, orjson.dumps({"outputs": ref})) == (
+        "TF Serving answer: output 'logits' has shape [10], batch 1 expected")
+    assert check_response(p, 5, 200, orjson.dumps({"outputs": [ref + ref]})) == "shape [1, 20] != [1, 10]"
     assert check_response(p, 5, 200, orjson.dumps({"outputs": [np.roll(ref, 3).tolist()]})) == "wrong class"
 
 
@@ -94,3 +97,59 @@ def test_targets_skip_artifacts_that_failed_parity(store, tmp_path):
     assert any("digits-cnn-keras@tflite" in n for n in notes)
     _, _, notes = resolve_targets(tmp_path / "s", ["nope"], [], "gateway")
     assert notes == [f"nope: not in the model store {tmp_path / 's'}"]
+
+
+def test_multi_input_bodies_are_cropped_to_the_mask_length(token_store):
+    m = load_manifest(token_store / "digits-transformer-torch")
+    inputs, outputs, _ = m.load_reference(token_store)
+    p = build_payload(Target("gateway", m.name, "onnxruntime"), m, token_store)
+    lengths = set()
+    for i, body in enumerate(p.bodies):
+        doc = orjson.loads(body)
+        ids, mask = doc["inputs"]
+        n = int(inputs["attention_mask"][i].sum())
+        assert (ids["name"], ids["datatype"], ids["shape"]) == ("input_ids", "INT64", [1, n])
+        assert (mask["name"], mask["shape"]) == ("attention_mask", [1, n])
+        assert ids["data"] == inputs["input_ids"][i, :n].tolist() and set(mask["data"]) == {1}
+        exp = p.expectations[i]
+        assert exp.outputs == (OutputCheck("logits", "FP32", (1, 10)), OutputCheck("length", "INT64", (1, 1)))
+        assert exp.classify == "logits" and exp.expected == int(outputs["logits"][i].argmax())
+        lengths.add(n)
+    assert len(lengths) > 3  # variable-length requests
+    tf = build_payload(Target("direct", m.name, "tfserving"), m, token_store, samples=1)
+    assert set(orjson.loads(tf.bodies[0])["inputs"]) == {"input_ids", "attention_mask"}
+
+
+def two_outputs(logits, length=1, logits_dtype="FP32", length_shape=(1, 1)):
+    return orjson.dumps({"outputs": [
+        {"name": "logits", "datatype": logits_dtype, "shape": [1, len(logits)], "data": list(map(float, logits))},
+        {"name": "length", "datatype": "INT64", "shape": list(length_shape), "data": [length]}]})
+
+
+def test_every_output_is_checked(token_store):
+    m = load_manifest(token_store / "digits-transformer-keras")
+    p = build_payload(Target("gateway", m.name, "tflite"), m, token_store, samples=2)
+    ref = p.expectations[0].reference
+    assert check_response(p, 0, 200, two_outputs(ref)) is None
+    assert check_response(p, 0, 200, two_outputs(np.roll(ref, 1))) == "wrong class"
+    assert check_response(p, 0, 200, two_outputs(ref, length_shape=(1,))) == "length: shape [1] != [1, 1]"
+    assert check_response(p, 0, 200, two_outputs(ref, logits_dtype="FP64")) == "logits: datatype FP64 != FP32"
+    only = orjson.dumps({"outputs": orjson.loads(two_outputs(ref))["outputs"][:1]})
+    assert check_response(p, 0, 200, only) == "no output 'length'"
+    # binary outputs are read too
+    from contract.codec import InferResponse
+    body, hl = InferResponse.from_arrays(m.name, {"logits": ref[None].astype(np.float32),
+                                                  "length": np.array([[5]])}).to_oip({"logits"})
+    assert check_response(p, 0, 200, body, None, hl) is None
+
+
+def test_without_a_mask_dynamic_dims_cycle_through_lengths(tmp_path):
+    from contract.manifest import Signature
+    from tests.loadtests.fakes import make_token_model
+
+    m = make_token_model(tmp_path, "seq-model", seq=8)
+    m.signature = Signature(inputs=[m.signature.inputs[0]], outputs=m.signature.outputs)
+    p = build_payload(Target("gateway", m.name, "onnxruntime"), m, tmp_path, samples=6)
+    shapes = [orjson.loads(b)["inputs"][0]["shape"] for b in p.bodies]
+    assert shapes == [[1, 8], [1, 4], [1, 2]] * 2
+    assert [e.expected is not None for e in p.expectations] == [True, False, False] * 2

@@ -28,3 +28,27 @@ def test_report_from_synthetic_results(tmp_path):
     assert "TF Serving (stand-in)" in md and "NOT the real C++ TensorFlow Serving" in md
     assert "not measured" in md  # TorchServe start-up is absent from the state file
     assert "<strong>Yes (4/4)</strong>" in page and "<script" not in page
+
+
+def test_report_has_a_transformer_column_measured_at_the_reference_concurrency_only(tmp_path):
+    """The quick profile runs the transformer pair at ref_users only (scenarios.ref_only_models):
+    the report still gives it its own verdict column and throughput rows."""
+    results = synthetic.results()
+    pair = ("digits-transformer-torch", "digits-transformer-keras")
+    for rep in (1, 2):
+        for model in pair:
+            for rt in synthetic.RUNTIMES:
+                rps = synthetic.BASE_RPS[rt] * (0.2 if model.endswith("torch") else 0.25)
+                results["runs"].append(synthetic.run("gateway", "closed", model, rt, 8, rep, rps))
+    for model in pair:
+        results["models"][model] = {**results["models"]["digits-cnn-torch"],
+                                    "architecture": "digits-transformer"}
+        results["ceilings"][model] = 5000.0
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    build_report(path)
+    md = (tmp_path / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| question"))
+    assert "digits-transformer" in header
+    section = md.split("## Throughput at 8 users")[1].split("\n## ")[0]
+    assert "digits-transformer-torch" in section and "digits-transformer-keras" in section

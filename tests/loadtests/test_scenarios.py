@@ -1,6 +1,8 @@
 import pytest
 
-from loadtests.scenarios import PROFILES, closed_plan, estimate_seconds, get_profile, open_plan
+from loadtests.scenarios import (
+    PROFILES, TRANSFORMER, closed_plan, estimate_seconds, get_profile, open_plan,
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
@@ -8,17 +10,24 @@ def test_profiles_are_consistent(profile):
     assert set(profile.direct_users) <= set(profile.users)
     assert set(profile.direct_models) <= set(profile.models)
     assert set(profile.open_models) <= set(profile.models)
+    assert set(profile.ref_only_models) <= set(profile.models)
     assert profile.ref_users in profile.users
 
 
 def test_quick_plans_under_ten_minutes():
     p = PROFILES["quick"]
-    targets = [(m, rt) for m in p.models for rt in p.runtimes]
-    closed = closed_plan(p, targets)
-    opened = open_plan(p, targets, {m: 10.0 for m in p.models})
+    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes]
+    closed = closed_plan(p, without)
+    opened = open_plan(p, without, {m: 10.0 for m in p.models})
     assert len(closed) == 3 * (16 * 2 + 4) and len(opened) == 3 * 4
     assert estimate_seconds(p, len(closed) + len(opened) + 2) < 10 * 60
     assert len({s.run_id for s in closed + opened}) == len(closed) + len(opened)
+    # With the transformer pair in the store: 8 more targets at the reference concurrency only.
+    targets = [(m, rt) for m in p.models for rt in p.runtimes]
+    closed = closed_plan(p, targets)
+    extra = [s for s in closed if s.model in TRANSFORMER]
+    assert len(extra) == 3 * 8 and {s.users for s in extra} == {p.ref_users}
+    assert estimate_seconds(p, len(closed) + len(opened) + 3) < 11.5 * 60
 
 
 def test_overrides():

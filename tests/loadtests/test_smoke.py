@@ -51,6 +51,22 @@ def test_wrong_answers_are_locust_failures(store, tmp_path):
     assert [f["Error"] for f in failures] == ["CatchResponseError('wrong class')"]
 
 
+def test_locust_multi_input_variable_length_requests(token_store, tmp_path):
+    """The transformer signature: two INT64 inputs cropped to each sample's mask length, two
+    outputs checked on every answer; the ceiling endpoint answers the same checks."""
+    spec = RunSpec("gateway", "closed", "digits-transformer-torch", "tflite", 2, 1)
+    with FakeOIPServer(token_store, spec.model) as srv:
+        r = runner.run_locust(spec, host=srv.url, store=token_store, warmup=0.3, window=1.5,
+                              out_dir=tmp_path)
+    assert r["ok"] and r["failures"] == 0 and r["requests"] > 10, r.get("failure_reasons")
+    lengths = {s["input_ids"][1] for s in srv.shapes}
+    assert len(lengths) > 3 and all(s["attention_mask"] == s["input_ids"] for s in srv.shapes)
+    prof = replace(get_profile("smoke"), warmup_s=0.3, window_s=1.0)
+    r = runner.measure_ceiling(spec.model, 2, 1, store=token_store, profile=prof,
+                               out_dir=tmp_path, sampler=None)
+    assert r["ok"] and r["failures"] == 0 and r["requests"] > 5
+
+
 def test_ceiling_endpoint_passes_the_same_checks(store, tmp_path):
     prof = replace(get_profile("smoke"), warmup_s=0.5, window_s=1.5)
     r = runner.measure_ceiling("digits-cnn-keras", 2, 1, store=store, profile=prof,

@@ -1,29 +1,86 @@
 """One interface for every backend protocol: infer, metadata, ready (+ live for the probe).
 
+What travels: a Call (the one request type, contract.codec.InferRequest, with the model and its
+batch size) goes in, an Answer comes out. Every conversion goes through contract/codec.py.
+
 Transport: a keep-alive connection pool per backend (backends/http.py). Transport failures
 become GatewayErrors: nothing reached the backend -> BackendUnavailable (503, safe to fail over),
-no answer in time -> BackendTimeout (504), 5xx or a broken response -> BackendFailed (502),
-4xx -> passed through as BackendRejected.
+the backend answers 503 for the model (it failed to load there, or has no worker) ->
+ModelUnavailable (503, safe to fail over: the backend is up, the model is not), no answer in time
+-> BackendTimeout (504), 5xx or a broken response -> BackendFailed (502), 4xx -> passed through
+as BackendRejected.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import orjson
 
-from model_store.manifest import Manifest
+from contract.codec import CodecError, InferRequest, InferResponse
+from contract.manifest import Manifest
 from services.gateway.backends.http import ConnectTimeout, Disconnected, HTTPPool
 from services.gateway.errors import (
     BackendFailed,
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
+    ModelUnavailable,
 )
-from services.gateway.payload import InferRequest, InferResponse
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One inference on its way to a backend. `req` is the same InferRequest whichever front end
+    it came from; `tfs_body` is the TF Serving :predict body as received (TF Serving API only), which
+    the TF Serving backend forwards unchanged."""
+
+    model: Manifest
+    req: InferRequest
+    batch: int
+    request_id: str = ""
+    tfs_body: bytes | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Answer:
+    """A backend's answer, in the first form the front end can use:
+
+    - body (+ header_length): an OIP answer to the request as sent, honouring its `outputs`
+      filter, `id` and model_version; with binary_ok also its binary_data parameters. The OIP
+      front end returns it unchanged when it fits.
+    - response: an InferResponse the gateway built (TF Serving answers); the front end selects,
+      stamps and encodes it for the client.
+    - tfs_body: TF Serving's answer to a forwarded TF Serving body, returned unchanged.
+    """
+
+    served_by: str
+    body: bytes | None = None
+    header_length: int | None = None
+    binary_ok: bool = True
+    response: InferResponse | None = None
+    tfs_body: bytes | None = None
+
+    def decoded(self) -> InferResponse:
+        """The answer as an InferResponse (decoding `body` with the codec on first use)."""
+        if self.response is None:
+            assert self.body is not None
+            try:
+                self.response = InferResponse.from_oip(self.body, self.header_length)
+            except CodecError as e:
+                raise BackendFailed(f"backend {self.served_by} sent an unreadable answer: {e.message}",
+                                    runtime=self.served_by) from None
+        return self.response
+
+
+def as_received(req: InferRequest) -> tuple[bytes, int | None]:
+    """The OIP body in the form the client chose (JSON, or binary tensors): the received bytes
+    unchanged when there are some (the fast path), else encoded as JSON."""
+    return req.to_oip(binary=req.header_length is not None)
 
 
 class Backend(ABC):
@@ -92,11 +149,13 @@ class Backend(ABC):
         v = headers.get("x-served-by")
         return v if v and v.startswith(self.runtime) else self.runtime
 
-    def check(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def check(self, status: int, headers: Mapping[str, str], body: bytes, model: str = "") -> None:
         if status < 400:
             return
         msg = _error_message(body)
         by = self.served_by(headers)
+        if status == 503 and model:  # up, but not serving this model (failed to load, no worker)
+            raise ModelUnavailable(f"backend {by} cannot serve {model}: {msg}", runtime=by)
         if status >= 500:
             raise BackendFailed(f"backend {by} failed with {status}: {msg}", runtime=by)
         raise BackendRejected(
@@ -114,7 +173,7 @@ class Backend(ABC):
         return status < 500
 
     @abstractmethod
-    async def infer(self, req: InferRequest) -> InferResponse: ...
+    async def infer(self, call: Call) -> Answer: ...
 
     @abstractmethod
     async def metadata(self, model: Manifest) -> Any:
@@ -136,8 +195,23 @@ def _error_message(body: bytes) -> str:
     return body[:500].decode("utf-8", "replace")
 
 
-def request_headers(req: InferRequest, content_type: str = "application/json") -> dict[str, str]:
-    h = {"Content-Type": content_type}
-    if req.request_id:
-        h["X-Request-ID"] = req.request_id
+def request_headers(call: Call, header_length: int | None = None) -> dict[str, str]:
+    """Content-Type (and Inference-Header-Content-Length for binary tensors), X-Request-ID."""
+    if header_length is None:
+        h = {"Content-Type": "application/json"}
+    else:
+        h = {"Content-Type": "application/octet-stream",
+             "Inference-Header-Content-Length": str(header_length)}
+    if call.request_id:
+        h["X-Request-ID"] = call.request_id
     return h
+
+
+def response_header_length(headers: Mapping[str, str], runtime: str) -> int | None:
+    value = headers.get("inference-header-content-length")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise BackendFailed(f"backend {runtime} sent Inference-Header-Content-Length {value!r}",
+                            runtime=runtime)
+    return int(value)

@@ -1,7 +1,9 @@
-"""TorchServe: POST /predictions/<model> with the OIP-JSON wire format of our handler
-(docs/contracts.md). JSON requests go as they came; TorchServe takes no binary tensors, so binary
-inputs are re-encoded as JSON. Readiness comes from the management API (workers READY) or,
-failing that, a real inference, because /ping says Healthy before the workers have loaded.
+"""TorchServe: POST /predictions/<model> with an OIP JSON body (InferRequest.to_oip(binary=False):
+the received JSON as is, binary tensors re-encoded as JSON by the codec). Our handler decodes it
+with the same codec and answers OIP JSON honouring `outputs`, `id` and model_version, but never
+binary tensors (TorchServe has no binary extension): when the client asked for binary outputs the
+gateway re-encodes the answer. Readiness comes from the management API (workers READY) or, failing
+that, a real inference, because /ping says Healthy before the workers have loaded.
 """
 
 from __future__ import annotations
@@ -11,15 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from model_store.manifest import Manifest
-from services.gateway.backends.base import Backend, request_headers
+from contract.codec import InferRequest
+from contract.manifest import Manifest
+from services.gateway.backends.base import Answer, Backend, Call, request_headers
 from services.gateway.errors import GatewayError
-from services.gateway.payload import (
-    InferRequest,
-    InferResponse,
-    decode_oip_response,
-    oip_json_request,
-)
 
 
 class TorchServeBackend(Backend):
@@ -31,20 +28,15 @@ class TorchServeBackend(Backend):
 
     async def close(self) -> None:
         await super().close()
-        self.management.close()
+        await self.management.close()
 
-    async def infer(self, req: InferRequest) -> InferResponse:
-        if req.body is not None and req.header_length is None:
-            body = req.body  # OIP JSON as it came: the handler reads "inputs" and ignores the rest
-        else:
-            body = oip_json_request(req.arrays())
-        path = f"/predictions/{req.model.name}"
-        status, h, data = await self._send("POST", path, body, request_headers(req))
-        self.check(status, h, data)
-        if req.body is not None and not req.binary_outputs():
-            return InferResponse(self.served_by(h), body=data)
-        arrays = decode_oip_response(data, None, req.model, self.runtime)
-        return InferResponse(self.served_by(h), arrays=arrays)
+    async def infer(self, call: Call) -> Answer:
+        name = call.model.name
+        body, _ = call.req.to_oip(binary=False)
+        status, h, data = await self._send("POST", f"/predictions/{name}", body,
+                                           request_headers(call))
+        self.check(status, h, data, name)
+        return Answer(self.served_by(h), body=data, binary_ok=False)
 
     async def metadata(self, model: Manifest) -> Any:
         return await self._get_json(f"/models/{model.name}", self.management)
@@ -59,12 +51,13 @@ class TorchServeBackend(Backend):
             return await self._probe_inference(model)  # management API closed or tokened
 
     async def _probe_inference(self, model: Manifest) -> bool:
-        arrays = {
-            s.name: np.zeros([1, *(max(d, 1) for d in s.shape[1:])], dtype=s.numpy_dtype)
-            for s in model.signature.inputs
-        }
-        body = oip_json_request(arrays)
-        path = f"/predictions/{model.name}"
-        status, _, _ = await self._send("POST", path, body, {"Content-Type": "application/json"},
+        arrays = {}
+        for s in model.signature.inputs:
+            low = s.value_range[0] if s.value_range else 0
+            fill = 1 if s.role == "mask" else low
+            arrays[s.name] = np.full([1, *(max(d, 1) for d in s.shape[1:])], fill, s.numpy_dtype)
+        body, _ = InferRequest.from_arrays(arrays).to_oip()
+        status, _, _ = await self._send("POST", f"/predictions/{model.name}", body,
+                                        {"Content-Type": "application/json"},
                                         timeout=self.probe_timeout)
         return status == 200
