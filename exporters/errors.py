@@ -32,12 +32,21 @@ def chain(e: BaseException) -> list[BaseException]:
     return out
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _lines(e: BaseException) -> list[str]:
+    return [ANSI.sub("", ln).strip() for ln in str(e).splitlines() if ln.strip()]
+
+
 def root_cause(e: BaseException) -> str:
-    """`Type: the most telling line` of the innermost exception, plus where (layer/operator) when
-    some message of the chain names it."""
+    """`Type: the most telling line` of the innermost exception that says something (an error
+    raised while handling an incidental IndexError is the cause, not that IndexError), plus where
+    (layer/operator) when some message of the chain names it."""
     errors = chain(e)
-    inner = errors[-1]
-    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
+    telling = [err for err in errors if any(CAUSE.search(ln) for ln in _lines(err))]
+    inner = telling[-1] if telling else errors[-1]
+    lines = _lines(inner)
     line = next((ln for ln in lines if CAUSE.search(ln)), lines[0] if lines else "")
     where = None
     for err in errors:

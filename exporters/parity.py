@@ -35,6 +35,7 @@ def check(source: SourceModel, fmt: str, artifact: Path, tolerance: float = DEFA
     base = {"runtime": label, "tolerance": tolerance, "batch_sizes": [b for b in BATCH_SIZES if b <= source.batch],
             "inputs": f"{source.inputs_note}; checked at: " + ", ".join(n for n, _ in todo)}  # fmt: skip
     worst: dict[str, float] = {s.name: 0.0 for s in source.signature.outputs}
+    where: dict[str, str] = {}
     agree: dict[str, list[int]] = {}
     try:
         run = target(fmt).runner(artifact, source.signature)
@@ -51,7 +52,8 @@ def check(source: SourceModel, fmt: str, artifact: Path, tolerance: float = DEFA
                 diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
                 # NaN anywhere (e.g. a weightless TFLite file) is a failure, not an error of 0.
                 err = float(np.max(diff)) if diff.size and np.isfinite(diff).all() else (0.0 if not diff.size else float("inf"))
-                worst[spec.name] = max(worst[spec.name], err)
+                if err > worst[spec.name]:
+                    worst[spec.name], where[spec.name] = err, what
                 if want.ndim == 2 and want.shape[1] > 1 and want.dtype.kind == "f":
                     a = agree.setdefault(spec.name, [0, 0])
                     a[0] += int((have.argmax(1) == want.argmax(1)).sum())
@@ -65,6 +67,6 @@ def check(source: SourceModel, fmt: str, artifact: Path, tolerance: float = DEFA
     overall = max(worst.values())
     top1 = next((o.top1_agreement for o in outputs.values() if o.top1_agreement is not None), None)
     ok = overall <= tolerance
-    error = None if ok else "; ".join(f"output {n}: max abs error {w:.3g} exceeds tolerance {tolerance:g}"
+    error = None if ok else "; ".join(f"output {n}: max abs error {w:.3g} at {where[n]} exceeds tolerance {tolerance:g}"
                                       for n, w in worst.items() if w > tolerance)  # fmt: skip
     return Parity(ok=ok, max_abs_error=overall, top1_agreement=top1, outputs=outputs, error=error, **base)

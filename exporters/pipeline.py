@@ -58,8 +58,11 @@ def export_model(
         manifest.reference = save_reference(staging, source.reference_inputs, outputs, source.reference_labels)
         with tempfile.TemporaryDirectory(prefix=f"export-{source.name}-") as tmp:
             ws = Workspace(source, Path(tmp), None if debug else staging / "logs")
-            for fmt in formats:
-                rows.append(_export_one(ws, fmt, staging, version, tolerance, manifest, store_dir))
+            # ONNX first: the routes through ONNX (onnx2tf, the .mar's onnxruntime fallback) then
+            # start from the ONNX file that passed parity, not from a failed attempt.
+            done = {fmt: _export_one(ws, fmt, staging, version, tolerance, manifest, store_dir)
+                    for fmt in sorted(formats, key=lambda f: f != "onnx")}  # fmt: skip
+            rows += [done[fmt] for fmt in formats]
         manifest.save(staging)
         store.commit(staging, store_dir, source.name)
     finally:
@@ -102,6 +105,8 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
             failed.append(RouteFailure(route=route.name, error=f"parity failed: {cert.error}"))
             log.warning("[%s] %s: parity failed (%s): trying the next route", name, fmt, cert.error)
             continue
+        if fmt == "onnx" and cert.ok:
+            ws.chosen_onnx = path
         rel = str(path.relative_to(staging)).removesuffix("/.")
         art = manifest.artifacts[fmt] = Artifact(
             format=fmt, version=version, path=rel, bytes=store.size(path), sha256=store.sha256(path),

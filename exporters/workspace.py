@@ -58,6 +58,13 @@ class Workspace:
         self.failures: dict[str, ConversionError] = {}
         self.seconds: dict[str, float] = {}
         self.used: set[str] = set()
+        self.chosen_onnx: Path | None = None  # the ONNX artifact that passed parity
+
+    @property
+    def best_onnx(self) -> Path:
+        """The ONNX file routes through ONNX start from: the certified artifact, else the first
+        exporter's output."""
+        return self.chosen_onnx or self.onnx_path
 
     def route_seconds(self, fn) -> float:
         """Run fn(); return its wall time plus that of the reused steps computed before it."""
@@ -76,11 +83,19 @@ class Workspace:
         return self.source.signature
 
     def example(self, batch: int = 1) -> list:
-        """Torch example inputs in signature order."""
+        """Torch example inputs in signature order. Tracing exporters freeze data-dependent
+        branches (Hugging Face drops an all-ones attention mask at trace time), so the example
+        holds a padded row whenever the model has a mask input."""
         import numpy as np
         import torch
 
-        return [torch.from_numpy(np.ascontiguousarray(self.source.reference_inputs[s.name][:batch])) for s in self.sig.inputs]
+        x = self.source.reference_inputs
+        rows = list(range(batch))
+        mask = next((s.name for s in self.sig.inputs if s.role == "mask"), None)
+        if mask is not None and batch >= 2:
+            filled = x[mask].reshape(len(x[mask]), -1).sum(1)
+            rows = [int(np.argmax(filled)), int(np.argmin(filled))] + rows[2:]
+        return [torch.from_numpy(np.ascontiguousarray(x[s.name][rows])) for s in self.sig.inputs]
 
     @contextlib.contextmanager
     def guard(self, what: str):
@@ -139,7 +154,8 @@ class Workspace:
             torch.onnx.export(
                 self.source.native, tuple(self.example(2)), str(path), dynamo=True,
                 input_names=self.sig.input_names(), output_names=self.sig.output_names(),
-                dynamic_shapes=tuple(shapes), opset_version=18,
+                dynamic_shapes=(tuple(shapes),), opset_version=18,  # FlatModule.forward(*args)
+                external_data=False,  # one self-contained file, like every other artifact
             )  # fmt: skip
         return path
 
@@ -213,7 +229,7 @@ class Workspace:
         keep = [s.name for s in self.sig.inputs if 3 <= len(s.shape) <= 5 and s.datatype.startswith("FP")]
         with self.guard("onnx2tf.convert"):
             onnx2tf.convert(
-                input_onnx_file_path=str(self.onnx_path), output_folder_path=str(out),
+                input_onnx_file_path=str(self.best_onnx), output_folder_path=str(out),
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None,
                 output_signaturedefs=True, non_verbose=True,
             )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -80,13 +81,12 @@ PORT_VARS = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def real_stack(real_store, tmp_path_factory):
-    """`make up` on free loopback ports in a private run dir: every runtime + the gateway, each
-    having answered a real inference; `make down` afterwards."""
-    run_dir = tmp_path_factory.mktemp("stack-run")
+@contextlib.contextmanager
+def running_stack(store: Path, run_dir: Path):
+    """`make up` on free loopback ports in a private run dir over `store`: every runtime + the
+    gateway, each having answered a real inference; `make down` afterwards, checked."""
     ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS))))
-    env = python_env(STACK_RUN_DIR=str(run_dir), STACK_MODEL_STORE=str(real_store),
+    env = python_env(STACK_RUN_DIR=str(run_dir), STACK_MODEL_STORE=str(store),
                      **{k: str(v) for k, v in ports.items()})  # fmt: skip
     sup = [sys.executable, "-m", "services.supervisor"]
     up = subprocess.run([*sup, "up", "--timeout", "420"], cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
@@ -95,7 +95,7 @@ def real_stack(real_store, tmp_path_factory):
         url = lambda var: f"http://127.0.0.1:{ports[var]}"  # noqa: E731
         yield {
             "gateway_url": url("GATEWAY_PORT"),
-            "store": real_store,
+            "store": store,
             "run_dir": run_dir,
             "env": env,
             "up_output": up.stdout,
@@ -114,6 +114,13 @@ def real_stack(real_store, tmp_path_factory):
 
     left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"`make down` left processes behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def real_stack(real_store, tmp_path_factory):
+    """The stack over the example store."""
+    with running_stack(real_store, tmp_path_factory.mktemp("stack-run")) as stack:
+        yield stack
 
 
 def _stack_pids(run_dir: Path) -> list[int]:

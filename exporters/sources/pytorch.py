@@ -66,7 +66,9 @@ def from_module(
 ) -> SourceModel:
     module = module.eval()
     names = list(reference_inputs)
-    flat = FlatModule(module, names)
+    # eval() on the wrapper too: exporters restore the wrapper's mode (recursively) after export,
+    # and a wrapper left in training mode would switch dropout on in the source afterwards.
+    flat = FlatModule(module, names).eval()
 
     def predict(x: Arrays) -> list[np.ndarray]:
         with torch.no_grad():

@@ -56,7 +56,7 @@ def _torchscript(ws: Workspace, dest: Path) -> Exported:
 
 def _onnx(ws: Workspace, dest: Path) -> Exported:
     conv = versions("torch", "onnxruntime") if ws.is_torch else versions("tf2onnx", "onnxruntime")
-    return _archive(ws, dest, _copy(ws.onnx_path, ws, "model.onnx"), conv)
+    return _archive(ws, dest, _copy(ws.best_onnx, ws, "model.onnx"), conv)
 
 
 def _keras_onnx(ws: Workspace, dest: Path) -> Exported:

@@ -1,0 +1,48 @@
+"""Every family users bring exports to all four formats with a passing parity certificate, and
+its signature is the model's own: N named inputs and outputs, datatypes, dynamic dimensions."""
+
+from __future__ import annotations
+
+import pytest
+
+from contract.manifest import load_manifest
+from contract.runtimes import FORMATS
+from tests.families.zoo import FAMILIES
+
+pytestmark = pytest.mark.families
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_exports_to_every_format(family, family_store):
+    m = load_manifest(family_store / family.name)
+    problems = {fmt: m.failed[fmt].error for fmt in m.failed}
+    problems |= {fmt: a.parity.error for fmt, a in m.artifacts.items() if not a.parity.ok}
+    assert not problems, f"{family.name}: {problems}"
+    assert sorted(m.artifacts) == sorted(FORMATS)
+    for fmt, a in m.artifacts.items():
+        assert a.parity.max_abs_error is not None and a.parity.max_abs_error <= a.parity.tolerance
+        assert set(a.parity.outputs) == set(m.signature.output_names()), fmt
+    assert m.source.weights == "random-init"  # as the user said (--weights), never guessed
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if "recurrent" in f.tags or "transformer" in f.tags and "image" not in f.tags],
+                         ids=lambda f: f.name)  # fmt: skip
+def test_sequence_models_keep_a_dynamic_sequence(family, family_store):
+    m = load_manifest(family_store / family.name)
+    for spec in m.signature.inputs:
+        assert spec.shape[:2] == [-1, -1], (spec.name, spec.shape)
+        assert spec.datatype.startswith("INT")
+        assert spec.role in ("token_ids", "mask", "segment_ids") and spec.value_range is not None
+    for a in m.artifacts.values():  # certified at the reference length and a second one
+        assert "dynamic dims at 7" in (a.parity.inputs or ""), a.parity.inputs
+        assert a.fixed_shapes is None or a.format == "tflite"
+
+
+@pytest.mark.parametrize("name", ["keras-two-in-two-out", "torch-two-in-two-out", "torch-two-in-two-out-dict"])
+def test_multi_io_names_survive(name, family_store):
+    m = load_manifest(family_store / name)
+    assert len(m.signature.inputs) == 2
+    assert m.signature.output_names() in (["class_logits", "score"], ["output_0", "output_1"])
+    if name != "torch-two-in-two-out":
+        assert m.signature.output_names() == ["class_logits", "score"]
+    assert [s.datatype for s in m.signature.inputs] in (["FP32", "INT64"], ["FP32", "FP32"])
