@@ -262,9 +262,15 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
 
 # --- probes: real inference requests, built from the manifest ----------------------------------
 def _fake_store(store: Path) -> None:
-    from model_store.manifest import (Artifact, Manifest, Parity, Signature, Source,
-                                      TensorSpec)
+    from contract.manifest import (Artifact, Manifest, Parity, Signature, Source,
+                                   TensorSpec, save_reference)
 
+    two_inputs = Signature(
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4]),
+                TensorSpec(name="ids", datatype="INT64", shape=[-1, -1], role="token_ids",
+                           value_range=(0, 100))],
+        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 2]),
+                 TensorSpec(name="pooled", datatype="FP32", shape=[-1, 3])])
     for name, fmt, ok in [("good", "onnx", True), ("unchecked", "onnx", False),
                           ("good", "savedmodel", True), ("good", "torchserve", True)]:
         path = store / name / "manifest.json"
@@ -272,17 +278,17 @@ def _fake_store(store: Path) -> None:
             name=name,
             source=Source(framework="pytorch", framework_version="0", architecture="mlp",
                           weights="trained"),
-            signature=Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
-                                outputs=[TensorSpec(name="logits", datatype="FP32",
-                                                    shape=[-1, 2])])))
+            signature=two_inputs))
         m.artifacts[fmt] = Artifact(
             format=fmt, version=1, path=f"{fmt}/1", bytes=1, sha256="0", route="test",
             converters={}, export_seconds=0.0,
             parity=Parity(ok=ok, runtime="test", batch_sizes=[1], tolerance=1e-5))
-        (store / name / "reference").mkdir(parents=True, exist_ok=True)
-        np.save(store / name / "reference" / "inputs.npy",
-                np.arange(12, dtype=np.float64).reshape(3, 4))
-        np.save(store / name / "reference" / "outputs.npy", np.zeros((3, 2), np.float32))
+        # float64 on disk: the probe sends each input in its manifest datatype.
+        m.reference = save_reference(
+            store / name,
+            {"input": np.arange(12, dtype=np.float64).reshape(3, 4),
+             "ids": np.arange(15, dtype=np.float64).reshape(3, 5)},
+            {"logits": np.zeros((3, 2), np.float32), "pooled": np.zeros((3, 3), np.float32)}, None)
         m.save(store / name)
 
 
@@ -327,22 +333,24 @@ def recorder():
 
 def test_probes_send_one_real_inference_per_model(tmp_path, recorder):
     _fake_store(tmp_path)
-    oip_input = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}
+    oip_inputs = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]},
+                  {"name": "ids", "shape": [1, 5], "datatype": "INT64", "data": [0, 1, 2, 3, 4]}]
 
     Probe({"kind": "oip", "url": recorder, "format": "onnx", "store": str(tmp_path)})()
     # Only the model whose onnx artifact passed parity; the first row of its reference batch.
-    assert _Recorder.calls == [("POST", "/v2/models/good/infer", {"inputs": [oip_input]})]
+    assert _Recorder.calls == [("POST", "/v2/models/good/infer", {"inputs": oip_inputs})]
 
     _Recorder.calls = []
     Probe({"kind": "tfserving", "url": recorder, "format": "savedmodel",
            "store": str(tmp_path)})()
     assert _Recorder.calls == [("POST", "/v1/models/good:predict",
-                                {"inputs": {"input": [[0.0, 1.0, 2.0, 3.0]]}})]
+                                {"inputs": {"input": [[0.0, 1.0, 2.0, 3.0]],
+                                            "ids": [[0, 1, 2, 3, 4]]}})]
 
     _Recorder.calls = []
     Probe({"kind": "torchserve", "url": recorder, "format": "torchserve",
            "store": str(tmp_path), "management_url": recorder})()
-    assert ("POST", "/predictions/good", {"inputs": [oip_input]}) in _Recorder.calls
+    assert ("POST", "/predictions/good", {"inputs": oip_inputs}) in _Recorder.calls
 
     _Recorder.status = 503
     with pytest.raises(NotReady, match="model good: HTTP 503"):

@@ -1,4 +1,4 @@
-"""ONNX Runtime adapter: one InferenceSession per model."""
+"""ONNX Runtime adapter: one InferenceSession per model, N inputs and outputs by name."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import numpy as np
 import onnxruntime as ort
 
 from services.common.modelserver.runtime import ModelRuntime
+
+# ONNX Runtime's type strings of the datatypes the manifest can name.
+ORT_TYPES = {
+    "tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
+    "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
+    "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+}  # fmt: skip
 
 
 class OnnxModel(ModelRuntime):
@@ -27,16 +35,33 @@ class OnnxModel(ModelRuntime):
         self.session = ort.InferenceSession(
             str(self.path), opts, providers=["CPUExecutionProvider"]
         )
-        have_in = {i.name for i in self.session.get_inputs()}
-        have_out = {o.name for o in self.session.get_outputs()}
-        want_in = {s.name for s in self.inputs}
-        want_out = {s.name for s in self.outputs}
-        if have_in != want_in or not want_out <= have_out:
-            raise ValueError(
-                f"the ONNX graph takes {sorted(have_in)} and returns {sorted(have_out)}; the "
-                f"manifest says {sorted(want_in)} -> {sorted(want_out)}"
-            )
+        self._check_graph()
         self._output_names = [s.name for s in self.outputs]
+
+    def _check_graph(self) -> None:
+        """The graph's inputs must be the manifest's (names, datatypes, ranks) and its outputs
+        include the manifest's: a mismatch is a load error naming every difference."""
+        graph_in = {i.name: i for i in self.session.get_inputs()}
+        graph_out = {o.name for o in self.session.get_outputs()}
+        problems = []
+        if set(graph_in) != {s.name for s in self.inputs}:
+            problems.append(f"the graph takes inputs {sorted(graph_in)}, the manifest names "
+                            f"{[s.name for s in self.inputs]}")  # fmt: skip
+        for s in self.inputs:
+            node = graph_in.get(s.name)
+            if node is None:
+                continue
+            datatype = ORT_TYPES.get(node.type, node.type)
+            if datatype != s.datatype:
+                problems.append(f"input {s.name!r} is {datatype} in the graph, {s.datatype} in the manifest")
+            if len(node.shape) != len(s.shape):
+                problems.append(f"input {s.name!r} has rank {len(node.shape)} in the graph "
+                                f"({node.shape}), the manifest's shape is {s.shape}")  # fmt: skip
+        missing = [s.name for s in self.outputs if s.name not in graph_out]
+        if missing:
+            problems.append(f"the graph has no output(s) {missing} (it returns {sorted(graph_out)})")
+        if problems:
+            raise ValueError("the ONNX graph does not match the manifest: " + "; ".join(problems))
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self.session.run(self._output_names, inputs)))

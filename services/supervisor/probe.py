@@ -8,12 +8,12 @@ workers load). One probe per protocol, built from a spec's `probe` dict:
       every model has a READY worker (services.torchserve.wait_until_ready, if importable), then
       POST /predictions/<m> with an OIP JSON body
 
-Models are those of the store whose artifact of `format` passed its parity check; the input is the
-first row of each model's reference batch. With no such model the probe falls back to the
-protocol's health endpoint.
+Models are those of the store whose artifact of `format` passed its parity check; the inputs are
+the first row of each of the model's reference arrays (every input, in its manifest datatype).
+With no such model the probe falls back to the protocol's health endpoint.
 
 Also the containers' healthcheck: `python -m services.supervisor.probe <service> [--host H]`.
-Stdlib + numpy + model_store only, so it runs in every image.
+Stdlib + numpy + contract only, so it runs in every image.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 HEALTH_PATH = {"oip": "/v2/health/ready", "tfserving": "/v1/models", "torchserve": "/ping"}
 # TF Serving has no server-level health endpoint: with no model, any HTTP answer means "up".
@@ -68,23 +70,25 @@ def _http(req: Request, timeout: float) -> None:
 
 
 def _model_requests(kind: str, url: str, fmt: str, store: Path) -> list[Request]:
-    from model_store.manifest import load_store
+    from contract.manifest import load_store
 
     requests = []
     for name, m in load_store(store).items():
         if not m.passed(fmt):
             continue
-        spec = m.signature.inputs[0]
-        x = m.load_reference(store)[0][:1].astype(spec.numpy_dtype)
+        reference = m.load_reference(store)[0]
+        # Every input, first row of the reference batch, in the manifest's datatype.
+        x = {s.name: np.ascontiguousarray(reference[s.name][:1], s.numpy_dtype)
+             for s in m.signature.inputs}  # fmt: skip
         if kind == "tfserving":
-            body = {"inputs": {spec.name: x.tolist()}}
-            path, key = f"/v1/models/{name}:predict", "outputs"
+            body = {"inputs": {k: v.tolist() for k, v in x.items()}}
+            path = f"/v1/models/{name}:predict"
         else:
-            body = {"inputs": [{"name": spec.name, "shape": list(x.shape),
-                                "datatype": spec.datatype, "data": x.ravel().tolist()}]}
+            body = {"inputs": [{"name": s.name, "shape": list(x[s.name].shape),
+                                "datatype": s.datatype, "data": x[s.name].ravel().tolist()}
+                               for s in m.signature.inputs]}  # fmt: skip
             path = f"/v2/models/{name}/infer" if kind == "oip" else f"/predictions/{name}"
-            key = "outputs"
-        requests.append(Request(f"model {name}", name, url + path, json.dumps(body).encode(), key))
+        requests.append(Request(f"model {name}", name, url + path, json.dumps(body).encode(), "outputs"))
     return requests
 
 

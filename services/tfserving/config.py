@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_store.manifest import load_store
+from contract.manifest import load_store
 from services.settings import StackSettings
 
 BATCHING_FILE = Path(__file__).with_name("batching_parameters.txt")

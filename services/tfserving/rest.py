@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.common.codecs import CodecError, decode_tfserving_predict, encode_tfserving_predict
+from contract.codec import CodecError, decode_tfserving_predict, encode_tfserving_predict, parse_json
 from services.tfserving.models import Registry, ServingError, invalid, metadata_json, proto_json
 from services.tfserving.predictor import Predictor
 
@@ -45,20 +45,21 @@ def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlet
     async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> dict:
         servable = registry.get(name, version, label)
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
+            body = parse_json(raw)
+        except CodecError as e:
             raise invalid(f"JSON Parse error: {e}") from None
         if not isinstance(body, dict):
             raise invalid("JSON Value: request body is not an object")
         signature_name = body.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise invalid("'signature_name' must be a string")
+        # The SavedModel's own SignatureDef (what TF Serving checks against), not the manifest:
+        # the stand-in serves any signature of the SavedModel. Unknown name -> TF Serving's 400.
+        dtypes = servable.input_dtypes(signature_name)
         try:
-            inputs, row_format = decode_tfserving_predict(
-                body, servable.input_dtypes(signature_name)
-            )
+            inputs, row_format = decode_tfserving_predict(body, dtypes)
         except CodecError as e:
-            raise invalid(str(e)) from None
+            raise invalid(e.message) from None
         servable.validate(signature_name, inputs)
         outputs = await predictor.predict(servable, signature_name, inputs)
         return encode_tfserving_predict(outputs, row_format)

@@ -16,15 +16,17 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from model_store.manifest import (
-    Artifact, Manifest, Parity, Signature, Source, TensorSpec, load_store,
+from contract.manifest import (
+    Artifact, Manifest, Parity, Signature, Source, TensorSpec, load_store, save_reference,
 )  # fmt: skip
 from services.settings import REPO_ROOT, StackSettings
 from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
 from tests.conftest import free_port, stop_process_group
+from tests.services import tiny_models as tm
 
 TOL = 1e-4
 NAME = "tiny-keras"
+SEQ = "tiny-seq"  # two inputs (FP32 features, INT64 ids [-1, -1]), two outputs
 STANDIN = "tfserving-standin"
 
 
@@ -56,12 +58,11 @@ def build_tiny_store(store: Path) -> None:
         module, str(root / "savedmodel" / "1"), signatures={"serving_default": module.serve}
     )
     x = np.random.RandomState(0).randn(32, 4).astype(np.float32)
-    (root / "reference").mkdir()
-    np.save(root / "reference" / "inputs.npy", x)
-    np.save(root / "reference" / "outputs.npy", model(x).numpy())
+    ref = save_reference(root, {"input": x}, {"logits": model(x).numpy()}, None)
     parity = Parity(ok=True, runtime="tensorflow", batch_sizes=[1, 32], tolerance=TOL)
     Manifest(
         name=NAME,
+        reference=ref,
         source=Source(framework="keras", framework_version=keras.__version__,
                       architecture="mlp", weights="random-init"),  # fmt: skip
         signature=Signature(
@@ -73,6 +74,11 @@ def build_tiny_store(store: Path) -> None:
             route="tf.saved_model.save", converters={}, export_seconds=0.0, parity=parity,
         )},
     ).save(root)  # fmt: skip
+    tm.export_savedmodel(store / SEQ / "savedmodel" / "1")
+    x = tm.seq_inputs()
+    tm.save_model(store, SEQ, tm.SEQ_SIGNATURE,
+                  {"savedmodel": tm.artifact(store / SEQ, "savedmodel", "savedmodel/1", "tensorflow")},
+                  x, tm.seq_outputs(x))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +131,7 @@ def standin(tiny_store, tmp_path_factory):
 def reference(tiny_store):
     m = load_store(tiny_store)[NAME]
     x, y, _ = m.load_reference(tiny_store)
-    return x, y
+    return x["input"], y["logits"]
 
 
 # --- configuration files --------------------------------------------------------------------------
@@ -136,7 +142,9 @@ def test_models_config_for_the_container(tiny_store, tmp_path):
 
     out = write_models_config(tiny_store, tmp_path / "models.config", "/models")
     config = text_format.Parse(out.read_text(), model_server_config_pb2.ModelServerConfig())
-    (entry,) = config.model_config_list.config
+    entries = {e.name: e for e in config.model_config_list.config}
+    assert set(entries) == {NAME, SEQ}
+    entry = entries[NAME]
     assert entry.name == NAME and entry.model_platform == "tensorflow"
     assert entry.base_path == f"/models/{NAME}/savedmodel"
     assert list(entry.model_version_policy.specific.versions) == [1]
@@ -230,6 +238,45 @@ def test_bad_input_is_400(standin, body, needle):
     assert needle in r.json()["error"]
 
 
+def _seq(seq: int, rows: slice = slice(0, 3)) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v[rows, :seq]) for k, v in tm.seq_inputs().items()}
+
+
+@pytest.mark.parametrize("seq", [7, 16])
+def test_predict_two_inputs(standin, seq):
+    x = _seq(seq)
+    want = tm.seq_outputs(x)
+    url = f"{standin.url}/v1/models/{SEQ}:predict"
+    r = httpx.post(url, json={"inputs": {k: v.tolist() for k, v in x.items()}})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"]
+    assert set(out) == {"pooled", "scores"}
+    for k in want:
+        np.testing.assert_allclose(np.asarray(out[k]), want[k], atol=TOL, err_msg=k)
+    rows = [{k: v[i].tolist() for k, v in x.items()} for i in range(3)]
+    r = httpx.post(url, json={"instances": rows})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 3
+    np.testing.assert_allclose(np.asarray([p["scores"] for p in preds]), want["scores"], atol=TOL)
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"inputs": {"features": [[[0.0] * 4]]}}, "ids"),
+        ({"inputs": {"features": [[[0.0] * 4]], "ids": [[1.5]]}}, "'ids'"),
+        ({"instances": [{"features": [[0.0] * 4]}]}, "instance 0"),
+        ({"instances": [[0.0] * 4]}, "name them"),
+        ({"signature_name": "nope", "inputs": {"features": [[[0.0] * 4]], "ids": [[1]]}}, '"nope"'),
+    ],
+)
+def test_two_input_bad_requests_are_400(standin, body, needle):
+    r = httpx.post(f"{standin.url}/v1/models/{SEQ}:predict", json=body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"], r.text
+
+
 def test_unknown_model_or_version_is_404(standin):
     cases = {
         ("GET", "/v1/models/nope"): "Could not find any versions of model nope",
@@ -266,7 +313,7 @@ def test_malformed_path_is_400(standin):
 
 def test_labels_itself(standin):
     about = httpx.get(f"{standin.url}/v1/standin").json()
-    assert about["served_by"] == STANDIN and about["models"] == {NAME: [1]}
+    assert about["served_by"] == STANDIN and about["models"] == {NAME: [1], SEQ: [1]}
     assert "tensorflow_model_server is not on PATH" in about["description"]
     r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", json={"instances": [[0, 0, 0, 0]]})
     assert r.headers["x-served-by"] == STANDIN
@@ -303,6 +350,21 @@ def test_grpc_predict(stub, reference, batch):
     response = stub.Predict(_predict_request(NAME, x), timeout=30)
     assert response.model_spec.name == NAME and response.model_spec.version.value == 1
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["logits"]), y, atol=TOL)
+
+
+def test_grpc_two_inputs_int64(stub):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    for seq in (7, 16):
+        x = _seq(seq)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = SEQ
+        for k, v in x.items():
+            request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+        response = stub.Predict(request, timeout=30)
+        for k, want in tm.seq_outputs(x).items():
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs[k]), want, atol=TOL)
 
 
 def test_grpc_errors(stub, reference):
@@ -351,8 +413,12 @@ def test_real_store_models(real_standin, real_store, batch):
     for name, m in manifests.items():
         x, y, _ = m.load_reference(real_store)
         r = httpx.post(f"{real_standin.url}/v1/models/{name}:predict",
-                       json={"inputs": {m.signature.inputs[0].name: x[:batch].tolist()}},
+                       json={"inputs": {k: v[:batch].tolist() for k, v in x.items()}},
                        timeout=120)  # fmt: skip
         assert r.status_code == 200, (name, r.text[:500])
-        got = np.asarray(r.json()["outputs"], dtype=np.float32)
-        np.testing.assert_allclose(got, y[:batch], atol=TOL, err_msg=name)
+        out = r.json()["outputs"]
+        if len(y) == 1:
+            out = {next(iter(y)): out}
+        for k, v in y.items():
+            got = np.asarray(out[k], dtype=v.dtype)
+            np.testing.assert_allclose(got, v[:batch], atol=TOL, err_msg=f"{name} {k}")

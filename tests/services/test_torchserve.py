@@ -16,11 +16,12 @@ import numpy as np
 import psutil
 import pytest
 
-from model_store.manifest import Manifest, Signature, Source, TensorSpec, load_store
+from contract.manifest import Manifest, Signature, Source, TensorSpec, load_store
 from services.settings import REPO_ROOT
 from services.torchserve import handler as ts_handler
 from services.torchserve import wait_until_ready
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import free_port, python_env, stop_process_group
+from tests.services import tiny_models as tm
 
 HANDLER = REPO_ROOT / "services" / "torchserve" / "handler.py"
 ARCHIVER = Path(sys.executable).with_name("torch-model-archiver")
@@ -38,6 +39,30 @@ def output(body: dict) -> np.ndarray:
 
 
 # --- a tiny store: one TorchScript and one ONNX model, archived with the real handler ------------
+
+
+def _pack_contract(src: Path) -> Path:
+    """What the exporter puts into the .mar next to manifest.json: the contract package (the
+    handler imports its codec from there). Returns the dir whose contents go into the archive."""
+    pkg = src / "mar-extra"
+    (pkg / "contract").mkdir(parents=True)
+    for f in ("__init__.py", "datatypes.py", "codec.py", "manifest.py"):
+        shutil.copy(REPO_ROOT / "contract" / f, pkg / "contract" / f)
+    shutil.copytree(pkg / "contract", src / "contract")  # the unpacked .mar, for run_in_process
+    return pkg
+
+
+def _seq_model(work: Path, name: str, fmt: str) -> Path:
+    """The two-input (FP32 features + INT64 ids), two-output sequence model."""
+    src = work / name
+    if fmt == "pt":
+        tm.export_torchscript(src / "model.pt")
+    else:
+        tm.export_onnx(src / "model.onnx")
+    Manifest(name=name, signature=tm.SEQ_SIGNATURE,
+             source=Source(framework="pytorch", framework_version="test", architecture="seq",
+                           weights="random-init")).save(src)  # fmt: skip
+    return src
 
 
 def _tiny_model(work: Path, name: str, fmt: str) -> Path:
@@ -80,12 +105,15 @@ def tiny(tmp_path_factory) -> dict:
     mar_dir = work / "store" / "torchserve"
     mar_dir.mkdir(parents=True)
     models = {}
-    for name, fmt in (("tiny-torch", "pt"), ("tiny-onnx", "onnx")):
-        src = _tiny_model(work / "src", name, fmt)
+    for name, fmt in (("tiny-torch", "pt"), ("tiny-onnx", "onnx"), ("tiny-seq", "pt"),
+                      ("tiny-seq-onnx", "onnx")):  # fmt: skip
+        build = _seq_model if name.startswith("tiny-seq") else _tiny_model
+        src = build(work / "src", name, fmt)
+        extra = _pack_contract(src)
         subprocess.run(
             [str(ARCHIVER), "--model-name", name, "--version", "1",
              "--serialized-file", str(src / f"model.{fmt}"), "--handler", str(HANDLER),
-             "--extra-files", str(src / "manifest.json"), "--export-path", str(mar_dir)],
+             "--extra-files", f"{src / 'manifest.json'},{extra}", "--export-path", str(mar_dir)],
             check=True,
         )  # fmt: skip
         models[name] = src
@@ -147,6 +175,70 @@ def test_handler_accepts_raw_body_encodings(tiny):
 def test_handler_imports_nothing_from_the_repo():
     text = HANDLER.read_text()
     assert "from services" not in text and "from model_store" not in text
+    assert "from contract import codec" in text  # the .mar's copy
+
+
+def _seq_body(x: dict[str, np.ndarray], **extra) -> dict:
+    return {"inputs": [{"name": "features", "shape": list(x["features"].shape), "datatype": "FP32",
+                        "data": x["features"].ravel().tolist()},
+                       {"name": "ids", "shape": list(x["ids"].shape), "datatype": "INT64",
+                        "data": x["ids"].ravel().tolist()}], **extra}  # fmt: skip
+
+
+def _outputs(body: dict) -> dict[str, np.ndarray]:
+    return {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in body["outputs"]}
+
+
+@pytest.mark.parametrize("name", ["tiny-seq", "tiny-seq-onnx"])
+def test_two_inputs_tuple_outputs_in_one_batch(tiny, name):
+    """One TorchServe batch mixing sequence lengths 7 and 16 (grouped, never concatenated), an
+    outputs filter, an id, and an invalid request that fails alone."""
+    full = tm.seq_inputs()
+    x7 = {k: v[:2, :7] for k, v in full.items()}
+    x16 = {k: v[2:5] for k, v in full.items()}
+    x7b = {k: v[5:6, :7] for k, v in full.items()}
+    bad = _seq_body(x7)
+    bad["inputs"][1]["datatype"] = "FP32"
+    bodies = [_seq_body(x7, id="a"), _seq_body(x16, outputs=[{"name": "scores"}]), bad,
+              _seq_body(x7b), {"inputs": bad["inputs"][:1]}]  # fmt: skip
+    r7, r16, r_bad, r7b, r_missing = ts_handler.run_in_process(str(tiny["models"][name]), bodies)
+    assert (r7["model_name"], r7["model_version"], r7["id"]) == (name, "1", "a")
+    assert [(o["name"], o["datatype"], o["shape"]) for o in r7["outputs"]] == [
+        ("pooled", "FP32", [2, tm.WIDTH]), ("scores", "FP32", [2, 7])]
+    for got, x in ((r7, x7), (r16, x16), (r7b, x7b)):
+        want = tm.seq_outputs(x)
+        for k, v in _outputs(got).items():
+            np.testing.assert_allclose(v, want[k], atol=TOL, err_msg=k)
+    assert [o["name"] for o in r16["outputs"]] == ["scores"] and "id" not in r16
+    assert r_bad["status"] == 400 and "'ids'" in r_bad["error"] and "FP32" in r_bad["error"]
+    assert r_missing["status"] == 400 and "missing" in r_missing["error"]
+
+
+def test_non_finite_outputs_are_null(tiny):
+    x = {"features": np.full((1, 2, tm.WIDTH), 3e38, np.float32), "ids": np.zeros((1, 2), np.int64)}
+    (r,) = ts_handler.run_in_process(str(tiny["models"]["tiny-seq"]), [_seq_body(x)])
+    assert None in r["outputs"][1]["data"], r
+
+
+def test_handler_runs_with_only_the_mar_files(tiny, tmp_path):
+    """Outside the repository (no PYTHONPATH, another cwd): the handler imports the .mar's copy
+    of the contract package."""
+    src = tiny["models"]["tiny-seq"]
+    x = {k: v[:1, :3] for k, v in tm.seq_inputs().items()}
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import handler; "
+        "r = handler.run_in_process(sys.argv[2], [json.loads(sys.argv[3])]); import contract; "
+        "print(json.dumps([contract.__file__, r]))"
+    )  # fmt: skip
+    env = python_env()
+    env.pop("PYTHONPATH")
+    done = subprocess.run([sys.executable, "-c", script, str(HANDLER.parent), str(src),
+                           json.dumps(_seq_body(x))], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, (reply,) = json.loads(done.stdout.splitlines()[-1])
+    assert where == str(src / "contract" / "__init__.py")
+    np.testing.assert_allclose(_outputs(reply)["pooled"], tm.seq_outputs(x)["pooled"], atol=TOL)
 
 
 # --- the launcher's configuration -----------------------------------------------------------------
@@ -222,7 +314,9 @@ class Server:
 def server(tiny, tmp_path_factory):
     # tiny-torch batches up to 4 requests so a batch can mix valid and invalid requests.
     env = {"TORCHSERVE_MODEL_TINY_TORCH_BATCH_SIZE": "4",
-           "TORCHSERVE_MODEL_TINY_TORCH_MAX_BATCH_DELAY_MS": "200"}  # fmt: skip
+           "TORCHSERVE_MODEL_TINY_TORCH_MAX_BATCH_DELAY_MS": "200",
+           "TORCHSERVE_MODEL_TINY_SEQ_BATCH_SIZE": "4",
+           "TORCHSERVE_MODEL_TINY_SEQ_MAX_BATCH_DELAY_MS": "200"}  # fmt: skip
     s = Server(tiny["store"], tmp_path_factory.mktemp("ts_run") / "run", env)
     yield s
     assert s.stop() == [], "TorchServe left processes behind"
@@ -257,6 +351,23 @@ def test_server_bad_requests_get_400_alone(server, tiny):
     np.testing.assert_allclose(output(ok2.json()), y[2:4], atol=TOL)
     assert bad1.status_code == 400 and "nope" in bad1.json()["error"]
     assert bad2.status_code == 400 and "JSON" in bad2.json()["error"]
+
+
+def test_server_two_inputs_mixed_sequence_lengths(server):
+    """Concurrent requests of sequence lengths 7 and 16 (TorchServe may batch them together: the
+    handler groups them by shape) each get their own answer."""
+    full = tm.seq_inputs()
+    xs = [{k: v[i : i + 1, : (7 if i % 2 else 16)] for k, v in full.items()} for i in range(4)]
+
+    def post(x):
+        return httpx.post(f"{server.url}/predictions/tiny-seq", json=_seq_body(x), timeout=30)
+
+    with ThreadPoolExecutor(4) as ex:
+        replies = list(ex.map(post, xs))
+    for x, r in zip(xs, replies):
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == "1"
+        np.testing.assert_allclose(_outputs(r.json())["scores"], tm.seq_outputs(x)["scores"], atol=TOL)
 
 
 def test_server_unknown_model_is_404(server):
@@ -307,14 +418,15 @@ def test_real_store_models(real_server, real_store, batch):
     assert manifests
     for name, m in manifests.items():
         x, y, _ = m.load_reference(real_store)
-        spec = m.signature.inputs[0]
-        r = httpx.post(f"{real_server.url}/predictions/{name}",
-                       json=oip(x[:batch], spec.name, spec.datatype), timeout=120)  # fmt: skip
+        body = {"inputs": [{"name": s.name, "shape": list(x[s.name][:batch].shape),
+                            "datatype": s.datatype, "data": x[s.name][:batch].ravel().tolist()}
+                           for s in m.signature.inputs]}  # fmt: skip
+        r = httpx.post(f"{real_server.url}/predictions/{name}", json=body, timeout=120)
         assert r.status_code == 200, (name, r.text[:500])
-        out = r.json()["outputs"][0]
-        assert out["name"] == m.signature.outputs[0].name
-        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
-        np.testing.assert_allclose(got, y[:batch], atol=TOL, err_msg=name)
+        got = _outputs(r.json())
+        assert list(got) == m.signature.output_names()
+        for k, want in y.items():
+            np.testing.assert_allclose(got[k], want[:batch], atol=TOL, err_msg=f"{name} {k}")
 
 
 def test_archiver_is_installed():

@@ -1,5 +1,6 @@
-"""Open Inference Protocol v2 REST transport (FastAPI). Bodies are read raw and parsed with orjson
-(clients such as tritonclient send no Content-Type); tensors go through services.common.codecs."""
+"""Open Inference Protocol v2 REST transport (FastAPI). The app only moves bytes: it reads the body
+(bounded), and every decoding, validation and encoding goes through contract.codec (one request
+type, one response type); a CodecError's status becomes the HTTP status with {"error": message}."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from services.common.codecs import (
+from contract.codec import (
+    BINARY_HEADER,
     CodecError,
-    decode_tensors,
-    encode_binary_tensors,
-    oip_datatype,
-    split_binary_body,
+    InferRequest,
+    InferResponse,
+    Limits,
+    header_length,
 )
 from services.common.modelserver.batching import Batcher
 from services.common.modelserver.metrics import UNKNOWN_MODEL, Metrics
@@ -28,8 +29,9 @@ from services.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ["binary_tensor_data"]
-BINARY_HEADER = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+# The whole body is held in memory to decode it: 32 x 3 x 224 x 224 FP32 as JSON is ~50 MB.
+MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -55,16 +57,20 @@ class ModelServer:
         platform: str,
         server_version: str,
         models: dict[str, ModelRuntime],
-        failed: dict[str, str],
+        failed: dict[str, tuple[str, str]],
         settings: StackSettings,
     ) -> None:
+        """failed: {model: (version, reason)} of the models that did not load or warm up."""
         self.platform = platform
         self.server_version = server_version
         self.models = models
         self.failed = failed
+        self.limits = Limits()  # no max_batch: a request above batch_max_size runs on its own
         self.metrics = Metrics()
         self.batchers = {
-            name: Batcher(m, settings.batch_max_size, settings.batch_max_delay_ms, self.metrics)
+            # A fixed batch dimension caps what the batcher may concatenate.
+            name: Batcher(m, m.max_batch or settings.batch_max_size, settings.batch_max_delay_ms,
+                          self.metrics)
             for name, m in models.items()
         }
         for m in models.values():
@@ -74,7 +80,7 @@ class ModelServer:
         model = self.models.get(name)
         if model is None:
             if name in self.failed:
-                raise ApiError(503, f"model {name!r} failed to load: {self.failed[name]}")
+                raise ApiError(503, f"model {name} failed to load: {self.failed[name][1]}")
             raise ApiError(
                 404, f"unknown model {name!r}; this server has {sorted(self.models)}"
             )
@@ -119,19 +125,14 @@ class ModelServer:
         batcher = self.batchers[model.name]
         batcher.receiving()
         try:
+            body = await _read_body(request)
             try:
-                body = await request.body()
-            except ClientDisconnect:
-                raise ApiError(499, "client closed the request") from None
-            try:
-                req, inputs, size = self._decode(model, request.headers.get(BINARY_HEADER), body)
-                selected, binary = self._requested_outputs(model, req)
-            except ApiError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a decoding case not foreseen: still bad input
-                log.exception("model %s: undecodable request", model.name)
-                msg = f"could not decode the request: {type(e).__name__}: {e}"
-                raise ApiError(400, msg) from None
+                req = InferRequest.from_oip(body, header_length(request.headers.get(BINARY_HEADER)))
+                size = req.validate(model.signature, self.limits)
+                inputs = req.arrays(model.signature)
+                model.check(inputs)
+            except CodecError as e:
+                raise ApiError(e.status, e.message) from None
             future = batcher.submit(inputs, size)
         finally:
             batcher.received()
@@ -139,115 +140,39 @@ class ModelServer:
             outputs = await future
         except Exception as e:  # noqa: BLE001 - the batcher logged it
             raise ApiError(500, f"inference failed in {model.platform}: {e}") from None
-        if selected is not None:
-            outputs = {k: outputs[k] for k in selected}
-        return self._encode(model, req.get("id"), outputs, binary)
+        answer = InferResponse.from_arrays(model.name, outputs, model.version, req.id)
+        body, length = answer.select(req.output_names(model.signature)).to_oip(
+            req.binary_outputs(model.signature)
+        )
+        if length is None:
+            return Response(body, 200, media_type="application/json")
+        return Response(body, 200, headers={BINARY_HEADER: str(length)},
+                        media_type="application/octet-stream")  # fmt: skip
 
-    def _decode(
-        self, model: ModelRuntime, header_length: str | None, body: bytes
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
-        """(request JSON, validated inputs in manifest order, batch size); ApiError 400 if bad."""
-        try:
-            length = None if header_length is None else int(header_length)
-        except ValueError:
-            raise ApiError(400, f"{BINARY_HEADER} {header_length!r} is not an integer") from None
-        try:
-            json_part, binary = split_binary_body(body, length)
-            try:
-                req = orjson.loads(json_part)
-            except orjson.JSONDecodeError as e:
-                raise ApiError(400, f"request body is not valid JSON: {e}") from None
-            if not isinstance(req, dict) or "inputs" not in req:
-                raise ApiError(400, "request body must be a JSON object with an 'inputs' list")
-            if not isinstance(req.get("id", ""), str):
-                raise ApiError(400, "request 'id' must be a string")
-            tensors = decode_tensors(req["inputs"], binary)
-        except CodecError as e:
-            raise ApiError(400, str(e)) from None
-        expected = [s.name for s in model.inputs]
-        for name in tensors:
-            if name not in expected:
-                raise ApiError(400, f"model {model.name!r} has no input {name!r}; "
-                               f"its inputs are {expected}")
-        inputs: dict[str, np.ndarray] = {}
-        sizes = set()
-        for spec in model.inputs:
-            arr = tensors.get(spec.name)
-            if arr is None:
-                raise ApiError(400, f"input {spec.name!r} of model {model.name!r} is missing")
-            if arr.dtype != spec.numpy_dtype:
-                raise ApiError(400, f"input {spec.name!r} has datatype {oip_datatype(arr.dtype)}, "
-                               f"model {model.name!r} takes {spec.datatype}")
-            if arr.ndim != len(spec.shape) or any(
-                want >= 0 and got != want for got, want in zip(arr.shape[1:], spec.shape[1:])
-            ):
-                raise ApiError(400, f"input {spec.name!r} has shape {list(arr.shape)}, model "
-                               f"{model.name!r} takes {spec.shape} (-1: any size)")
-            if arr.shape[0] == 0:
-                raise ApiError(400, f"input {spec.name!r} has an empty batch (shape "
-                               f"{list(arr.shape)}); send at least one sample")
-            sizes.add(arr.shape[0])
-            inputs[spec.name] = arr
-        if len(sizes) > 1:
-            raise ApiError(400, f"inputs disagree on the batch size: {sorted(sizes)}")
-        return req, inputs, sizes.pop()
+    def repository_index(self) -> list[dict[str, str]]:
+        """Triton's POST /v2/repository/index: every model of the runtime's format, loaded or not."""
+        rows = [{"name": m.name, "version": m.version, "state": "READY", "reason": ""}
+                for m in self.models.values()]  # fmt: skip
+        rows += [{"name": n, "version": v, "state": "UNAVAILABLE", "reason": why}
+                 for n, (v, why) in self.failed.items()]  # fmt: skip
+        return sorted(rows, key=lambda r: r["name"])
 
-    @staticmethod
-    def _requested_outputs(
-        model: ModelRuntime, req: dict[str, Any]
-    ) -> tuple[list[str] | None, set[str]]:
-        """(names of the requested outputs or None for all, names to send as binary data)."""
-        names = [s.name for s in model.outputs]
-        params = req.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ApiError(400, "request 'parameters' must be an object")
-        binary = set(names) if params.get("binary_data_output") is True else set()
-        requested = req.get("outputs")
-        if requested is None:
-            return None, binary
-        if not isinstance(requested, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str)
-            and isinstance(o.get("parameters") or {}, dict)
-            for o in requested
-        ):
-            raise ApiError(400, "'outputs' must be a list of objects with a 'name'")
-        selected = []
-        for o in requested:
-            if o["name"] not in names:
-                raise ApiError(400, f"model {model.name!r} has no output {o['name']!r}; "
-                               f"its outputs are {names}")
-            selected.append(o["name"])
-            if (o.get("parameters") or {}).get("binary_data") is True:
-                binary.add(o["name"])
-        return selected, binary
 
-    @staticmethod
-    def _encode(
-        model: ModelRuntime, request_id: str | None, outputs: dict[str, np.ndarray],
-        binary: set[str],
-    ) -> Response:
-        head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-        if request_id is not None:
-            head["id"] = request_id
-        if binary:
-            head["outputs"], blob = encode_binary_tensors(outputs, binary)
-            header = orjson.dumps(head)
-            return Response(
-                header + blob,
-                200,
-                headers={BINARY_HEADER: str(len(header))},
-                media_type="application/octet-stream",
-            )
-        head["outputs"] = [
-            {
-                "name": k,
-                "datatype": oip_datatype(v.dtype),
-                "shape": list(v.shape),
-                "data": np.ascontiguousarray(v).reshape(-1),
-            }
-            for k, v in outputs.items()
-        ]
-        return _json(head)
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 beyond MAX_BODY_BYTES (checked while reading, not after)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(499, "client closed the request") from None
+    return b"".join(chunks)
 
 
 def create_app(server: ModelServer) -> FastAPI:
@@ -307,6 +232,10 @@ def create_app(server: ModelServer) -> FastAPI:
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         return await server.infer(request, name, version)
+
+    @app.post("/v2/repository/index")
+    async def repository_index() -> Response:
+        return _json(server.repository_index())
 
     @app.get("/metrics")
     async def metrics() -> Response:

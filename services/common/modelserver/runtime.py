@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from model_store.manifest import Manifest, TensorSpec, load_store
+from contract.codec import CodecError
+from contract.manifest import Manifest, Signature, TensorSpec, load_store
 from services.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -23,12 +25,23 @@ class ModelRuntime(ABC):
 
     def __init__(self, manifest: Manifest, store: Path, settings: StackSettings) -> None:
         self.manifest = manifest
+        self.store = Path(store)
         self.name = manifest.name
-        self.version = str(manifest.artifacts[self.artifact_format].version)
+        self.artifact = manifest.artifacts[self.artifact_format]
+        self.version = str(self.artifact.version)
         self.path = manifest.artifact_path(store, self.artifact_format)
         self.settings = settings
+        self.signature: Signature = manifest.signature
         self.inputs: list[TensorSpec] = manifest.signature.inputs
         self.outputs: list[TensorSpec] = manifest.signature.outputs
+        # Shapes the artifact is limited to (dynamic dims that did not convert), by input name.
+        self.fixed_shapes: dict[str, list[int]] = self.artifact.fixed_shapes or {}
+
+    @property
+    def max_batch(self) -> int | None:
+        """Samples the artifact takes at most per run, when its batch dimension is fixed."""
+        fixed = [f[0] for f in self.fixed_shapes.values() if f and f[0] > 0]
+        return min(fixed) if fixed else None
 
     @classmethod
     @abstractmethod
@@ -40,29 +53,65 @@ class ModelRuntime(ABC):
 
     @abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """{input name: batch} -> {output name: batch}, outputs in manifest order."""
+        """{input name: batch} (manifest datatypes) -> {output name: batch} in manifest order and
+        datatypes."""
 
     @abstractmethod
     def describe(self) -> str:
         """Thread settings etc. for the start-up log line."""
 
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        """What the codec does not check (CodecError 400): the artifact's fixed shapes, and that
+        dynamic dims sharing a name (features and ids: "sequence") have one size across inputs,
+        else the runtime fails on them (a 500 for the client's error)."""
+        for name, fixed in self.fixed_shapes.items():
+            shape = list(inputs[name].shape)
+            if len(shape) != len(fixed) or any(f >= 0 and d != f for d, f in zip(shape, fixed)):
+                raise CodecError(
+                    f"input {name!r} has shape {shape}; this {self.artifact_format} artifact only "
+                    f"takes shape {fixed} (its dynamic dimensions did not convert)"
+                )
+        named: dict[str, tuple[str, int]] = {}  # a dynamic dim's name -> (first input, size)
+        for s in self.inputs:
+            arr = inputs[s.name]
+            for dim, want, got in zip(s.dims, s.shape, arr.shape):
+                # "d<i>" are TensorSpec's default names: they say nothing about other inputs.
+                if want < 0 and dim and not re.fullmatch(r"d\d+", dim):
+                    first, size = named.setdefault(dim, (s.name, got))
+                    if size != got:
+                        raise CodecError(f"input {s.name!r} has {dim} {got}, input {first!r} has "
+                                         f"{dim} {size}: they must agree")  # fmt: skip
+
     def warm_up(self) -> None:
-        """One batch-1 run, so the first request does not pay for lazy allocations."""
-        self.predict(
-            {
-                s.name: np.zeros([1 if d < 0 else d for d in [1, *s.shape[1:]]], s.numpy_dtype)
-                for s in self.inputs
-            }
-        )
+        """One run on the first row of the model's reference batch (cut to the artifact's fixed
+        shapes, if any): shapes and values the model accepts (zeros of 1x1 break models with a
+        sequence dim or token ids), and the first request does not pay for lazy allocations.
+        Raises if the model cannot run it."""
+        try:
+            reference, _, _ = self.manifest.load_reference(self.store)
+        except (OSError, KeyError, ValueError) as e:
+            raise RuntimeError(f"no reference batch to warm up with: {e}") from None
+        rows = self.max_batch or 1
+        inputs = {}
+        for s in self.inputs:
+            fixed = self.fixed_shapes.get(s.name, [])[1:]
+            cut = (slice(0, rows), *(slice(0, f) if f > 0 else slice(None) for f in fixed))
+            inputs[s.name] = np.ascontiguousarray(reference[s.name][cut], s.numpy_dtype)
+        self.check(inputs)
+        outputs = self.predict(inputs)
+        missing = [s.name for s in self.outputs if s.name not in outputs]
+        if missing:
+            raise RuntimeError(f"warm-up returned no output(s) {missing}")
 
 
 def load_models(
     runtime_cls: type[ModelRuntime], store: Path, settings: StackSettings
-) -> tuple[dict[str, ModelRuntime], dict[str, str]]:
-    """(loaded models by name, load errors by name) for every model with an artifact of the
-    runtime's format. One broken artifact does not keep the others from being served."""
+) -> tuple[dict[str, ModelRuntime], dict[str, tuple[str, str]]]:
+    """(loaded models by name, {name: (version, reason)} of those that failed) for every model
+    with an artifact of the runtime's format. A model that fails to load or warm up is reported
+    with its reason; it never keeps the others from being served."""
     loaded: dict[str, ModelRuntime] = {}
-    failed: dict[str, str] = {}
+    failed: dict[str, tuple[str, str]] = {}
     for name, manifest in load_store(store).items():
         art = manifest.artifacts.get(runtime_cls.artifact_format)
         if art is None:
@@ -74,8 +123,8 @@ def load_models(
             model.load()
             model.warm_up()
         except Exception as e:  # noqa: BLE001 - reported per model, the server keeps going
-            failed[name] = f"{type(e).__name__}: {e}"
-            log.error("model %s: failed to load %s: %s", name, art.path, failed[name])
+            failed[name] = (str(art.version), f"{type(e).__name__}: {e}")
+            log.error("model %s: failed to load %s: %s", name, art.path, failed[name][1])
             continue
         if not art.parity.ok:
             log.warning("model %s: the export's parity check failed (%s)", name, art.parity.error)
