@@ -97,6 +97,7 @@ class Source(BaseModel):
 
 class OutputParity(BaseModel):
     max_abs_error: float
+    scale: float = 1.0  # max(1, largest |value| of the source's output): tolerance x scale passes
     top1_agreement: float | None = None  # where the output is a classification [batch, classes]
 
 

@@ -24,15 +24,22 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 def _setup(debug: bool) -> None:
     # One thread everywhere: deterministic timings, and no pool fights on a 2-core machine.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log (CUDA probing, oneDNN notes) is noise to a user; --debug shows it.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if debug else "3"
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "tf2onnx", "onnx2tf", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _threads() -> None:
-    import tensorflow as tf
+def _threads(debug: bool = False) -> None:
     import torch
+
+    from exporters.errors import captured
+
+    # TensorFlow's import prints C++ log lines (CUDA probing, oneDNN) that TF_CPP_MIN_LOG_LEVEL no
+    # longer silences: swallow them unless --debug.
+    with captured(None if debug else Path(os.devnull)):
+        import tensorflow as tf
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
@@ -82,7 +89,7 @@ def examples(
     from exporters.pipeline import export_model
     from exporters.sources import SourceError
 
-    _threads()
+    _threads(debug)
     chosen = tuple(names) if names else EXAMPLES
     rows = []
     try:
@@ -121,7 +128,7 @@ def export(
     from exporters.sources import SourceError
     from exporters.user import load_user_source
 
-    _threads()
+    _threads(debug)
     outs = [n.strip() for n in output_names.split(",")] if output_names else None
     try:
         src = load_user_source(source, name, state_dict=state_dict, inputs=inputs, input_shape=input_shape,

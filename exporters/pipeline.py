@@ -54,7 +54,7 @@ def export_model(
     try:
         ref_inputs.check_meaningful(source.reference_inputs)
         outputs = dict(zip(source.signature.output_names(), source.predict(source.reference_inputs)))
-        ref_inputs.check_outputs_vary(outputs)
+        ref_inputs.check_outputs_vary(outputs, tolerance)
         manifest.reference = save_reference(staging, source.reference_inputs, outputs, source.reference_labels)
         with tempfile.TemporaryDirectory(prefix=f"export-{source.name}-") as tmp:
             ws = Workspace(source, Path(tmp), None if debug else staging / "logs")

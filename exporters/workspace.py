@@ -160,6 +160,27 @@ class Workspace:
         return path
 
     @step
+    def onnx_frozen_path(self) -> Path:
+        """tf2onnx on a frozen graph: freezing first turns constants the TF function captures
+        (e.g. a Normalization layer's mean and variance) into Consts, where tf2onnx.from_function
+        would leave them as extra graph inputs. Tensor names are mapped back to the source's."""
+        import onnx
+        import tf2onnx
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        path = self.tmp / "model-frozen.onnx"
+        with self.guard("freeze -> tf2onnx.convert.from_graph_def"):
+            concrete = self.tf_module.serve.get_concrete_function()
+            frozen = convert_variables_to_constants_v2(concrete)
+            ins, outs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+            proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=ins,
+                                                      output_names=outs, opset=ONNX_OPSET)  # fmt: skip
+            # tf.nest flattens the dict of outputs in sorted key order
+            rename(proto, dict(zip(ins, self.sig.input_names())) | dict(zip(outs, sorted(concrete.structured_outputs))))
+            onnx.save(proto, str(path))
+        return path
+
+    @step
     def keras_onnx_path(self) -> Path:
         """Keras' own ONNX export (model.export(format="onnx")), tf2onnx's fallback."""
         path = self.tmp / "model-keras.onnx"
@@ -182,9 +203,14 @@ class Workspace:
 
     @property
     def tf_input_specs(self) -> list:
+        return self.tf_specs(None)
+
+    def tf_specs(self, batch: int | None) -> list:
+        """tf.TensorSpecs of the source's inputs; `batch` fixes the batch dimension."""
         import tensorflow as tf
 
-        return [tf.TensorSpec([None if d < 0 else d for d in s.shape], s.numpy_dtype, name=s.name) for s in self.sig.inputs]
+        return [tf.TensorSpec([batch, *[None if d < 0 else d for d in s.shape[1:]]], s.numpy_dtype, name=s.name)
+                for s in self.sig.inputs]  # fmt: skip
 
     @step
     def tf_module(self):
@@ -215,6 +241,10 @@ class Workspace:
             def serve(self, *xs):
                 return dict(zip(out_names, call(*xs)))
 
+            @tf.function(input_signature=self.tf_specs(1))
+            def serve_one(self, *xs):  # batch fixed at 1 (see saved_model_batch1_dir)
+                return dict(zip(out_names, call(*xs)))
+
         module = Serving()
         module.inner = self._onnx2tf_loaded if self.is_torch else self.source.native
         return module
@@ -237,10 +267,22 @@ class Workspace:
 
     @step
     def saved_model_dir(self) -> Path:
+        path = self.tmp / "savedmodel"
+        self._save(path, self.tf_module.serve, self.tf_input_specs)
+        return path
+
+    @step
+    def saved_model_batch1_dir(self) -> Path:
+        """The serving signature with the batch dimension fixed at 1, for TFLite: with a static
+        batch, the TensorList ops of a recurrent layer's loop lower to builtin ops (WHILE) while
+        the sequence length stays dynamic; the runtime runs a batch sample by sample."""
+        path = self.tmp / "savedmodel-batch1"
+        self._save(path, self.tf_module.serve_one, self.tf_specs(1))
+        return path
+
+    def _save(self, path: Path, fn, specs) -> None:
         import tensorflow as tf
 
-        path = self.tmp / "savedmodel"
-        module = self.tf_module
         with self.guard("SavedModel export"):
             if self._is_keras_model:
                 # Keras' own exporter: a tf.Module wrapping a Keras 3 model saves fine for TF, but
@@ -249,11 +291,10 @@ class Workspace:
 
                 archive = keras.export.ExportArchive()
                 archive.track(self.source.native)
-                archive.add_endpoint("serve", module.serve, input_signature=self.tf_input_specs)
+                archive.add_endpoint("serve", fn, input_signature=specs)
                 archive.write_out(str(path))
             else:
-                tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-        return path
+                tf.saved_model.save(self.tf_module, str(path), signatures={"serving_default": fn})
 
     @property
     def _is_keras_model(self) -> bool:
@@ -268,6 +309,16 @@ class Workspace:
             traced = torch.jit.trace(self.source.native, tuple(self.example(2)), strict=False)
             traced.save(str(path))
         return path
+
+
+def rename(proto, names: dict[str, str]) -> None:
+    """Rename ONNX graph inputs/outputs (and every reference to them)."""
+    g = proto.graph
+    for v in [*g.input, *g.output, *g.value_info]:
+        v.name = names.get(v.name, v.name)
+    for n in g.node:
+        n.input[:] = [names.get(x, x) for x in n.input]
+        n.output[:] = [names.get(x, x) for x in n.output]
 
 
 def _onnx2tf_call(inner, in_names: list[str], out_names: list[str]):

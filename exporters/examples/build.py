@@ -1,4 +1,4 @@
-"""Train (or initialise) the six example models and wrap them as export sources."""
+"""Train (or initialise) the example models and wrap them as export sources."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ RANDOM_NOTE = (
 )
 HELD_OUT = "the first 32 samples of the held-out digits test split"
 RANDOM_INPUTS = "seeded uniform random images in [0, 1)"
-EPOCHS = {"mlp": 40, "cnn": 30}
+TOKENS = DIGITS + "; each image as 64 intensity tokens (ids 1-17), trailing blank tokens cropped"
+HELD_OUT_TOKENS = "the first 32 sequences of the held-out digits test split (lengths 59-64, padded to 64)"
+EPOCHS = {"mlp": 40, "cnn": 30, "transformer": 40}
 EXAMPLES = (
     "digits-mlp-torch", "digits-mlp-keras", "digits-cnn-torch", "digits-cnn-keras",
-    "mobilenetv2-torch", "mobilenetv2-keras",
+    "mobilenetv2-torch", "mobilenetv2-keras", "digits-transformer-torch", "digits-transformer-keras",
 )  # fmt: skip
 
 
@@ -45,8 +47,11 @@ def _timed_call(src: SourceModel) -> Callable[[dict], object]:
         return src.predict
     import tensorflow as tf
 
-    names = src.signature.input_names()
-    fn = tf.function(lambda *xs: src.native(xs[0] if len(xs) == 1 else list(xs), training=False))
+    from exporters.sources.keras import takes_dict
+
+    names, as_dict = src.signature.input_names(), takes_dict(src.native)
+    fn = tf.function(lambda *xs: src.native(dict(zip(names, xs)) if as_dict else xs[0] if len(xs) == 1 else list(xs),
+                                            training=False))  # fmt: skip
     return lambda x: fn(*[tf.constant(x[n]) for n in names])
 
 
@@ -101,6 +106,48 @@ def _keras(name: str, digits: data.Digits) -> SourceModel:
                                    accuracy=acc, labels=digits.y_test[: data.REFERENCE_BATCH], inputs_note=HELD_OUT)  # fmt: skip
 
 
+def _token_specs():
+    """input_ids + attention_mask, int64 [batch, sequence]: the same signature in both frameworks."""
+    from exporters.examples.tokens import VOCAB_SIZE
+    from exporters.inputs import parse_input, with_roles
+
+    specs = [parse_input("input_ids:int64:batch,sequence"), parse_input("attention_mask:int64:batch,sequence")]
+    return with_roles(specs, VOCAB_SIZE)
+
+
+def _transformer(name: str) -> SourceModel:
+    """The token transformer pair: the same architecture in PyTorch and Keras, trained on digits read
+    as token sequences (exporters/examples/tokens.py)."""
+    from exporters.examples import tokens
+
+    t = tokens.load_digit_tokens()
+    n = data.REFERENCE_BATCH
+    ref = {"input_ids": t.ids_test[:n], "attention_mask": t.mask_test[:n]}
+    common = dict(architecture="digits-transformer", output_names=["logits"], weights="trained", dataset=TOKENS,
+                  labels=t.y_test[:n], inputs_note=HELD_OUT_TOKENS)  # fmt: skip
+    if name.endswith("-torch"):
+        import torch
+
+        from exporters.examples import torch_models as tm
+        from exporters.sources import pytorch
+
+        torch.manual_seed(data.SEED)
+        model = tm.token_transformer()
+        tm.train_tokens(model, t.ids_train, t.mask_train, t.y_train, EPOCHS["transformer"], data.SEED)
+        acc = tm.accuracy_tokens(model, t.ids_test, t.mask_test, t.y_test)
+        return pytorch.from_module(name, model, ref, input_specs=_token_specs(), accuracy=acc, **common)
+    import keras
+
+    from exporters.examples import keras_models as km
+    from exporters.sources import keras as keras_source
+
+    keras.utils.set_random_seed(data.SEED)
+    model = km.token_transformer()
+    km.train_tokens(model, t.ids_train, t.mask_train, t.y_train, EPOCHS["transformer"], data.SEED)
+    acc = km.accuracy_tokens(model, t.ids_test, t.mask_test, t.y_test)
+    return keras_source.from_model(name, model, ref, specs=_token_specs(), accuracy=acc, **common)
+
+
 def _named(model, name: str):
     """The Keras model's input spec under the name every artifact of the example uses."""
     from exporters.sources.keras import input_specs
@@ -116,7 +163,10 @@ def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
     for name in names:
         start = time.perf_counter()
         log.info("[%s] building the source model", name)
-        src = _torch(name, digits) if name.endswith("-torch") else _keras(name, digits)
+        if "-transformer-" in name:
+            src = _transformer(name)
+        else:
+            src = _torch(name, digits) if name.endswith("-torch") else _keras(name, digits)
         src.info.single_sample_ms = single_sample_ms(_timed_call(src), {k: v[:1] for k, v in src.reference_inputs.items()})
         acc = f", test accuracy {src.info.test_accuracy:.4f}" if src.info.test_accuracy is not None else ""
         log.info("[%s] ready in %.1f s%s, %s, single-sample %.2f ms in %s", name, time.perf_counter() - start,

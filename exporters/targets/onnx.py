@@ -30,6 +30,11 @@ def _tf2onnx(ws: Workspace, dest: Path) -> Exported:
     return Exported("model.onnx", versions("tensorflow", "keras", "tf2onnx", "onnx"))
 
 
+def _frozen(ws: Workspace, dest: Path) -> Exported:
+    _copy(ws.onnx_frozen_path, dest)
+    return Exported("model.onnx", versions("tensorflow", "keras", "tf2onnx", "onnx"))
+
+
 def _keras(ws: Workspace, dest: Path) -> Exported:
     _copy(ws.keras_onnx_path, dest)
     return Exported("model.onnx", versions("keras", "tf2onnx", "onnx"))
@@ -39,6 +44,7 @@ ROUTES = [
     Route("torch.onnx.export (TorchScript-based, opset 17, dynamic axes)", ("pytorch",), _torch),
     Route("torch.onnx.export(dynamo=True) (torch.export-based, opset 18)", ("pytorch",), _torch_dynamo),
     Route("tf.function -> tf2onnx.convert.from_function (opset 17)", ("keras",), _tf2onnx),
+    Route("tf.function -> frozen graph -> tf2onnx.convert.from_graph_def (opset 17)", ("keras",), _frozen),
     Route("keras model.export(format='onnx')", ("keras",), _keras),
 ]
 

@@ -12,11 +12,11 @@ from exporters.targets import Exported, Route
 from exporters.workspace import Workspace, versions
 
 
-def _convert(ws: Workspace, dest: Path, select_ops: bool) -> Exported:
+def _convert(ws: Workspace, dest: Path, select_ops: bool = False, batch1: bool = False) -> Exported:
     import tensorflow as tf
 
-    what = "TFLiteConverter.from_saved_model" + (" (TF Select ops)" if select_ops else "")
-    saved = ws.saved_model_dir
+    what = "TFLiteConverter.from_saved_model" + (" (TF Select ops)" if select_ops else "") + (" (batch 1)" if batch1 else "")
+    saved = ws.saved_model_batch1_dir if batch1 else ws.saved_model_dir
     with ws.guard(what):
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if select_ops:
@@ -25,11 +25,16 @@ def _convert(ws: Workspace, dest: Path, select_ops: bool) -> Exported:
         (dest / "model.tflite").write_bytes(converter.convert())
     conv = versions("tensorflow", "ai-edge-litert") | (versions("torch", "onnx2tf") if ws.is_torch else {})
     extra = {"ops": "TFLITE_BUILTINS + SELECT_TF_OPS (needs the Flex delegate)"} if select_ops else {}
-    return Exported("model.tflite", conv, extra)
+    fixed = {s.name: [1, *s.shape[1:]] for s in ws.sig.inputs} if batch1 else None
+    return Exported("model.tflite", conv, extra, fixed_shapes=fixed)
 
 
 def _builtins(ws: Workspace, dest: Path) -> Exported:
     return _convert(ws, dest, select_ops=False)
+
+
+def _batch1(ws: Workspace, dest: Path) -> Exported:
+    return _convert(ws, dest, batch1=True)
 
 
 def _select(ws: Workspace, dest: Path) -> Exported:
@@ -38,26 +43,33 @@ def _select(ws: Workspace, dest: Path) -> Exported:
 
 ROUTES = [
     Route("SavedModel -> TFLiteConverter.from_saved_model (float32, builtin ops)", ("pytorch", "keras"), _builtins),
+    # Recurrent layers over a dynamic sequence: their TensorList ops lower to builtins only with a
+    # static batch; the server then runs a batch one sample at a time (fixed_shapes [1, ...]).
+    Route("SavedModel with batch 1 -> TFLiteConverter (float32, builtin ops, dynamic sequence)", ("pytorch", "keras"), _batch1),
+    # Needs an interpreter with the Flex delegate (this machine's tensorflow wheel has none).
     Route("SavedModel -> TFLiteConverter (float32, builtins + TF Select ops)", ("pytorch", "keras"), _select),
 ]
 
 
+def needs_flex(path: Path) -> bool:
+    """The model uses TF Select ops: their custom op codes are named Flex<Op> in the flatbuffer."""
+    return b"Flex" in Path(path).read_bytes()
+
+
 def interpreter(path: Path, threads: int = 1):
-    """(interpreter, label): ai-edge-litert's, or tensorflow's when the model needs Flex ops."""
-    from ai_edge_litert.interpreter import Interpreter
+    """(interpreter, label): ai-edge-litert's, or tensorflow's (it links the Flex delegate) when the
+    model needs TF Select ops, which ai-edge-litert cannot run."""
+    if needs_flex(path):
+        import tensorflow as tf
 
-    try:
-        interp = Interpreter(model_path=str(path), num_threads=threads)
-        interp.allocate_tensors()
-        return interp, "ai-edge-litert"
-    except RuntimeError as e:
-        if "Flex" not in str(e) and "Select TensorFlow op" not in str(e):
-            raise
-    import tensorflow as tf
+        interp = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        label = "tf.lite.Interpreter (Flex delegate)"
+    else:
+        from ai_edge_litert.interpreter import Interpreter
 
-    interp = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        interp, label = Interpreter(model_path=str(path), num_threads=threads), "ai-edge-litert"
     interp.allocate_tensors()
-    return interp, "tf.lite.Interpreter (Flex delegate)"
+    return interp, label
 
 
 def runner(path: Path, signature):
@@ -67,10 +79,18 @@ def runner(path: Path, signature):
     run_sig = interp.get_signature_runner("serving_default")
     details = run_sig.get_input_details()
     wanted = {k: d["dtype"] for k, d in details.items()}
+    fixed_batch = any(int(d["shape_signature"][0]) == 1 for d in details.values() if len(d["shape_signature"]))
     out_dtypes = {s.name: s.numpy_dtype for s in signature.outputs}
 
-    def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_one(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = run_sig(**cast_inputs(x, wanted))
         return {k: v.astype(out_dtypes.get(k, v.dtype), copy=False) for k, v in out.items()}
+
+    def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(x.values())))
+        if not fixed_batch or n == 1:
+            return run_one(x)
+        parts = [run_one({k: v[i : i + 1] for k, v in x.items()}) for i in range(n)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     return run

@@ -120,25 +120,39 @@ def _kseed():
     keras.utils.set_random_seed(SEED)
 
 
+def _calibrated(model):
+    """Random-init deep nets let activations vanish (EfficientNet's logits are ~1e-10): set the
+    BatchNorm statistics from one batch of images, so outputs vary and parity means something."""
+    import numpy as np
+
+    from exporters.examples.keras_models import calibrate_batchnorm
+
+    images = np.random.default_rng(1).random((32, *model.inputs[0].shape[1:]), dtype=np.float32)
+    return calibrate_batchnorm(model, images)  # the distribution the exporter draws its inputs from
+
+
 def keras_efficientnet():
     import keras
 
     _kseed()
-    return keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    return _calibrated(keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=5,
+                                                         classifier_activation=None))  # fmt: skip
 
 
 def keras_mobilenetv3():
     import keras
 
     _kseed()
-    return keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    return _calibrated(keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=5,
+                                                           classifier_activation=None))  # fmt: skip
 
 
 def keras_resnet():
     import keras
 
     _kseed()
-    return keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    return _calibrated(keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=5,
+                                                   classifier_activation=None))  # fmt: skip
 
 
 def keras_hub_bert():

@@ -68,9 +68,7 @@ class ModelServer:
         self.limits = Limits()  # no max_batch: a request above batch_max_size runs on its own
         self.metrics = Metrics()
         self.batchers = {
-            # A fixed batch dimension caps what the batcher may concatenate.
-            name: Batcher(m, m.max_batch or settings.batch_max_size, settings.batch_max_delay_ms,
-                          self.metrics)
+            name: Batcher(m, settings.batch_max_size, settings.batch_max_delay_ms, self.metrics)
             for name, m in models.items()
         }
         for m in models.values():

@@ -66,7 +66,8 @@ class ModelRuntime(ABC):
         else the runtime fails on them (a 500 for the client's error)."""
         for name, fixed in self.fixed_shapes.items():
             shape = list(inputs[name].shape)
-            if len(shape) != len(fixed) or any(f >= 0 and d != f for d, f in zip(shape, fixed)):
+            # the batch dimension is not a limit: run() splits a batch into runs of the fixed size
+            if len(shape) != len(fixed) or any(f >= 0 and d != f for d, f in zip(shape[1:], fixed[1:])):
                 raise CodecError(
                     f"input {name!r} has shape {shape}; this {self.artifact_format} artifact only "
                     f"takes shape {fixed} (its dynamic dimensions did not convert)"
@@ -81,6 +82,16 @@ class ModelRuntime(ABC):
                     if size != got:
                         raise CodecError(f"input {s.name!r} has {dim} {got}, input {first!r} has "
                                          f"{dim} {size}: they must agree")  # fmt: skip
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """predict() on the whole batch, or in runs of the artifact's fixed batch size (e.g. a
+        TFLite LSTM converted with batch 1 so that its sequence stays dynamic)."""
+        step = self.max_batch
+        n = len(next(iter(inputs.values())))
+        if not step or n <= step:
+            return self.predict(inputs)
+        parts = [self.predict({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, n, step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def warm_up(self) -> None:
         """One run on the first row of the model's reference batch (cut to the artifact's fixed
@@ -98,7 +109,7 @@ class ModelRuntime(ABC):
             cut = (slice(0, rows), *(slice(0, f) if f > 0 else slice(None) for f in fixed))
             inputs[s.name] = np.ascontiguousarray(reference[s.name][cut], s.numpy_dtype)
         self.check(inputs)
-        outputs = self.predict(inputs)
+        outputs = self.run(inputs)
         missing = [s.name for s in self.outputs if s.name not in outputs]
         if missing:
             raise RuntimeError(f"warm-up returned no output(s) {missing}")
