@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.runtimes import RUNTIMES
+
 STACK_ENV = Path(__file__).with_name("stack.env")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,14 +54,10 @@ class StackSettings(BaseSettings):
     gateway_api_key: str = ""
 
     def runtime_url(self, runtime: str) -> str:
-        """Base URL of a runtime's own inference API (TF Serving: its REST port)."""
-        host, port = {
-            "onnxruntime": (self.onnxruntime_host, self.onnxruntime_port),
-            "tflite": (self.tflite_host, self.tflite_port),
-            "tfserving": (self.tfserving_host, self.tfserving_rest_port),
-            "torchserve": (self.torchserve_host, self.torchserve_inference_port),
-        }[runtime]
-        return f"http://{host}:{port}"
+        """Base URL of a runtime's own inference API (its registry entry's first port: TF
+        Serving's REST port, TorchServe's inference port)."""
+        r = RUNTIMES[runtime]
+        return f"http://{getattr(self, r.host_key)}:{getattr(self, r.port_keys[0])}"
 
     @property
     def model_store(self) -> Path:

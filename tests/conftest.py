@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = (
     "digits-mlp-torch", "digits-mlp-keras", "digits-cnn-torch", "digits-cnn-keras",
-    "mobilenetv2-torch", "mobilenetv2-keras",
+    "mobilenetv2-torch", "mobilenetv2-keras", "digits-transformer-torch", "digits-transformer-keras",
 )  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def python_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def real_store() -> Path:
-    """The store of the six examples that `make export` builds (built here if it is missing)."""
+    """The store of the examples that `make export` builds (built here if it is missing)."""
     store = REPO / "model_store"
     if not all((store / m / "manifest.json").exists() for m in EXAMPLES):
         subprocess.run([sys.executable, "-m", "exporters", "examples", "--store", str(store)],

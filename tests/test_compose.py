@@ -108,6 +108,19 @@ def test_validator_rejects_a_broken_copy(tmp_path, mutation, complaint):
 
 
 # --- topology ----------------------------------------------------------------------------------
+def test_services_are_the_runtime_registry_plus_the_gateway(services):
+    """compose, local mode and the gateway read one registry (contract/runtimes.py)."""
+    from contract.runtimes import RUNTIMES
+    from services.settings import get_settings
+    from services.supervisor.spec import default_specs
+
+    local = {s.name for s in default_specs(get_settings(), Path("/tmp"))}
+    assert local == set(RUNTIMES) | {"gateway"}
+    assert local <= set(services)
+    for name, r in RUNTIMES.items():  # every registry port key is a port of that service
+        assert all(k.upper() in STACK_ENV for k in r.port_keys), name
+
+
 def test_only_the_gateway_publishes_a_port(services):
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert list(published) == ["gateway"]

@@ -143,7 +143,8 @@ def _progress(s: dict) -> str:
     if s["status"] == "starting":
         return f"pid {s['pid']}"
     if s["status"] == "ready":
-        return f"in {s['startup_s']:.1f} s"
+        note = f"; {s['probe_note']}" if s.get("probe_note") else ""
+        return f"in {s['startup_s']:.1f} s{note}"
     if s["status"] in ("restarting", "failed"):
         return (s.get("last_exit") or {}).get("why", "")
     return ""

@@ -37,6 +37,11 @@ class NotReady(Exception):
     """The service did not (yet) answer as expected; the message says what happened."""
 
 
+class ModelUnavailable(Exception):
+    """The server is up and says this one model failed to load (HTTP 503 "failed to load"): the
+    service is ready without it, the model unavailable with its reason."""
+
+
 @dataclass
 class Request:
     what: str  # e.g. "model digits-mlp-torch"
@@ -57,6 +62,8 @@ def _http(req: Request, timeout: float) -> None:
         if req.any_status:
             return
         detail = e.read()[:300].decode(errors="replace")
+        if e.code == 503 and "failed to load" in detail:
+            raise ModelUnavailable(detail) from None
         raise NotReady(f"{req.what}: HTTP {e.code} from {req.url}: {detail}") from None
     except (OSError, urllib.error.URLError) as e:
         raise NotReady(f"{req.what}: {req.url}: {getattr(e, 'reason', e)}") from None
@@ -76,19 +83,18 @@ def _model_requests(kind: str, url: str, fmt: str, store: Path) -> list[Request]
     for name, m in load_store(store).items():
         if not m.passed(fmt):
             continue
+        from contract.codec import InferRequest
+
         reference = m.load_reference(store)[0]
         # Every input, first row of the reference batch, in the manifest's datatype.
-        x = {s.name: np.ascontiguousarray(reference[s.name][:1], s.numpy_dtype)
-             for s in m.signature.inputs}  # fmt: skip
+        req = InferRequest.from_arrays({s.name: np.ascontiguousarray(reference[s.name][:1], s.numpy_dtype)
+                                        for s in m.signature.inputs})  # fmt: skip
         if kind == "tfserving":
-            body = {"inputs": {k: v.tolist() for k, v in x.items()}}
-            path = f"/v1/models/{name}:predict"
+            body, path = req.to_tfserving(), f"/v1/models/{name}:predict"
         else:
-            body = {"inputs": [{"name": s.name, "shape": list(x[s.name].shape),
-                                "datatype": s.datatype, "data": x[s.name].ravel().tolist()}
-                               for s in m.signature.inputs]}  # fmt: skip
+            body = req.to_oip()[0]
             path = f"/v2/models/{name}/infer" if kind == "oip" else f"/predictions/{name}"
-        requests.append(Request(f"model {name}", name, url + path, json.dumps(body).encode(), "outputs"))
+        requests.append(Request(f"model {name}", name, url + path, body, "outputs"))
     return requests
 
 
@@ -99,6 +105,7 @@ class Probe:
         self.conf = probe
         self.requests: list[Request] | None = None
         self.note = ""  # e.g. "no onnx models in store: health endpoint only"
+        self.unavailable: dict[str, str] = {}  # model -> why the server could not load it
 
     def _build(self) -> list[Request]:
         kind, url = self.conf["kind"], self.conf["url"].rstrip("/")
@@ -132,7 +139,14 @@ class Probe:
         if self.conf["kind"] == "torchserve" and self.conf.get("management_url"):
             self._torchserve_workers(min(timeout, 2.0))
         for req in self.requests:
-            _http(req, timeout)
+            try:
+                _http(req, timeout)
+            except ModelUnavailable as e:
+                self.unavailable[req.model or req.what] = str(e)
+            else:
+                self.unavailable.pop(req.model or req.what, None)
+        if self.unavailable:
+            self.note = "unavailable (failed to load): " + "; ".join(f"{m}: {why}" for m, why in self.unavailable.items())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from contract.runtimes import RUNTIMES
 from services.settings import REPO_ROOT, StackSettings
 
 DEFAULT_SERVICES = ("onnxruntime", "tflite", "tfserving", "torchserve", "gateway")
@@ -90,8 +91,8 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
         ("TORCHSERVE_GRPC_INFERENCE_PORT", 7070), ("TORCHSERVE_GRPC_MANAGEMENT_PORT", 7071)]}
     gw_url = f"http://{s.gateway_host}:{s.gateway_port}"
     backends = [
-        oip("onnxruntime", "onnx"),
-        oip("tflite", "tflite"),
+        # Our OIP servers: one per registry entry (contract/runtimes.py), one adapter folder each.
+        *(oip(r.name, r.format) for r in RUNTIMES.values() if r.protocol == "oip"),
         ServiceSpec(
             name="tfserving",
             module="services.tfserving",

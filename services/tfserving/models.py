@@ -5,7 +5,7 @@ TensorFlow runs, and errors carrying TF Serving's status codes and messages."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -136,18 +136,30 @@ class Servable:
 @dataclass
 class Registry:
     servables: dict[str, dict[int, Servable]]
+    failed: dict[str, str] = field(default_factory=dict)  # model -> why it did not load
 
     @classmethod
     def load(cls, entries: list[SavedModelEntry]) -> Registry:
+        """Every servable that loads; one that does not is unavailable with its reason (503, as
+        our OIP servers answer) and never keeps the others from being served."""
         servables: dict[str, dict[int, Servable]] = {}
+        failed: dict[str, str] = {}
         for e in entries:
             log.info("loading %s version %d from %s", e.name, e.version, e.version_dir)
-            servables.setdefault(e.name, {})[e.version] = Servable(e)
-        return cls(servables)
+            try:
+                servables.setdefault(e.name, {})[e.version] = Servable(e)
+            except Exception as err:  # noqa: BLE001 - reported per model
+                failed[e.name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                log.error("model %s failed to load: %s", e.name, failed[e.name])
+                if not servables[e.name]:
+                    del servables[e.name]
+        return cls(servables, failed)
 
     def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         if label is not None:
             raise invalid(f"Unrecognized servable version label: {label}")
+        if name in self.failed and name not in self.servables:
+            raise ServingError("UNAVAILABLE", f"model {name} failed to load: {self.failed[name]}")
         versions = self.servables.get(name, {})
         if version is None:
             if versions:
@@ -165,6 +177,8 @@ class Registry:
         if label is not None:
             raise invalid(f"Unrecognized servable version label: {label}")
         versions = self.servables.get(name)
+        if not versions and name in self.failed:
+            raise ServingError("UNAVAILABLE", f"model {name} failed to load: {self.failed[name]}")
         if not versions:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
         if version is not None and version not in versions:

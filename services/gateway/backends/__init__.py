@@ -1,7 +1,9 @@
-"""Backend clients, one per protocol; make_backends builds the configured set."""
+"""Backend clients, one per protocol of the runtime registry (contract/runtimes.py);
+make_backends builds the configured set."""
 
 from __future__ import annotations
 
+from contract.runtimes import RUNTIMES
 from services.gateway.backends.base import Backend
 from services.gateway.backends.oip import OIPBackend
 from services.gateway.backends.tfserving import TFServingBackend
@@ -10,23 +12,25 @@ from services.gateway.settings import GatewaySettings
 
 __all__ = ["Backend", "OIPBackend", "TFServingBackend", "TorchServeBackend", "make_backends"]
 
+BACKEND_OF_PROTOCOL: dict[str, type[Backend]] = {
+    "oip": OIPBackend,
+    "tfserving": TFServingBackend,
+    "torchserve": TorchServeBackend,
+}
+
 
 def make_backends(settings: GatewaySettings) -> dict[str, Backend]:
     backends: dict[str, Backend] = {}
     for rt in settings.runtimes:
-        common = dict(
+        protocol = RUNTIMES[rt].protocol
+        extra = {"management_url": settings.torchserve_management_url} if protocol == "torchserve" else {}
+        backends[rt] = BACKEND_OF_PROTOCOL[protocol](
+            rt,
+            settings.runtime_url(rt),
             timeout=settings.backend_timeout(rt),
             connect_timeout=settings.gateway_connect_timeout_s,
             max_connections=settings.gateway_max_connections,
             probe_timeout=settings.gateway_probe_timeout_s,
+            **extra,
         )
-        url = settings.runtime_url(rt)
-        if rt == "tfserving":
-            backends[rt] = TFServingBackend(rt, url, **common)
-        elif rt == "torchserve":
-            backends[rt] = TorchServeBackend(
-                rt, url, management_url=settings.torchserve_management_url, **common
-            )
-        else:
-            backends[rt] = OIPBackend(rt, url, **common)
     return backends

@@ -25,7 +25,7 @@ class TFServingBackend(Backend):
     async def infer(self, call: Call) -> Answer:
         name = call.model.name
         forward = call.tfs_body is not None
-        body = call.tfs_body if forward else call.req.to_tfserving()
+        body = call.tfs_body if forward else call.req.to_tfserving(call.model.signature)  # values checked
         status, h, data = await self._send("POST", f"/v1/models/{name}:predict", body,
                                            request_headers(call))
         self.check(status, h, data, name)
