@@ -25,8 +25,10 @@ $(VENV)/.installed: requirements.lock
 install: $(VENV)/.installed ## build .venv from requirements.lock
 
 $(STORE)/.examples.stamp: $(VENV)/.installed $(EXPORT_INPUTS)
-	@echo "==> exporting the six example models to every format (parity-checked)"
-	$(PY) -m exporters examples --store $(STORE)
+	@echo "==> exporting the example models to every format (parity-checked)"
+	@# Exit 1 = some artifacts failed (each says why in the table and its manifest; its runtime
+	@# then does not serve that model); exit 2 = a source could not be built: stop.
+	$(PY) -m exporters examples --store $(STORE) || [ $$? -eq 1 ]
 	@touch $@
 
 export: $(STORE)/.examples.stamp ## train + export the example models into model_store/
