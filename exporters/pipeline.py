@@ -58,10 +58,11 @@ def export_model(
         manifest.reference = save_reference(staging, source.reference_inputs, outputs, source.reference_labels)
         with tempfile.TemporaryDirectory(prefix=f"export-{source.name}-") as tmp:
             ws = Workspace(source, Path(tmp), None if debug else staging / "logs")
-            # ONNX first: the routes through ONNX (onnx2tf, the .mar's onnxruntime fallback) then
-            # start from the ONNX file that passed parity, not from a failed attempt.
+            # ONNX first, then the SavedModel: routes through them (onnx2tf, the translation, the
+            # .mar's onnxruntime fallback, TFLite) start from a certified file, not a failed attempt.
+            order = {"onnx": 0, "savedmodel": 1}
             done = {fmt: _export_one(ws, fmt, staging, version, tolerance, manifest, store_dir)
-                    for fmt in sorted(formats, key=lambda f: f != "onnx")}  # fmt: skip
+                    for fmt in sorted(formats, key=lambda f: order.get(f, 2))}  # fmt: skip
             rows += [done[fmt] for fmt in formats]
         manifest.save(staging)
         store.commit(staging, store_dir, source.name)
@@ -107,6 +108,8 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
             continue
         if fmt == "onnx" and cert.ok:
             ws.chosen_onnx = path
+        if fmt == "savedmodel" and cert.ok:
+            ws.chosen_via = ws.candidate_via
         rel = str(path.relative_to(staging)).removesuffix("/.")
         art = manifest.artifacts[fmt] = Artifact(
             format=fmt, version=version, path=rel, bytes=store.size(path), sha256=store.sha256(path),

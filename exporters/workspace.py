@@ -59,6 +59,8 @@ class Workspace:
         self.seconds: dict[str, float] = {}
         self.used: set[str] = set()
         self.chosen_onnx: Path | None = None  # the ONNX artifact that passed parity
+        self.chosen_via: str | None = None  # the way to TensorFlow whose SavedModel passed parity
+        self.candidate_via: str | None = None  # set by the SavedModel route being certified
 
     @property
     def best_onnx(self) -> Path:
@@ -134,7 +136,7 @@ class Workspace:
 
             with self.guard("tf2onnx.convert.from_function"):
                 tf2onnx.convert.from_function(
-                    self.tf_module.serve, input_signature=self.tf_input_specs, opset=ONNX_OPSET,
+                    self.tf_module("keras").serve, input_signature=self.tf_input_specs, opset=ONNX_OPSET,
                     output_path=str(path),
                 )  # fmt: skip
         return path
@@ -170,7 +172,7 @@ class Workspace:
 
         path = self.tmp / "model-frozen.onnx"
         with self.guard("freeze -> tf2onnx.convert.from_graph_def"):
-            concrete = self.tf_module.serve.get_concrete_function()
+            concrete = self.tf_module("keras").serve.get_concrete_function()
             frozen = convert_variables_to_constants_v2(concrete)
             ins, outs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
             proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=ins,
@@ -183,9 +185,21 @@ class Workspace:
     @step
     def keras_onnx_path(self) -> Path:
         """Keras' own ONNX export (model.export(format="onnx")), tf2onnx's fallback."""
+        import onnx
+
         path = self.tmp / "model-keras.onnx"
         with self.guard("keras model.export(format='onnx')"):
             self.source.native.export(str(path), format="onnx", input_signature=self._keras_signature())
+            # Keras names the graph's outputs Identity:0, ... in output order: name them as the source.
+            proto = onnx.load(str(path))
+            have_in, have_out = [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
+            names = {}
+            if len(have_out) == len(self.sig.outputs):
+                names |= dict(zip(have_out, self.sig.output_names()))
+            if len(have_in) == len(self.sig.inputs) and set(have_in) != set(self.sig.input_names()):
+                names |= dict(zip(have_in, self.sig.input_names()))
+            rename(proto, names)
+            onnx.save(proto, str(path))
         return path
 
     def _keras_signature(self):
@@ -212,29 +226,47 @@ class Workspace:
         return [tf.TensorSpec([batch, *[None if d < 0 else d for d in s.shape[1:]]], s.numpy_dtype, name=s.name)
                 for s in self.sig.inputs]  # fmt: skip
 
-    @step
-    def tf_module(self):
+    # A PyTorch model reaches TensorFlow from its certified ONNX file by one of two "vias": onnx2tf
+    # (the library), else exporters/onnx_tf.py (our node-by-node translation, for the transformer
+    # and recurrent graphs onnx2tf 1.28 cannot build on TensorFlow 2.21). Keras is its own via.
+    TORCH_VIAS = ("onnx2tf", "translate")
+
+    @property
+    def tf_vias(self) -> tuple[str, ...]:
+        """The vias to try, certified one first (set when a SavedModel passes parity)."""
+        if not self.is_torch:
+            return ("keras",)
+        return (self.chosen_via,) if self.chosen_via else self.TORCH_VIAS
+
+    def tf_module(self, via: str):
         """A tf.Module whose `serve` takes the source's inputs as named tensors and returns a dict
-        of exactly the source's output names."""
+        of exactly the source's output names (`serve_one`: the same with the batch fixed at 1)."""
+        return self.cached(f"tf_module:{via}", lambda: self._tf_module(via))
+
+    def _tf_module(self, via: str):
         import tensorflow as tf
 
         in_names, out_names = self.sig.input_names(), self.sig.output_names()
-        if self.is_torch:
-            inner = self._onnx2tf_loaded.signatures["serving_default"]
-            call = _onnx2tf_call(inner, in_names, out_names)
+        if via == "onnx2tf":
+            inner = self._onnx2tf_loaded
+            call = _onnx2tf_call(inner.signatures["serving_default"], in_names, out_names)
+        elif via == "translate":
+            inner = None
+            call = self._translated_call()
         elif hasattr(self.source.native, "signatures"):  # a loaded SavedModel
-            inner = self.source.native.signatures["serving_default"]
-            keys = sorted(inner.structured_outputs)
-            call = lambda *xs: [inner(**dict(zip(in_names, xs)))[k] for k in keys]  # noqa: E731
+            inner = self.source.native
+            fn = inner.signatures["serving_default"]
+            keys = sorted(fn.structured_outputs)
+            call = lambda *xs: [fn(**dict(zip(in_names, xs)))[k] for k in keys]  # noqa: E731
         else:
             from exporters.sources import flatten_outputs
             from exporters.sources.keras import takes_dict
 
-            model, as_dict = self.source.native, takes_dict(self.source.native)
+            inner, as_dict = self.source.native, takes_dict(self.source.native)
 
             def call(*xs):
                 args = dict(zip(in_names, xs)) if as_dict else (list(xs) if len(xs) > 1 else xs[0])
-                return [v for _, v in flatten_outputs(model(args, training=False))]
+                return [v for _, v in flatten_outputs(inner(args, training=False))]
 
         class Serving(tf.Module):
             @tf.function(input_signature=self.tf_input_specs)
@@ -242,12 +274,22 @@ class Workspace:
                 return dict(zip(out_names, call(*xs)))
 
             @tf.function(input_signature=self.tf_specs(1))
-            def serve_one(self, *xs):  # batch fixed at 1 (see saved_model_batch1_dir)
+            def serve_one(self, *xs):  # batch fixed at 1 (see saved_model_dir(batch1=True))
                 return dict(zip(out_names, call(*xs)))
 
         module = Serving()
-        module.inner = self._onnx2tf_loaded if self.is_torch else self.source.native
+        module.inner = inner
         return module
+
+    def _translated_call(self):
+        import onnx
+
+        from exporters import onnx_tf
+
+        with self.guard("exporters/onnx_tf translation"):
+            fn = onnx_tf.translate(onnx.load(str(self.best_onnx)))
+        in_names, out_names = self.sig.input_names(), self.sig.output_names()
+        return lambda *xs: [fn(**dict(zip(in_names, xs)))[o] for o in out_names]
 
     @step
     def _onnx2tf_loaded(self):
@@ -265,22 +307,48 @@ class Workspace:
             )  # fmt: skip
             return tf.saved_model.load(str(out))
 
-    @step
-    def saved_model_dir(self) -> Path:
-        path = self.tmp / "savedmodel"
-        self._save(path, self.tf_module.serve, self.tf_input_specs)
-        return path
+    def saved_model_dir(self, via: str, batch1: bool = False) -> Path:
+        """The SavedModel of `via`; batch1: the serving signature with the batch fixed at 1, for
+        TFLite: with a static batch, the TensorList ops of a recurrent layer's loop lower to builtin
+        ops (WHILE) while the sequence stays dynamic; the runtime runs a batch sample by sample."""
+        path = self.tmp / f"savedmodel-{via}{'-batch1' if batch1 else ''}"
 
-    @step
-    def saved_model_batch1_dir(self) -> Path:
-        """The serving signature with the batch dimension fixed at 1, for TFLite: with a static
-        batch, the TensorList ops of a recurrent layer's loop lower to builtin ops (WHILE) while
-        the sequence length stays dynamic; the runtime runs a batch sample by sample."""
-        path = self.tmp / "savedmodel-batch1"
-        self._save(path, self.tf_module.serve_one, self.tf_specs(1))
-        return path
+        def save() -> Path:
+            module = self.tf_module(via)
+            fn, specs = (module.serve_one, self.tf_specs(1)) if batch1 else (module.serve, self.tf_input_specs)
+            self._save(path, module, fn, specs)
+            return path
 
-    def _save(self, path: Path, fn, specs) -> None:
+        return self.cached(path.name, save)
+
+    def first_saved_model(self, batch1: bool = False) -> Path:
+        """The SavedModel TFLite starts from: the certified via's, else the first that builds."""
+        error: ConversionError | None = None
+        for via in self.tf_vias:
+            try:
+                return self.saved_model_dir(via, batch1)
+            except ConversionError as e:
+                error = e
+        assert error is not None
+        raise error
+
+    def cached(self, key: str, fn):
+        """A cached, timed intermediate under an explicit key (what @step does by method name)."""
+        if key in self.failures:
+            raise self.failures[key]
+        if key not in self.values:
+            start = time.perf_counter()
+            try:
+                self.values[key] = fn()
+            except ConversionError as e:
+                self.failures[key] = e
+                raise
+            finally:
+                self.seconds[key] = time.perf_counter() - start
+        self.used.add(key)
+        return self.values[key]
+
+    def _save(self, path: Path, module, fn, specs) -> None:
         import tensorflow as tf
 
         with self.guard("SavedModel export"):
@@ -294,7 +362,7 @@ class Workspace:
                 archive.add_endpoint("serve", fn, input_signature=specs)
                 archive.write_out(str(path))
             else:
-                tf.saved_model.save(self.tf_module, str(path), signatures={"serving_default": fn})
+                tf.saved_model.save(module, str(path), signatures={"serving_default": fn})
 
     @property
     def _is_keras_model(self) -> bool:

@@ -12,16 +12,23 @@ from exporters.targets import Exported, Route
 from exporters.workspace import Workspace, versions
 
 
-def _export(ws: Workspace, dest: Path) -> Exported:
-    shutil.copytree(ws.saved_model_dir, dest, dirs_exist_ok=True)
-    conv = versions("torch", "onnx", "onnx2tf", "tensorflow") if ws.is_torch else versions("keras", "tensorflow")
-    return Exported(".", conv, {"signature": "serving_default"})
+def _via(via: str):
+    def export(ws: Workspace, dest: Path) -> Exported:
+        shutil.copytree(ws.saved_model_dir(via), dest, dirs_exist_ok=True)
+        ws.candidate_via = via  # the pipeline certifies it: TFLite then starts from the same graph
+        conv = {"keras": versions("keras", "tensorflow"), "onnx2tf": versions("torch", "onnx", "onnx2tf", "tensorflow"),
+                "translate": versions("torch", "onnx", "tensorflow")}[via]  # fmt: skip
+        return Exported(".", conv, {"signature": "serving_default", "via": via})
+
+    return export
 
 
 ROUTES = [
-    Route("torch.onnx.export -> onnx2tf (input layout kept) -> tf.saved_model.save", ("pytorch",), _export),
-    Route("keras model -> tf.function signature -> keras.export.ExportArchive", ("keras",), _export),
-]
+    Route("certified ONNX -> onnx2tf (input layout kept) -> tf.saved_model.save", ("pytorch",), _via("onnx2tf")),
+    Route("certified ONNX -> exporters/onnx_tf (node-by-node TF translation) -> tf.saved_model.save", ("pytorch",),
+          _via("translate")),
+    Route("keras model -> tf.function signature -> keras.export.ExportArchive", ("keras",), _via("keras")),
+]  # fmt: skip
 
 
 def runner(path: Path, signature):

@@ -16,7 +16,7 @@ def _convert(ws: Workspace, dest: Path, select_ops: bool = False, batch1: bool =
     import tensorflow as tf
 
     what = "TFLiteConverter.from_saved_model" + (" (TF Select ops)" if select_ops else "") + (" (batch 1)" if batch1 else "")
-    saved = ws.saved_model_batch1_dir if batch1 else ws.saved_model_dir
+    saved = ws.first_saved_model(batch1)
     with ws.guard(what):
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if select_ops:

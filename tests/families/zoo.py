@@ -200,10 +200,13 @@ def keras_multi_io():
 
 
 SEQ = ("--input", "input_ids:int64:batch,sequence")
+# Deep image nets accumulate float32 rounding differently per runtime (fused kernels): measured
+# 1.1-1.5e-4 x |logits| on ResNet50 and MobileNetV3 (TFLite, tf2onnx); the user's --tolerance.
+DEEP = ("--tolerance", "1e-3")
 FAMILIES: tuple[Family, ...] = (
-    Family("keras-efficientnetb0", "keras", "keras_efficientnet", tags=("image",)),
-    Family("keras-mobilenetv3small", "keras", "keras_mobilenetv3", tags=("image",)),
-    Family("keras-resnet50", "keras", "keras_resnet", tags=("image",)),
+    Family("keras-efficientnetb0", "keras", "keras_efficientnet", DEEP, ("image",)),
+    Family("keras-mobilenetv3small", "keras", "keras_mobilenetv3", DEEP, ("image",)),
+    Family("keras-resnet50", "keras", "keras_resnet", DEEP, ("image",)),
     Family("keras-hub-bert", "keras", "keras_hub_bert", tags=("transformer",)),
     Family("keras-lstm", "keras", "keras_lstm", tags=("recurrent",)),
     Family("keras-gru", "keras", "keras_gru", tags=("recurrent",)),
