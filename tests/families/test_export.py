@@ -47,3 +47,17 @@ def test_multi_io_names_survive(name, family_store):
     if name != "torch-two-in-two-out":
         assert m.signature.output_names() == ["class_logits", "score"]
     assert [s.datatype for s in m.signature.inputs] in (["FP32", "INT64"], ["FP32", "FP32"])
+
+
+@pytest.mark.parametrize("name", ["hf-bert", "hf-vit", "torch-lstm"])
+def test_fallback_route_is_recorded_with_its_root_cause(name, family_store):
+    """onnx2tf 1.28 cannot build these graphs on TensorFlow 2.21: the manifest says so in one line
+    per failed route, and the SavedModel comes from the next route (the ONNX->TF translation)."""
+    a = load_manifest(family_store / name).artifacts["savedmodel"]
+    assert "onnx_tf" in a.route and a.parity.ok
+    failed = {f.route: f.error for f in a.routes_failed}
+    (onnx2tf,) = [e for r, e in failed.items() if "onnx2tf" in r]
+    assert "\n" not in onnx2tf and "Traceback" not in onnx2tf and len(onnx2tf) < 600
+    assert onnx2tf.startswith(("onnx2tf.convert failed:", "parity failed:"))
+    log = family_store / name / "logs" / "savedmodel.log"
+    assert log.is_file() and "===== route:" in log.read_text()
