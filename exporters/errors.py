@@ -14,9 +14,9 @@ from pathlib import Path
 CAUSE = re.compile(
     r"(Dimensions must be|requires|not supported|unsupported|Unsupported|is not|cannot|Cannot|"
     r"could not|Could not|missing|Missing|failed to|Failed to|does not|mismatch|invalid|Invalid|"
-    r"No (conversion|registered|such)|Exporting the operator)"
+    r"not found|No (conversion|registered|such|ONNX function)|Exporting the operator)"
 )
-WHERE = re.compile(r"(?:layer|Layer|operator|op|node|Node|OpType|function)[ :\"']+[\"'`]?([\w./:-]+)")
+WHERE = re.compile(r"\b(?:layer|Layer|operator|node|Node|OpType)\b[ :\"']+[\"'`]?([\w./:-]+)")
 
 
 class ConversionError(Exception):
@@ -24,12 +24,24 @@ class ConversionError(Exception):
 
 
 def chain(e: BaseException) -> list[BaseException]:
+    """The exception and its explicit causes (`raise ... from`). An implicit context (an error
+    raised while handling another) is followed only past exceptions that say nothing: the error
+    raised later is the real one, the one it was handling is usually incidental."""
     out, seen = [], set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         out.append(e)
-        e = e.__cause__ or e.__context__
+        if e.__cause__ is not None:
+            e = e.__cause__
+        elif e.__context__ is not None and not e.__suppress_context__ and not _telling(e):
+            e = e.__context__
+        else:
+            break
     return out
+
+
+def _telling(e: BaseException) -> bool:
+    return any(CAUSE.search(ln) for ln in _lines(e))
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -44,7 +56,7 @@ def root_cause(e: BaseException) -> str:
     raised while handling an incidental IndexError is the cause, not that IndexError), plus where
     (layer/operator) when some message of the chain names it."""
     errors = chain(e)
-    telling = [err for err in errors if any(CAUSE.search(ln) for ln in _lines(err))]
+    telling = [err for err in errors if _telling(err)]
     inner = telling[-1] if telling else errors[-1]
     lines = _lines(inner)
     line = next((ln for ln in lines if CAUSE.search(ln)), lines[0] if lines else "")

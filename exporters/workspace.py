@@ -9,6 +9,8 @@ A step that fails raises ConversionError with the root cause; its output goes to
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -297,11 +299,14 @@ class Workspace:
         import tensorflow as tf
 
         out = self.tmp / "onnx2tf"
+        # onnx2tf rewrites its input file in place: give it a copy of the certified artifact.
+        onnx_copy = self.tmp / "onnx2tf-input.onnx"
+        shutil.copy(self.best_onnx, onnx_copy)
         # keep the source's channels-first layout (onnx2tf only accepts this for 3-5D inputs)
         keep = [s.name for s in self.sig.inputs if 3 <= len(s.shape) <= 5 and s.datatype.startswith("FP")]
         with self.guard("onnx2tf.convert"):
             onnx2tf.convert(
-                input_onnx_file_path=str(self.best_onnx), output_folder_path=str(out),
+                input_onnx_file_path=str(onnx_copy), output_folder_path=str(out),
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None,
                 output_signaturedefs=True, non_verbose=True,
             )  # fmt: skip
@@ -374,8 +379,10 @@ class Workspace:
 
         path = self.tmp / "model.pt"
         with self.guard("torch.jit.trace"):
-            traced = torch.jit.trace(self.source.native, tuple(self.example(2)), strict=False)
-            traced.save(str(path))
+            native = self.source.native
+            if not isinstance(native, torch.jit.ScriptModule):  # a TorchScript source is saved as is
+                native = torch.jit.trace(native, tuple(self.example(2)), strict=False)
+            native.save(str(path))
         return path
 
 
@@ -403,6 +410,10 @@ def _onnx2tf_call(inner, in_names: list[str], out_names: list[str]):
             return mapped
         if len(have) == len(wanted) == 1:
             return have
+        # onnx2tf names outputs output_<k> after their position in the ONNX graph
+        numbered = {int(m.group(1)): h for h in have if (m := re.fullmatch(r"output_(\d+)", h))}
+        if len(numbered) == len(have) == len(wanted) and sorted(numbered) == list(range(len(have))):
+            return [numbered[i] for i in range(len(wanted))]
         raise ConversionError(f"onnx2tf: cannot match the {what} {wanted} to the converted model's {have}")
 
     import tensorflow as tf

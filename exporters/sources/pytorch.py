@@ -91,7 +91,10 @@ def from_module(
     check_unique(sig.outputs, "output")
     info = Source(framework="pytorch", framework_version=torch.__version__.split("+")[0], architecture=architecture,
                   weights=weights, library=library, dataset=dataset, test_accuracy=accuracy, note=note)  # fmt: skip
-    return SourceModel(name, info, sig, reference_inputs, labels, predict, flat, inputs_note)
+    # Exporters trace the flat wrapper; a TorchScript module is exported as it is (already flat,
+    # positional), since torch.onnx.export cannot trace a Python module wrapping a ScriptModule.
+    native = module if isinstance(module, torch.jit.ScriptModule) else flat
+    return SourceModel(name, info, sig, reference_inputs, labels, predict, native, inputs_note)
 
 
 def _structure(flat: FlatModule, x: Arrays):
