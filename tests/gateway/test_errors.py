@@ -30,6 +30,12 @@ def infer(client, model, body, **kw):
         ({"inputs": [tensor(shape=(0, 4))]}, "empty batch"),
         (b'{"inputs": [', "not valid JSON"),
         ({"inputs": []}, "non-empty list"),
+        # The hardening issue's 1 KB request that raised RecursionError (a 500 and 146 KiB of
+        # traceback): nested data is walked no deeper than the tensor's rank.
+        (b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":' + b"[" * 494 + b"0.5"
+         + b"]" * 494 + b"}]}", "nested deeper than the tensor's rank 2"),
+        ({"inputs": [tensor()], "id": 5}, "'id' must be a string"),
+        ({"inputs": [tensor()], "parameters": 5}, "'parameters' must be an object"),
     ],
 )
 def test_400_names_the_problem(gateway, body, message) -> None:
