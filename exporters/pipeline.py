@@ -108,8 +108,8 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
             continue
         if fmt == "onnx" and cert.ok:
             ws.chosen_onnx = path
-        if fmt == "savedmodel" and cert.ok:
-            ws.chosen_via = ws.candidate_via
+        if fmt == "savedmodel" and cert.ok:  # TFLite then starts from the same certified graph
+            ws.chosen_via = exported.extra.get("via")
         rel = str(path.relative_to(staging)).removesuffix("/.")
         art = manifest.artifacts[fmt] = Artifact(
             format=fmt, version=version, path=rel, bytes=store.size(path), sha256=store.sha256(path),

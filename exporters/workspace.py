@@ -35,19 +35,7 @@ class step:
     def __get__(self, ws, owner=None):
         if ws is None:
             return self
-        if self.name in ws.failures:
-            raise ws.failures[self.name]
-        if self.name not in ws.values:
-            start = time.perf_counter()
-            try:
-                ws.values[self.name] = self.fn(ws)
-            except ConversionError as e:
-                ws.failures[self.name] = e
-                raise
-            finally:
-                ws.seconds[self.name] = time.perf_counter() - start
-        ws.used.add(self.name)
-        return ws.values[self.name]
+        return ws.cached(self.name, lambda: self.fn(ws))
 
 
 class Workspace:
@@ -62,7 +50,6 @@ class Workspace:
         self.used: set[str] = set()
         self.chosen_onnx: Path | None = None  # the ONNX artifact that passed parity
         self.chosen_via: str | None = None  # the way to TensorFlow whose SavedModel passed parity
-        self.candidate_via: str | None = None  # set by the SavedModel route being certified
 
     @property
     def best_onnx(self) -> Path:
@@ -338,7 +325,8 @@ class Workspace:
         raise error
 
     def cached(self, key: str, fn):
-        """A cached, timed intermediate under an explicit key (what @step does by method name)."""
+        """A cached, timed intermediate under `key` (@step uses the method's name). A failed
+        intermediate stays failed."""
         if key in self.failures:
             raise self.failures[key]
         if key not in self.values:

@@ -15,7 +15,6 @@ from exporters.workspace import Workspace, versions
 def _via(via: str):
     def export(ws: Workspace, dest: Path) -> Exported:
         shutil.copytree(ws.saved_model_dir(via), dest, dirs_exist_ok=True)
-        ws.candidate_via = via  # the pipeline certifies it: TFLite then starts from the same graph
         conv = {"keras": versions("keras", "tensorflow"), "onnx2tf": versions("torch", "onnx", "onnx2tf", "tensorflow"),
                 "translate": versions("torch", "onnx", "tensorflow")}[via]  # fmt: skip
         return Exported(".", conv, {"signature": "serving_default", "via": via})
