@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +19,9 @@ class StackSettings(BaseSettings):
 
     stack_model_store: Path = Path("model_store")
     stack_bind_host: str = "127.0.0.1"
+    # Serve only these models (NAME[,NAME...]; empty: all): our OIP servers and TorchServe, as
+    # their --models option. Under KServe each InferenceService serves one model of the store.
+    stack_models: str = ""
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -63,6 +67,26 @@ class StackSettings(BaseSettings):
     def model_store(self) -> Path:
         p = self.stack_model_store
         return p if p.is_absolute() else REPO_ROOT / p
+
+
+class UnknownModels(ValueError):
+    """--models / STACK_MODELS names a model the server cannot serve."""
+
+
+def select_models(wanted: str, available: Iterable[str], where: str) -> list[str]:
+    """The models a server serves: those `wanted` names (NAME[,NAME...], the --models /
+    STACK_MODELS format), or every available one when it is empty. `where` completes the error
+    ("among the onnx artifacts of /models"). Raises UnknownModels naming the unknown ones and the
+    available ones."""
+    available = list(available)
+    names = list(dict.fromkeys(n.strip() for n in wanted.split(",") if n.strip()))
+    if not names:
+        return available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        have = ", ".join(sorted(available)) or "none"
+        raise UnknownModels(f"no model {', '.join(unknown)} {where}; available: {have}")
+    return names
 
 
 @lru_cache

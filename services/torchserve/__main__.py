@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.settings import REPO_ROOT, get_settings
+from services.settings import REPO_ROOT, UnknownModels, get_settings
 from services.torchserve.config import LOOPBACK, Ports, environment, java_command, render_config
 
 
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grpc-management-port", type=int, default=7071)
     p.add_argument("--model-store", type=Path, default=s.model_store,
                    help="the store; TorchServe serves <store>/torchserve/*.mar")  # fmt: skip
+    p.add_argument("--models", default=s.stack_models, metavar="NAME[,NAME...]",
+                   help="register only these models' .mar files (default: all; STACK_MODELS)")
     p.add_argument("--run-dir", type=Path, default=REPO_ROOT / ".run" / "torchserve")
     p.add_argument("--print-config", action="store_true", help="print config.properties, exit")
     a = p.parse_args(argv)
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     bind = s.stack_bind_host or LOOPBACK
     if not mar_dir.is_dir():
         sys.exit(f"no TorchServe model store at {mar_dir} (run `make export`)")
-    config = render_config(ports, mar_dir, s, bind_host=bind)
+    try:
+        config = render_config(ports, mar_dir, s, bind_host=bind, wanted=a.models)
+    except UnknownModels as e:
+        sys.exit(f"{p.prog}: --models: {e}")
     if a.print_config:
         print(config, end="")
         return

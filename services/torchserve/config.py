@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ts
 
-from services.settings import StackSettings
+from services.settings import StackSettings, select_models
 
 LOOPBACK = "127.0.0.1"
 # 32 x 3 x 224 x 224 float32 as JSON text is ~50 MB; TorchServe's default limit is 6.5 MB.
@@ -66,11 +66,16 @@ def model_options(model: str, version: str, settings: StackSettings) -> dict:
 
 
 def render_config(
-    ports: Ports, mar_dir: Path, settings: StackSettings, bind_host: str = LOOPBACK
+    ports: Ports, mar_dir: Path, settings: StackSettings, bind_host: str = LOOPBACK,
+    wanted: str = "",
 ) -> str:
     """config.properties. Only inference may leave loopback (bind_host=0.0.0.0 in the container);
-    management, metrics and both gRPC APIs always stay on 127.0.0.1."""
-    models = {m: model_options(m, v, settings) for m, v in mar_versions(mar_dir).items()}
+    management, metrics and both gRPC APIs always stay on 127.0.0.1. TorchServe registers every
+    .mar of mar_dir, or only the `wanted` models (NAME[,NAME...]; UnknownModels if one has no
+    .mar there)."""
+    versions = mar_versions(mar_dir)
+    names = select_models(wanted, versions, f"among the .mar files of {mar_dir}")
+    models = {m: model_options(m, versions[m], settings) for m in names}
     props = {
         "inference_address": f"http://{bind_host}:{ports.inference}",
         "management_address": f"http://{LOOPBACK}:{ports.management}",
@@ -80,7 +85,7 @@ def render_config(
         "grpc_management_address": LOOPBACK,
         "grpc_management_port": ports.grpc_management,
         "model_store": Path(mar_dir).resolve(),
-        "load_models": "all",
+        "load_models": ",".join(f"{m}={m}.mar" for m in names) if wanted.strip() else "all",
         "models": json.dumps(models, separators=(",", ":")),
         "default_workers_per_model": settings.torchserve_workers,
         # See README.md: loopback/private network only, the gateway authenticates.

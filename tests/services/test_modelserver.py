@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contract.manifest import Signature, TensorSpec, load_store
+from services.settings import UnknownModels, select_models
 from tests.conftest import free_port, wait_for
 from tests.services import tiny_models as tm
 
@@ -181,13 +182,14 @@ class Server:
 
 
 @contextmanager
-def run_server(runtime: str, store: Path, log_dir: Path, **env: str) -> Iterator[Server]:
+def run_server(runtime: str, store: Path, log_dir: Path, *args: str,
+               **env: str) -> Iterator[Server]:
     port = free_port()
     log = log_dir / f"{runtime}-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{runtime}", "--port", str(port),
-             "--model-store", str(store)],
+             "--model-store", str(store), *args],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env},
             stdout=out, stderr=subprocess.STDOUT,
         )
@@ -614,6 +616,53 @@ def test_unknown_routes_and_models_are_404(server: Server) -> None:
                  "/v2/nothing-here"]:
         r = httpx.get(server.url + path)
         assert r.status_code == 404 and r.json()["error"], path
+
+
+# --- serving only some models of the store (--models, STACK_MODELS) -----------------------------
+
+
+def test_select_models() -> None:
+    assert select_models("", ["a", "b"], "here") == ["a", "b"]
+    assert select_models(" b, a,,b ", ["a", "b", "c"], "here") == ["b", "a"]
+    with pytest.raises(UnknownModels, match=r"^no model z, y here; available: a, b$"):
+        select_models("a,z,y", ["a", "b"], "here")
+    with pytest.raises(UnknownModels, match=r"available: none$"):
+        select_models("a", [], "here")
+
+
+@pytest.mark.parametrize(("runtime", "how"), [("onnxruntime", "option"), ("tflite", "env")])
+def test_models_option_serves_only_those(store: Path, tmp_path: Path, runtime: str,
+                                         how: str) -> None:
+    """One model per server, as under KServe: the others are not loaded (404, not in the index)."""
+    args, env = (["--models", LINEAR], {}) if how == "option" else ([], {"STACK_MODELS": LINEAR})
+    with run_server(runtime, store, tmp_path, *args, **env) as srv:
+        x, y = reference(store, LINEAR)
+        np.testing.assert_allclose(outputs_of(infer(srv, LINEAR, {"input": x[:2]}))["logits"],
+                                   y[:2], atol=1e-4)
+        assert httpx.get(f"{srv.url}/v2/models/{SEQ}").status_code == 404
+        rows = httpx.post(f"{srv.url}/v2/repository/index").json()
+        assert [r["name"] for r in rows] == [LINEAR]
+
+
+@pytest.mark.parametrize(("runtime", "models", "unknown"), [
+    ("onnxruntime", f"{LINEAR},nope", "nope"),
+    ("onnxruntime", f"{FLEX},{LINEAR}", FLEX),  # in the store, but no onnx artifact
+    ("tflite", ADD, ADD),
+])  # fmt: skip
+def test_models_option_refuses_an_unknown_model(store: Path, runtime: str, models: str,
+                                                unknown: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{runtime}", "--port", str(free_port()),
+         "--model-store", str(store), "--models", models],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()  # one line, no traceback
+    fmt = RUNTIMES[runtime]
+    assert line.startswith(f"python -m services.{runtime}: --models: no model {unknown} among the "
+                           f"{fmt} artifacts of {store}; available: "), line
+    assert LINEAR in line.split("available: ")[1]
 
 
 # --- batching, metrics, shutdown ----------------------------------------------------------------

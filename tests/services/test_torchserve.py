@@ -20,6 +20,7 @@ from contract.manifest import Manifest, Signature, Source, TensorSpec, load_stor
 from services.settings import REPO_ROOT
 from services.torchserve import handler as ts_handler
 from services.torchserve import wait_until_ready
+from services.torchserve.readiness import list_models
 from tests.conftest import free_port, python_env, stop_process_group
 from tests.services import tiny_models as tm
 
@@ -272,6 +273,29 @@ def test_config_in_container_opens_inference_only(tiny):
     assert models["tiny-torch"]["1"]["marName"] == "tiny-torch.mar"
 
 
+def test_config_registers_only_the_models_asked_for(tiny):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    p = _launcher("--model-store", str(tiny["store"]), "--print-config",
+                  "--models", "tiny-seq, tiny-torch", env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    props = _props(p.stdout)
+    assert props["load_models"] == "tiny-seq=tiny-seq.mar,tiny-torch=tiny-torch.mar"
+    assert sorted(json.loads(props["models"])) == ["tiny-seq", "tiny-torch"]
+    p = _launcher("--model-store", str(tiny["store"]), "--print-config", env=env)
+    assert _props(p.stdout)["load_models"] == "all"  # the default: every .mar
+
+
+def test_unknown_model_is_refused_in_one_line(tiny):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_MODELS": "tiny-torch,nope"}
+    p = _launcher("--model-store", str(tiny["store"]), "--print-config", env=env)
+    assert p.returncode == 1 and p.stdout == ""
+    mar_dir = (tiny["store"] / "torchserve").resolve()
+    assert p.stderr.strip() == (
+        f"python -m services.torchserve: --models: no model nope among the .mar files of "
+        f"{mar_dir}; available: tiny-onnx, tiny-seq, tiny-seq-onnx, tiny-torch"
+    )
+
+
 # --- one TorchServe instance on the tiny store ----------------------------------------------------
 
 
@@ -320,6 +344,19 @@ def server(tiny, tmp_path_factory):
     s = Server(tiny["store"], tmp_path_factory.mktemp("ts_run") / "run", env)
     yield s
     assert s.stop() == [], "TorchServe left processes behind"
+
+
+def test_server_with_one_model(tiny, tmp_path):
+    """As under KServe: the whole store mounted, one model registered (STACK_MODELS here)."""
+    s = Server(tiny["store"], tmp_path / "run", {"STACK_MODELS": "tiny-onnx"})
+    try:
+        assert list_models(s.management) == ["tiny-onnx"]
+        x = np.load(tiny["models"]["tiny-onnx"] / "inputs.npy")[:2]
+        r = httpx.post(f"{s.url}/predictions/tiny-onnx", json=oip(x), timeout=30)
+        assert r.status_code == 200, r.text
+        assert httpx.post(f"{s.url}/predictions/tiny-torch", json=oip(x)).status_code == 404
+    finally:
+        assert s.stop() == [], "TorchServe left processes behind"
 
 
 @pytest.mark.parametrize("name", ["tiny-torch", "tiny-onnx"])

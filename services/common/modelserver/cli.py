@@ -7,9 +7,10 @@ import importlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
-from services.settings import get_settings
+from services.settings import UnknownModels, get_settings
 
 log = logging.getLogger("services.modelserver")
 
@@ -26,6 +27,8 @@ def main(platform: str, runtime: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.stack_bind_host)
     parser.add_argument("--port", type=int, default=getattr(settings, f"{platform}_port"))
     parser.add_argument("--model-store", type=Path, default=settings.model_store)
+    parser.add_argument("--models", default=settings.stack_models, metavar="NAME[,NAME...]",
+                        help="serve only these models of the store (default: all; STACK_MODELS)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(argv)
 
@@ -40,7 +43,10 @@ def main(platform: str, runtime: str, argv: list[str] | None = None) -> int:
 
     module, _, cls_name = runtime.partition(":")
     runtime_cls = getattr(importlib.import_module(module), cls_name)
-    models, failed = load_models(runtime_cls, args.model_store, settings)
+    try:
+        models, failed = load_models(runtime_cls, args.model_store, settings, args.models)
+    except UnknownModels as e:
+        sys.exit(f"{parser.prog}: --models: {e}")
     if not models:
         log.warning("no %s models in %s", runtime_cls.artifact_format, args.model_store)
     server = ModelServer(platform, runtime_cls.library_version(), models, failed, settings)

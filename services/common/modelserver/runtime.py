@@ -12,7 +12,7 @@ import numpy as np
 
 from contract.codec import CodecError
 from contract.manifest import Manifest, Signature, TensorSpec, load_store
-from services.settings import StackSettings
+from services.settings import StackSettings, select_models
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +116,19 @@ class ModelRuntime(ABC):
 
 
 def load_models(
-    runtime_cls: type[ModelRuntime], store: Path, settings: StackSettings
+    runtime_cls: type[ModelRuntime], store: Path, settings: StackSettings, wanted: str = ""
 ) -> tuple[dict[str, ModelRuntime], dict[str, tuple[str, str]]]:
     """(loaded models by name, {name: (version, reason)} of those that failed) for every model
-    with an artifact of the runtime's format. A model that fails to load or warm up is reported
-    with its reason; it never keeps the others from being served."""
+    with an artifact of the runtime's format, or only the `wanted` ones (NAME[,NAME...]; raises
+    UnknownModels before loading anything if one has no such artifact). A model that fails to
+    load or warm up is reported with its reason; it never keeps the others from being served."""
+    fmt = runtime_cls.artifact_format
+    manifests = {n: m for n, m in load_store(store).items() if fmt in m.artifacts}
     loaded: dict[str, ModelRuntime] = {}
     failed: dict[str, tuple[str, str]] = {}
-    for name, manifest in load_store(store).items():
-        art = manifest.artifacts.get(runtime_cls.artifact_format)
-        if art is None:
-            continue
+    for name in select_models(wanted, manifests, f"among the {fmt} artifacts of {store}"):
+        manifest = manifests[name]
+        art = manifest.artifacts[fmt]
         try:
             model = runtime_cls(manifest, store, settings)
             if not model.path.is_file():
