@@ -40,12 +40,12 @@ STORE_PVC = "servebench-model-store"
 STACK_CONFIG = "servebench-stack"
 GATEWAY_SECRET = "servebench-gateway"  # optional: key "api-key" -> GATEWAY_API_KEY
 STORE_MOUNT = "/models"
-# Ports that stay inside the pod: TorchServe binds management and metrics to loopback, and no
-# Service or NetworkPolicy opens them.
+# Ports that stay inside the pod: TorchServe binds all but its inference API to loopback
+# (services/torchserve/config.py), and no Service or NetworkPolicy opens them.
 PRIVATE_PORTS = {"torchserve_management_port", "torchserve_metrics_port",
-                 "torchserve_grpc_management_port"}
-# The official TF Serving image defines no user; KServe's own runtime runs it as 1000 too.
-IMAGE_USER = {"tfserving": (1000, 1000)}
+                 "torchserve_grpc_inference_port", "torchserve_grpc_management_port"}
+# The official TF Serving image defines no user (it would run as root): run it as our images' user.
+IMAGE_USER = {"tfserving": (10001, 10001)}
 # What a live (not ready) process answers, per protocol; TF Serving has no health endpoint.
 LIVENESS_PATH = {"oip": "/v2/health/live", "torchserve": "/ping"}
 TMP_SIZE = {"torchserve": "2Gi"}  # TorchServe unpacks every .mar into its TMPDIR
@@ -105,7 +105,7 @@ def _seconds(value: str) -> int:
 
 def port_name(service: str, key: str) -> str:
     """IANA service name of a port: onnxruntime_port -> http, tfserving_grpc_port -> grpc."""
-    return key.removeprefix(f"{service}_").removesuffix("_port").replace("_", "-") or "http"
+    return key.removesuffix("_port").removeprefix(service).strip("_").replace("_", "-") or "http"
 
 
 def service_ports(src: Source, service: str) -> list[tuple[str, int]]:

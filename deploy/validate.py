@@ -51,8 +51,6 @@ EXPLAINED = {
                   "Always would break images loaded into a local cluster (kind load)",
     "CKV_K8S_35": "the gateway's API key comes from a Secret as an environment variable: the "
                   "gateway reads GATEWAY_API_KEY (pydantic-settings), not a file",
-    "CKV_K8S_40": "TF Serving and KServe's TF Serving runtime run as uid 1000: the official image "
-                  "defines no user; KServe's own runtime uses 1000 too",
 }
 
 
@@ -270,49 +268,52 @@ def network_errors(docs: list[dict], src: Source) -> list[str]:
 
 
 # --- checkov -------------------------------------------------------------------------------------
-def checkov_failures(docs: list[dict]) -> list[dict]:
+def checkov_failures(builds: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """checkov's failed Kubernetes checks per build (one checkov run over all of them: it takes
+    seconds to start)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "manifests.yaml"
-        path.write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs))
-        r = subprocess.run([str(tools.checkov()), "-f", str(path), "--framework", "kubernetes",
+        for name, docs in builds.items():
+            (Path(tmp) / f"{name}.yaml").write_text(
+                "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs))
+        r = subprocess.run([str(tools.checkov()), "-d", tmp, "--framework", "kubernetes",
                             "--output", "json", "--quiet", "--compact", "--skip-download"],
                            capture_output=True, text=True)
     if r.returncode not in (0, 1) or not r.stdout.strip():
         raise tools.ToolError(f"checkov failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
     result = json.loads(r.stdout)
-    reports = result if isinstance(result, list) else [result]
-    return [c for rep in reports if isinstance(rep, dict)
-            for c in rep.get("results", {}).get("failed_checks", [])]
+    out: dict[str, list[dict]] = {name: [] for name in builds}
+    for rep in result if isinstance(result, list) else [result]:
+        for c in rep.get("results", {}).get("failed_checks", []) if isinstance(rep, dict) else []:
+            out[Path(c["file_path"]).stem].append(c)
+    return out
 
 
-def validate(docs: list[dict], src: Source, name: str, *, checkov: bool = True) -> Report:
+def validate(docs: list[dict], src: Source, name: str,
+             checkov: list[dict] | None = None) -> Report:  # fmt: skip
     report = Report(name, len(docs))
     report.errors += schema_errors(docs)
     report.errors += workload_errors(docs)
     report.errors += port_errors(docs, src)
     report.errors += reference_errors(docs)
     report.errors += network_errors(docs, src)
-    if checkov:
-        for c in checkov_failures(docs):
-            cid, resource = c["check_id"], c.get("resource", "?")
-            if cid in EXPLAINED:
-                report.explained.setdefault(cid, "")
-                report.explained[cid] = ", ".join(filter(None, [report.explained[cid], resource]))
-            else:
-                report.errors.append(f"checkov {cid} ({c.get('check_name')}): {resource}")
+    for c in checkov or []:
+        cid, resource = c["check_id"], c.get("resource", "?")
+        if cid in EXPLAINED:
+            report.explained[cid] = ", ".join(filter(None, [report.explained.get(cid), resource]))
+        else:
+            report.errors.append(f"checkov {cid} ({c.get('check_name')}): {resource}")
     return report
 
 
 def validate_tree(src: Source, out: Path = OUT, *, checkov: bool = True) -> list[Report]:
-    reports = []
+    builds, failed = {}, []
     for name, parts in BUILDS.items():
         try:
-            docs = build(out, parts, src.namespace)
+            builds[name] = build(out, parts, src.namespace)
         except tools.ToolError as e:
-            reports.append(Report(name, errors=[str(e)]))
-            continue
-        reports.append(validate(docs, src, name, checkov=checkov))
-    return reports
+            failed.append(Report(name, errors=[str(e)]))
+    findings = checkov_failures(builds) if checkov and builds else {}
+    return failed + [validate(docs, src, name, findings.get(name)) for name, docs in builds.items()]
 
 
 def load(path: Path) -> list[Any]:

@@ -292,9 +292,11 @@ def _hadolint() -> str:
     return str(exe)
 
 
-# Every Dockerfile of the repo (compose builds from services/*/ and loadtests/).
+# Every Dockerfile of the repo (compose builds from services/*/ and loadtests/; the model-store
+# image of deploy/kubernetes's store-from-image component is deploy/model-store.Dockerfile).
 DOCKERFILES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("services/*/Dockerfile"),
-                                                        *ROOT.glob("loadtests/Dockerfile")])
+                                                        *ROOT.glob("loadtests/Dockerfile"),
+                                                        *ROOT.glob("deploy/*.Dockerfile")])
 
 
 def test_compose_builds_only_linted_dockerfiles(services):
