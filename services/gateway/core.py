@@ -31,7 +31,7 @@ class Gateway:
         self.load_errors: dict[str, str] = {}  # model directory -> why its manifest was not read
         self.store = load_store(settings.model_store, self.load_errors)
         self._limits: dict[str, Limits] = {}
-        self.backends = make_backends(settings)
+        self.backends = make_backends(settings, self.store)
         self.health = HealthMonitor(
             self.backends,
             failures=settings.gateway_breaker_failures,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import field_validator, model_validator
 
-from contract.runtimes import RUNTIME_OF_FORMAT
+from contract.runtimes import RUNTIME_OF_FORMAT, isvc_name, kserve_remote_name, predictor_url
+from contract.runtimes import RUNTIMES as REGISTRY
 from services.settings import StackSettings
 
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_OF_FORMAT.values())
@@ -22,12 +25,33 @@ class GatewaySettings(StackSettings):
     gateway_breaker_failures: int = 3  # consecutive connection failures that open the circuit
     gateway_breaker_reset_s: float = 5.0  # open -> half-open (one trial request) after this
     gateway_access_log: bool = True
+    # KServe: the namespace of the InferenceServices (one per (model, runtime) pair); each model is
+    # then reached at its own predictor. Empty: the stack's own runtimes (runtime_url).
+    gateway_kserve_namespace: str = ""
+    # The predictor's base URL under KServe, with {isvc} {model} {runtime} {namespace}. Empty:
+    # KServe's raw-deployment Service, contract.runtimes.predictor_url
+    # (http://{isvc}-predictor.{namespace}.svc.cluster.local).
+    gateway_kserve_url_template: str = ""
 
     @field_validator("gateway_policy")
     @classmethod
     def _policy(cls, v: str) -> str:
         if v not in POLICIES:
             raise ValueError(f"gateway_policy must be one of {POLICIES}, not {v!r}")
+        return v
+
+    @field_validator("gateway_kserve_url_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if not v:
+            return v
+        try:
+            url = urlsplit(v.format(isvc="m-r", model="m", runtime="r", namespace="ns"))
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"gateway_kserve_url_template {v!r}: {type(e).__name__} {e} "
+                             "(placeholders: {isvc} {model} {runtime} {namespace})") from None
+        if url.scheme != "http" or not url.hostname or url.path not in ("", "/") or url.query:
+            raise ValueError(f"gateway_kserve_url_template {v!r} must give http://host[:port]")
         return v
 
     @model_validator(mode="after")
@@ -47,8 +71,32 @@ class GatewaySettings(StackSettings):
         return [r.strip() for r in self.gateway_runtimes.split(",") if r.strip()]
 
     @property
+    def kserve(self) -> bool:
+        return bool(self.gateway_kserve_namespace)
+
+    @property
     def torchserve_management_url(self) -> str:
+        """Empty under KServe: each predictor keeps TorchServe's management API on its pod's
+        loopback (services/torchserve/config.py), so readiness is a real inference."""
+        if self.kserve:
+            return ""
         return f"http://{self.torchserve_host}:{self.torchserve_management_port}"
+
+    def protocol(self, runtime: str) -> str:
+        """What the gateway speaks to a runtime: its own server's, or its KServe predictors'."""
+        r = REGISTRY[runtime]
+        return r.kserve.protocol if self.kserve else r.protocol
+
+    def predictor(self, model: str, runtime: str) -> tuple[str, str]:
+        """Under KServe: (base URL of the (model, runtime) InferenceService's predictor, the
+        model's name there)."""
+        ns, template = self.gateway_kserve_namespace, self.gateway_kserve_url_template
+        if template:
+            url = template.format(isvc=isvc_name(model, runtime), model=model, runtime=runtime,
+                                  namespace=ns)  # fmt: skip
+        else:
+            url = predictor_url(model, runtime, ns)
+        return url, kserve_remote_name(model, runtime)
 
     def backend_timeout(self, runtime: str) -> float:
         return self.gateway_backend_timeouts.get(runtime, self.gateway_timeout_s)

@@ -11,7 +11,10 @@ outputs exactly (float32 matmuls, integer sums), so expected answers are exact:
 
 Each fake is a stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on
 inference) or "hang" (accepts, never answers until stopped), and `unloaded`: models it answers
-503 {"error": "model X failed to load: ..."} for, as our OIP servers do.
+503 {"error": "model X failed to load: ..."} for, as our OIP servers do. Protocol "any" speaks
+all three on one port, by path (/v2 OIP, /v1 TF Serving, else TorchServe): every KServe predictor
+of a gateway behind one URL; `names` maps the names a predictor knows models by (TF Serving's:
+the InferenceService's) to the store's.
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ def make_store(root: Path) -> Path:
 
 class FakeBackend:
     def __init__(self, protocol: str, port: int = 0, served_by: str | None = None) -> None:
-        self.protocol = protocol  # "oip" | "tfserving" | "torchserve"
+        self.protocol = protocol  # "oip" | "tfserving" | "torchserve" | "any"
+        self.names: dict[str, str] = {}  # its own name of a model -> the store's
         self.served_by = served_by
         self.mode = "ok"
         self.unloaded: set[str] = set()  # models that "failed to load" here: 503
@@ -163,10 +167,16 @@ class FakeBackend:
             return 500, {}, b""
         if infer and self.mode == "error":
             return 500, {}, orjson.dumps({"error": "fake backend exploded"})
+        protocol = self.protocol
+        if protocol == "any":
+            protocol = {"/v2": "oip", "/v1": "tfserving"}.get(path[:3], "torchserve")
         try:
-            return getattr(self, f"_{self.protocol}")(method, path, headers, body)
+            return getattr(self, f"_{protocol}")(method, path, headers, body)
         except CodecError as e:
             return e.status, {}, orjson.dumps({"error": e.message})
+
+    def _model(self, name: str) -> str:
+        return self.names.get(name, name)
 
     def _unloaded(self, name: str) -> tuple[int, dict, bytes]:
         return 503, {}, orjson.dumps({"error": f"model {name} failed to load: fake load error"})
@@ -175,7 +185,7 @@ class FakeBackend:
         if path in ("/v2/health/live", "/v2/health/ready"):
             return 200, {}, b"{}"
         m = re.fullmatch(r"/v2/models/([^/]+)(/ready|/infer)?", path)
-        if not m or m.group(1) not in SIGNATURES:
+        if not m or self._model(m.group(1)) not in SIGNATURES:
             return 404, {}, orjson.dumps({"error": f"no route {path}"})
         name, what = m.groups()
         if name in self.unloaded:
@@ -184,16 +194,17 @@ class FakeBackend:
             return 200, {}, orjson.dumps({"name": name, "platform": "fake"})
         if what == "/ready":
             return 200, {}, b""
-        sig = SIGNATURES[name]
+        model = self._model(name)
+        sig = SIGNATURES[model]
         req = InferRequest.from_oip(body, header_length(headers.get("Inference-Header-Content-Length")))
         req.validate(sig)
-        answer = InferResponse.from_arrays(name, compute(name, req.arrays(sig)), "1", req.id)
+        answer = InferResponse.from_arrays(name, compute(model, req.arrays(sig)), "1", req.id)
         out, hl = answer.select(req.output_names(sig)).to_oip(req.binary_outputs(sig))
         return 200, ({} if hl is None else {"Inference-Header-Content-Length": str(hl)}), out
 
     def _tfserving(self, method: str, path: str, headers: Any, body: bytes):
         m = re.fullmatch(r"/v1/models/([^/:]+)(:predict|/metadata)?", path)
-        if not m or m.group(1) not in SIGNATURES:
+        if not m or self._model(m.group(1)) not in SIGNATURES:
             return 404, {}, orjson.dumps({"error": f"Servable not found for request: {path}"})
         name, what = m.groups()
         if what is None:
@@ -203,16 +214,17 @@ class FakeBackend:
             return 200, {}, orjson.dumps({"model_spec": {"name": name}})
         if name in self.unloaded:
             return self._unloaded(name)
-        sig = SIGNATURES[name]
+        model = self._model(name)
+        sig = SIGNATURES[model]
         req, row = InferRequest.from_tfserving(body, sig)
         req.validate(sig)
-        return 200, {}, InferResponse.from_arrays(name, compute(name, req.arrays(sig))).to_tfserving(row)
+        return 200, {}, InferResponse.from_arrays(name, compute(model, req.arrays(sig))).to_tfserving(row)
 
     def _torchserve(self, method: str, path: str, headers: Any, body: bytes):
         if path == "/ping":
             return 200, {}, orjson.dumps({"status": "Healthy"})
         m = re.fullmatch(r"/(predictions|models)/([^/]+)", path)
-        if not m or m.group(2) not in SIGNATURES:
+        if not m or self._model(m.group(2)) not in SIGNATURES:
             return 404, {}, orjson.dumps({"code": 404, "type": "ModelNotFoundException",
                                           "message": f"Model not found: {path}"})
         what, name = m.groups()
@@ -222,10 +234,11 @@ class FakeBackend:
             return 503, {}, orjson.dumps({"code": 503, "message": f"Model {name} has no worker"})
         if headers.get("Inference-Header-Content-Length") or b"binary_data_size" in body:
             return 400, {}, orjson.dumps({"code": 400, "message": "JSON tensors only"})
-        sig = SIGNATURES[name]
+        model = self._model(name)
+        sig = SIGNATURES[model]
         req = InferRequest.from_oip(body)
         req.validate(sig)
-        answer = InferResponse.from_arrays(name, compute(name, req.arrays(sig)), "1", req.id)
+        answer = InferResponse.from_arrays(name, compute(model, req.arrays(sig)), "1", req.id)
         return 200, {}, answer.select(req.output_names(sig)).to_oip()[0]
 
 

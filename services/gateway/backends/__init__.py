@@ -3,6 +3,9 @@ make_backends builds the configured set."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
+from contract.manifest import Manifest
 from contract.runtimes import RUNTIMES
 from services.gateway.backends.base import Backend
 from services.gateway.backends.oip import OIPBackend
@@ -19,14 +22,25 @@ BACKEND_OF_PROTOCOL: dict[str, type[Backend]] = {
 }
 
 
-def make_backends(settings: GatewaySettings) -> dict[str, Backend]:
+def make_backends(settings: GatewaySettings, store: Mapping[str, Manifest]) -> dict[str, Backend]:
+    """One backend per configured runtime. It reaches the runtime's own server, which serves
+    every model under its store name; or, under KServe, each routable model (artifact passed
+    parity: what deploy/ renders an InferenceService for) at its own predictor, under the name
+    the predictor knows it by (settings.predictor)."""
     backends: dict[str, Backend] = {}
     for rt in settings.runtimes:
-        protocol = RUNTIMES[rt].protocol
+        protocol = settings.protocol(rt)
         extra = {"management_url": settings.torchserve_management_url} if protocol == "torchserve" else {}
+        url: str | None = settings.runtime_url(rt)
+        predictors = None
+        if settings.kserve:
+            url, fmt = None, RUNTIMES[rt].format
+            predictors = {m.name: settings.predictor(m.name, rt)
+                          for m in store.values() if m.passed(fmt)}  # fmt: skip
         backends[rt] = BACKEND_OF_PROTOCOL[protocol](
             rt,
-            settings.runtime_url(rt),
+            url,
+            predictors=predictors,
             timeout=settings.backend_timeout(rt),
             connect_timeout=settings.gateway_connect_timeout_s,
             max_connections=settings.gateway_max_connections,

@@ -89,28 +89,50 @@ class Backend(ABC):
     def __init__(
         self,
         runtime: str,
-        url: str,
+        url: str | None,
         *,
         timeout: float,
         connect_timeout: float,
         max_connections: int,
         probe_timeout: float,
+        predictors: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
+        """url: the runtime's own server, which serves every model under its store name. Or, one
+        server per model (KServe: each (model, runtime) InferenceService's predictor),
+        predictors: {model: (its server's URL, the model's name there)}."""
         self.runtime = runtime
-        self.url = url.rstrip("/")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.probe_timeout = probe_timeout
-        self.pool = self._pool(self.url)
+        self.pool = self._pool(url) if url else None
+        self.pools = [self.pool] if self.pool else []  # every server, for the probe and close()
+        self.routes: dict[str, tuple[HTTPPool, str]] = {}
+        by_url: dict[str, HTTPPool] = {}
+        for model, (server, remote_name) in (predictors or {}).items():
+            if server not in by_url:
+                by_url[server] = self._pool(server)
+                self.pools.append(by_url[server])
+            self.routes[model] = (by_url[server], remote_name)
 
     def _pool(self, url: str) -> HTTPPool:
         u = urlsplit(url)
         return HTTPPool(u.hostname or "127.0.0.1", u.port or 80, self.max_connections,
                         self.connect_timeout)
 
+    def route(self, model: str) -> tuple[HTTPPool, str]:
+        """The pool of the server that serves `model` (store name) and the model's name there."""
+        found = self.routes.get(model)
+        if found is not None:
+            return found
+        if self.pool is None:
+            raise BackendUnavailable(f"backend {self.runtime} has no server for {model}",
+                                     runtime=self.runtime)  # fmt: skip
+        return self.pool, model
+
     async def close(self) -> None:
-        await self.pool.close()
+        for pool in self.pools:
+            await pool.close()
 
     async def _send(
         self,
@@ -122,8 +144,9 @@ class Backend(ABC):
         pool: HTTPPool | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         pool = pool or self.pool
+        assert pool is not None, "a backend with one server per model sends with route()'s pool"
         rt, timeout = self.runtime, timeout or self.timeout
-        where = f"{pool.host}:{pool.port}"
+        where = pool.url
         try:
             async with asyncio.timeout(timeout):
                 return await pool.request(method, path, body, headers)
@@ -168,9 +191,25 @@ class Backend(ABC):
         return orjson.loads(body)
 
     async def live(self) -> bool:
-        """The backend answers HTTP (the circuit breaker's probe). Raises on transport errors."""
-        status, _, _ = await self._send("GET", self.live_path, timeout=self.probe_timeout)
-        return status < 500
+        """The backend answers HTTP (the circuit breaker's probe). Raises on transport errors.
+
+        With one server per model (KServe) every predictor is probed at once, each within the
+        probe timeout, and the backend is live while any of them answers: the breaker is per
+        runtime, and one model's InferenceService being down (crash-looping, scaled away) must
+        not open the circuit for the runtime's other models; requests to that model still fail
+        over as unreachable. Only when none answers does it raise (the first predictor's error)."""
+        results = await asyncio.gather(
+            *(self._send("GET", self.live_path, timeout=self.probe_timeout, pool=p)
+              for p in self.pools),
+            return_exceptions=True,
+        )  # fmt: skip
+        statuses = [r[0] for r in results if not isinstance(r, BaseException)]
+        if not statuses:
+            if not results:
+                raise BackendUnavailable(f"backend {self.runtime} has no server to probe",
+                                         runtime=self.runtime)  # fmt: skip
+            raise results[0]
+        return any(s < 500 for s in statuses)
 
     @abstractmethod
     async def infer(self, call: Call) -> Answer: ...

@@ -28,7 +28,7 @@ class HTTPPool:
         self.host, self.port = host, port
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
-        self._base = f"http://{host}:{port}"
+        self.url = f"http://{host}:{port}"
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -52,7 +52,7 @@ class HTTPPool:
         Disconnected (server hung up); the caller bounds the whole call with its own deadline."""
         try:
             async with self._get_session().request(
-                method, self._base + path, data=body or None, headers=headers
+                method, self.url + path, data=body or None, headers=headers
             ) as resp:
                 data = await resp.read()
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, data

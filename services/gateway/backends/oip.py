@@ -25,20 +25,23 @@ class OIPBackend(Backend):
     live_path = "/v2/health/live"
 
     async def infer(self, call: Call) -> Answer:
-        name = call.model.name
+        pool, name = self.route(call.model.name)
         body, header_length = as_received(call.req)
         headers = request_headers(call, header_length)
-        status, h, data = await self._send("POST", f"/v2/models/{name}/infer", body, headers)
-        self.check(status, h, data, name)
+        status, h, data = await self._send("POST", f"/v2/models/{name}/infer", body, headers,
+                                           pool=pool)  # fmt: skip
+        self.check(status, h, data, call.model.name)
         by = self.served_by(h)
         return Answer(by, body=data, header_length=response_header_length(h, by))
 
     async def metadata(self, model: Manifest) -> Any:
-        return await self._get_json(f"/v2/models/{model.name}")
+        pool, name = self.route(model.name)
+        return await self._get_json(f"/v2/models/{name}", pool)
 
     async def ready(self, model: Manifest) -> bool:
-        path = f"/v2/models/{model.name}/ready"
-        status, h, body = await self._send("GET", path, timeout=self.probe_timeout)
+        pool, name = self.route(model.name)
+        status, h, body = await self._send("GET", f"/v2/models/{name}/ready",
+                                           timeout=self.probe_timeout, pool=pool)  # fmt: skip
         if status == 503:  # failed to load: say why (the repository index shows it)
             self.check(status, h, body, model.name)
         return status == 200

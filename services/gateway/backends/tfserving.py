@@ -24,10 +24,11 @@ class TFServingBackend(Backend):
 
     async def infer(self, call: Call) -> Answer:
         name = call.model.name
+        pool, remote = self.route(name)
         forward = call.tfs_body is not None
         body = call.tfs_body if forward else call.req.to_tfserving(call.model.signature)  # values checked
-        status, h, data = await self._send("POST", f"/v1/models/{name}:predict", body,
-                                           request_headers(call))
+        status, h, data = await self._send("POST", f"/v1/models/{remote}:predict", body,
+                                           request_headers(call), pool=pool)
         self.check(status, h, data, name)
         by = self.served_by(h)
         if forward:
@@ -40,11 +41,13 @@ class TFServingBackend(Backend):
         return Answer(by, response=InferResponse.from_arrays(name, arrays, id=call.req.id))
 
     async def metadata(self, model: Manifest) -> Any:
-        return await self._get_json(f"/v1/models/{model.name}/metadata")
+        pool, name = self.route(model.name)
+        return await self._get_json(f"/v1/models/{name}/metadata", pool)
 
     async def ready(self, model: Manifest) -> bool:
-        path = f"/v1/models/{model.name}"
-        status, _, body = await self._send("GET", path, timeout=self.probe_timeout)
+        pool, name = self.route(model.name)
+        status, _, body = await self._send("GET", f"/v1/models/{name}", timeout=self.probe_timeout,
+                                           pool=pool)
         if status != 200:
             return False
         versions = orjson.loads(body).get("model_version_status") or []

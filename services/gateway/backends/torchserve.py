@@ -16,32 +16,40 @@ import orjson
 from contract.codec import InferRequest
 from contract.manifest import Manifest
 from services.gateway.backends.base import Answer, Backend, Call, request_headers
-from services.gateway.errors import GatewayError
+from services.gateway.errors import BackendUnavailable, GatewayError
 
 
 class TorchServeBackend(Backend):
     live_path = "/ping"
 
     def __init__(self, *args: Any, management_url: str, **kwargs: Any) -> None:
+        """management_url: "" when the management API is out of reach (KServe: loopback in each
+        predictor's pod); readiness is then a real inference."""
         super().__init__(*args, **kwargs)
-        self.management = self._pool(management_url)
+        self.management = self._pool(management_url) if management_url else None
 
     async def close(self) -> None:
         await super().close()
-        await self.management.close()
+        if self.management is not None:
+            await self.management.close()
 
     async def infer(self, call: Call) -> Answer:
-        name = call.model.name
+        pool, name = self.route(call.model.name)
         body, _ = call.req.to_oip(binary=False)
         status, h, data = await self._send("POST", f"/predictions/{name}", body,
-                                           request_headers(call))
-        self.check(status, h, data, name)
+                                           request_headers(call), pool=pool)
+        self.check(status, h, data, call.model.name)
         return Answer(self.served_by(h), body=data, binary_ok=False)
 
     async def metadata(self, model: Manifest) -> Any:
+        if self.management is None:
+            raise BackendUnavailable(f"backend {self.runtime}: TorchServe's management API is "
+                                     "not reachable from the gateway", runtime=self.runtime)
         return await self._get_json(f"/models/{model.name}", self.management)
 
     async def ready(self, model: Manifest) -> bool:
+        if self.management is None:
+            return await self._probe_inference(model)
         try:
             described = await self.metadata(model)
             return any(
@@ -57,7 +65,8 @@ class TorchServeBackend(Backend):
             fill = 1 if s.role == "mask" else low
             arrays[s.name] = np.full([1, *(max(d, 1) for d in s.shape[1:])], fill, s.numpy_dtype)
         body, _ = InferRequest.from_arrays(arrays).to_oip()
-        status, _, _ = await self._send("POST", f"/predictions/{model.name}", body,
+        pool, name = self.route(model.name)
+        status, _, _ = await self._send("POST", f"/predictions/{name}", body,
                                         {"Content-Type": "application/json"},
-                                        timeout=self.probe_timeout)
+                                        timeout=self.probe_timeout, pool=pool)
         return status == 200
