@@ -187,6 +187,29 @@ def test_killed_child_is_restarted_and_ready_again(stack):
     assert "restarting" in (stack.run_dir / "logs" / "supervisor.log").read_text()
 
 
+def test_hung_child_is_killed_and_restarted(stack):
+    """Alive but not answering (SIGSTOP): the liveness watchdog kills the group, and the service
+    is restarted like after a crash."""
+    r = stack.up([stack.service("alpha"), stack.service("beta")])
+    assert r.returncode == 0, r.stderr
+    wait_for(stack.trees_complete, what="process trees in the state file")
+    before = stack.state()["services"]["alpha"]
+    old_tree = proc.from_records(before["tree"])
+
+    os.kill(before["pid"], signal.SIGSTOP)
+
+    def restarted():
+        s = stack.state()["services"]["alpha"]
+        return s if s["pid"] not in (None, before["pid"]) and s["status"] == "ready" else None
+
+    after = wait_for(restarted, timeout=30, what="alpha killed as hung, restarted and ready")
+    assert after["hung_kills"] == 1 and after["restarts"] == 1
+    assert "-9" in after["last_exit"]["why"]
+    wait_for(lambda: gone(old_tree), timeout=15, what="the hung tree to be gone")
+    assert stack.state()["services"]["beta"]["hung_kills"] == 0
+    assert "liveness checks in a row" in (stack.run_dir / "logs" / "supervisor.log").read_text()
+
+
 def test_crash_loop_is_bounded_and_reported(stack):
     crasher = stack.service("crasher", argv=[sys.executable, "-c",
                                              "import sys; print('boom', flush=True); sys.exit(3)"])

@@ -15,7 +15,7 @@ import psutil
 
 from services.settings import REPO_ROOT
 from services.supervisor import proc
-from services.supervisor.probe import NotReady, Probe
+from services.supervisor.probe import NotReady, Probe, live
 from services.supervisor.spec import ServiceSpec
 from services.supervisor.state import RunDir
 
@@ -31,6 +31,11 @@ class Policy:
     backoff_max: float = 30.0
     dep_timeout: float = 300.0  # start a service anyway once its dependencies took this long
     probe_timeout: float = 30.0  # per request: first inferences can be slow
+    # Once ready: a service that does not answer HTTP within live_timeout for live_failures
+    # checks in a row (live_interval apart) is hung (SIGSTOP, deadlock): killed and restarted.
+    live_interval: float = 0.5
+    live_timeout: float = 1.0
+    live_failures: int = 3
 
 
 class Child:
@@ -48,7 +53,7 @@ class Child:
         # main thread can copy the dict while it runs.
         self.info: dict = dict.fromkeys(["spawned_at", "ready_at", "startup_s", "probe_error",
                                          "probe_note", "last_exit"])
-        self.info.update(restarts=0, rss_bytes=0, rss_peak_bytes=0)
+        self.info.update(restarts=0, rss_bytes=0, rss_peak_bytes=0, hung_kills=0)
 
     @property
     def pid(self) -> int | None:
@@ -177,9 +182,32 @@ class Daemon:
                     log.info("%s: ready after %.1f s%s", child.spec.name, elapsed,
                              f" ({probe.note})" if probe.note else "")
                     self.dirty = True
+                    self._live_loop(child, generation)
                 return
             self.dirty = True
             self.stopping.wait(0.5)
+
+    def _live_loop(self, child: Child, generation: int) -> None:
+        """Watch a ready service: alive but not answering -> SIGKILL its process group; the main
+        loop then reaps it and restarts it like any crash."""
+        failures = 0
+        while not self.stopping.wait(self.policy.live_interval):
+            if child.generation != generation or child.popen is None:
+                return
+            try:
+                live(child.spec.probe, self.policy.live_timeout)
+                failures = 0
+                continue
+            except NotReady as e:
+                failures += 1
+                child.info["probe_error"] = f"liveness {failures}/{self.policy.live_failures}: {e}"
+                self.dirty = True
+            if failures >= self.policy.live_failures and child.generation == generation:
+                log.error("%s: no answer to %d liveness checks in a row: killing pid %s to "
+                          "restart it", child.spec.name, failures, child.pid)
+                child.info["hung_kills"] = child.info.get("hung_kills", 0) + 1
+                proc.kill_group(child.pid)
+                return
 
     def _reap(self, child: Child, now: float) -> None:
         if child.popen is None or child.popen.poll() is None:

@@ -98,6 +98,21 @@ def _model_requests(kind: str, url: str, fmt: str, store: Path) -> list[Request]
     return requests
 
 
+# Liveness: the process still answers HTTP at all (any status; no inference, cheap).
+LIVE_PATH = {"oip": "/v2/health/live", "tfserving": "/v1/models", "torchserve": "/ping",
+             "http": ""}
+
+
+def live(probe: dict, timeout: float) -> None:
+    """Raises NotReady if the service does not answer an HTTP request within `timeout` (alive
+    but hung: SIGSTOP, a deadlock, a GIL-holding loop)."""
+    kind = probe["kind"]
+    url = probe["url"].rstrip("/") + LIVE_PATH[kind]
+    if kind == "http":  # the gateway's readiness URL; liveness is its sibling
+        url = url.replace("/v2/health/ready", "/v2/health/live")
+    _http(Request("liveness", None, url, None, None, any_status=True), timeout)
+
+
 class Probe:
     """Callable readiness check; raises NotReady. Builds its requests once, on first use."""
 

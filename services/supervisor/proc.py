@@ -103,6 +103,17 @@ def stop(procs: list[psutil.Process], pgids: set[int], timeout: float) -> list[p
     return wait_gone(_signal(left, pgids, signal.SIGKILL), 5.0)
 
 
+def kill_group(pid: int | None) -> None:
+    """SIGKILL a hung service's process group at once (a stopped or deadlocked process never
+    acts on SIGTERM; SIGKILL also ends a SIGSTOPped one)."""
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait until none is alive; zombies count as gone (psutil.wait_procs waits for whoever
     reaps them, which for orphans is init, in its own time)."""
