@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
 import uvicorn
 
 from services.gateway.app import create_app
+from services.gateway.exposure import PUBLISH_ENV, exposure_error
 from services.gateway.settings import GatewaySettings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = GatewaySettings()
+    if error := exposure_error(os.environ.get(PUBLISH_ENV, ""), settings.gateway_api_key):
+        print(error, file=sys.stderr)
+        raise SystemExit(2)
     p = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__)
     p.add_argument("--host", default=settings.stack_bind_host)
     p.add_argument("--port", type=int, default=settings.gateway_port)
@@ -24,12 +30,12 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
         workers=1,
         access_log=False,  # the gateway writes its own JSON access log
         proxy_headers=False,  # nothing in front of it rewrites client addresses
         server_header=False,
         log_level="warning",
+        **settings.uvicorn_bounds(),  # header/body deadlines, keep-alive, connection cap
     )
 
 
