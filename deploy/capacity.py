@@ -210,6 +210,10 @@ def provenance(results: dict, path: Path) -> dict:
 # --- planning ---------------------------------------------------------------------------------
 
 
+def _users(n: int) -> str:
+    return f"{n} user{'s' if n != 1 else ''}"
+
+
 def plan_row(results: dict, model: str, runtime: str, *, rate: float, latency_ms: float,
              headroom: float, pct: str) -> Row:
     recorded = recorded_capacity(results, model, runtime, latency_ms)
@@ -225,12 +229,11 @@ def plan_row(results: dict, model: str, runtime: str, *, rate: float, latency_ms
             best = min(pts, key=lambda p: p.latency_ms)
             row.problem = (f"no measured point meets {pct} <= {latency_ms:g} ms for {row.target}; "
                            f"the lowest {pct} measured was {best.latency_ms:.1f} ms at "
-                           f"{best.rps:.1f} req/s ({best.users} user"
-                           f"{'s' if best.users != 1 else ''})")
+                           f"{best.rps:.1f} req/s ({_users(best.users)})")
             return row
         row.point = max(within, key=lambda p: p.users)
         row.per_replica_rps = row.point.rps
-        row.source = (f"closed loop, {row.point.users} users: {row.point.rps:.1f} req/s, "
+        row.source = (f"closed loop, {_users(row.point.users)}: {row.point.rps:.1f} req/s, "
                       f"{pct} {row.point.latency_ms:.1f} ms")
     users = row.point.users if row.point else None
     row.runtime_cpu_us_per_request = cpu_us_per_request(results, model, runtime, runtime, users)
@@ -247,7 +250,7 @@ def gateway_cpu_us(results: dict, model: str, runtime: str, users: int | None) -
     """The gateway's CPU per request in front of (model, runtime), and where the figure is from."""
     measured = cpu_us_per_request(results, model, "gateway", runtime, users)
     if measured is not None:
-        return measured, "bench (gateway process tree CPU / requests at the planned point)"
+        return measured, "the bench (at the planned point)"
     known = sizing.SERVICES["gateway"]["cpu_us_per_request"]
     if model in known:
         return known[model], "deploy.sizing (measured for this model)"
