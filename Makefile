@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 EXPORT_INPUTS := $(shell find exporters -name '*.py') $(wildcard contract/*.py) services/torchserve/handler.py services/tfserving/config.py
 
-.PHONY: help install export demo test up down status logs bench bench-gateway loadtest-ui k8s lock clean
+.PHONY: help install export demo test up down status logs bench bench-gateway chaos soak loadtest-ui k8s lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ bench: export ## headless Locust benchmark (PROFILE=quick|full|smoke) against `m
 
 bench-gateway: export ## gateway overhead: direct vs through the gateway (ONNX Runtime, digits-cnn-torch)
 	$(PY) -m loadtests.gateway_overhead --model digits-cnn-torch
+
+chaos: export ## fault benchmark: kill -9 / SIGSTOP each runtime under load; lost requests, recovery s
+	$(PY) -m loadtests.chaos
+
+soak: export ## paced soak on its own stack (DURATION=600 s): non-2xx, p50/p99 per minute, RSS growth
+	$(PY) -m loadtests.soak --duration $(or $(DURATION),600)
 
 k8s: export ## render the Kubernetes / KServe manifests into deploy/kubernetes/ and validate them
 	$(PY) -m deploy render
