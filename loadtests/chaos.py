@@ -68,6 +68,7 @@ class Result:
     end: float
     code: str  # HTTP status ("200", "503") or a transport error ("timeout", "refused", ...)
     served_by: str | None = None
+    detail: str | None = None  # the start of a failed answer's body (the gateway's reason)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +98,17 @@ def classify(results: list[Result], t_fault: float, grace: float = GRACE_S) -> d
         "pinned_ok": sum(r.ok for r in pinned),
         "pinned_lost": dict(Counter(r.code for r in pinned if not r.ok)),
         "recovery_s": round(polls[0].end - t_fault, 2) if polls else None,
+        "examples": examples(bare + pinned, t_fault),
     }
+
+
+def examples(results: list[Result], t_fault: float) -> dict[str, str]:
+    """One failed answer's body per stream and code, from the fault on (what the gateway said)."""
+    out: dict[str, str] = {}
+    for r in results:
+        if not r.ok and r.end >= t_fault and r.detail:
+            out.setdefault(f"{r.stream} {r.code}", r.detail)
+    return out
 
 
 def verdict(fault: str, s: dict, recovery_target: float = RECOVERY_TARGET_S) -> tuple[bool, str]:
@@ -187,11 +198,12 @@ class Load:
         try:
             async with self.session.post(url, data=body, headers=self.headers,
                                          timeout=timeout or self.timeout) as r:
-                await r.read()
+                data = await r.read()
                 code, served = str(r.status), r.headers.get("X-Served-By")
+                detail = None if r.status < 300 else data[:300].decode(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-            code, served = stackrun.error_code(e), None
-        res = Result(stream, t, time.monotonic(), code, served)
+            code, served, detail = stackrun.error_code(e), None, None
+        res = Result(stream, t, time.monotonic(), code, served, detail)
         self.results.append(res)
         return res
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import aiohttp
 import numpy as np
 
 from loadtests import payloads
+from loadtests.runner import free_port
 from contract.manifest import load_manifest
 from services.settings import REPO_ROOT, get_settings
 from services.supervisor.state import RunDir
@@ -58,14 +58,12 @@ class Stack:
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:  # held open together: n distinct ports
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free loopback ports (the kernel hands out ephemeral ports in turn)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
 
 
 def private_store(src: Path, models: list[str], dest: Path) -> Path:
