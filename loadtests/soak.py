@@ -64,21 +64,32 @@ def pick_targets(n: int, models: list[str], runtimes: list[str], pinned_share: f
     return [f"{models[i]}@{runtimes[j]}" if p else models[i] for i, p, j in zip(m, pinned, r)]
 
 
-def per_interval(records: list[tuple[float, float, str]], interval: float, duration: float) -> list[dict]:
-    """records (scheduled offset s, latency s, code) -> one row per interval of the schedule."""
+def per_interval(records: list[tuple], interval: float, duration: float) -> list[dict]:
+    """records (scheduled offset s, latency s, code, ...) -> one row per interval of the schedule."""
     rows = []
     for k in range(int(np.ceil(duration / interval))):
         lo, hi = k * interval, min((k + 1) * interval, duration)
         rs = [r for r in records if lo <= r[0] < hi]
-        ok = [lat for _, lat, code in rs if code.startswith("2")]
-        lats = [lat for _, lat, code in rs if code != "client-overload"]
+        ok = [r[1] for r in rs if r[2].startswith("2")]
+        lats = [r[1] for r in rs if r[2] != "client-overload"]
         rows.append({
             "interval": k + 1, "from_s": lo, "to_s": hi, "requests": len(rs),
             "rate": round(len(rs) / (hi - lo), 1) if hi > lo else 0.0, "ok": len(ok),
-            "non_2xx": dict(Counter(code for _, _, code in rs if not code.startswith("2"))),
+            "non_2xx": dict(Counter(r[2] for r in rs if not r[2].startswith("2"))),
             "p50_ms": stackrun.percentile_ms(lats, 50), "p99_ms": stackrun.percentile_ms(lats, 99),
         })
     return rows
+
+
+def per_target(records: list[tuple]) -> list[dict]:
+    """records (offset, latency s, code, target) -> requests, non-2xx, p50/p99 per target."""
+    by: dict[str, list[tuple]] = {}
+    for r in records:
+        by.setdefault(r[3], []).append(r)
+    return [{"target": t, "requests": len(rs),
+             "non_2xx": dict(Counter(r[2] for r in rs if not r[2].startswith("2"))),
+             "p50_ms": stackrun.percentile_ms([r[1] for r in rs], 50),
+             "p99_ms": stackrun.percentile_ms([r[1] for r in rs], 99)} for t, rs in sorted(by.items())]
 
 
 def rss_growth(start: dict[str, float], end: dict[str, float]) -> dict[str, dict]:
@@ -135,7 +146,7 @@ class Soak:
                 code = str(r.status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             code = stackrun.error_code(e)
-        out.append((off, time.monotonic() - due, code))
+        out.append((off, time.monotonic() - due, code, name))
 
     async def run(self, offsets: np.ndarray, names: list[str], out: list, on_tick=None,
                   tick: float = 60.0) -> None:
@@ -151,7 +162,7 @@ class Soak:
             if (delay := due - time.monotonic()) > 0:
                 await asyncio.sleep(delay)
             if len(pending) >= MAX_IN_FLIGHT:
-                out.append((float(off), 0.0, "client-overload"))
+                out.append((float(off), 0.0, "client-overload", name))
                 continue
             model = name.split("@")[0]
             body = self.bodies[model][i % len(self.bodies[model])]
@@ -173,7 +184,7 @@ async def soak(stack: stackrun.Stack, args: argparse.Namespace) -> dict:
                                            args.pinned_share, rng), [])
         rss0, restarts0 = rss_now(stack), restarts_now(stack)
         samples = [{"at_s": 0.0, "rss_mb": rss0}]
-        records: list[tuple[float, float, str]] = []
+        records: list[tuple] = []
         offs = arrival_offsets(args.rate, args.duration, args.arrivals, rng)
         names = pick_targets(len(offs), args.model_list, args.runtime_list, args.pinned_share, rng)
         stackrun.say(f"soak: {len(offs)} requests over {args.duration:g} s "
@@ -238,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 2
-    rows = per_interval(r.pop("records"), args.interval, args.duration)
+    records = r.pop("records")
+    rows = per_interval(records, args.interval, args.duration)
+    r["targets"] = per_target(records)
     doc = {"duration_s": args.duration, "rate": args.rate, "arrivals": args.arrivals,
            "models": args.model_list, "pinned_runtimes": args.runtime_list,
            "pinned_share": args.pinned_share, "warmup_s": args.warmup, "attach": args.attach,
@@ -254,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     print(render_intervals(rows, args.interval))
     print(f"\n{total} requests, non-2xx {stackrun.codes_text(dict(bad))} "
           f"({100 * sum(bad.values()) / max(1, total):.3f}%); sending took {r['elapsed_s']:g} s\n")
+    print(stackrun.table([[t["target"], t["requests"], stackrun.codes_text(t["non_2xx"]),
+                           t["p50_ms"], t["p99_ms"]] for t in r["targets"]],
+                         ["target", "requests", "non-2xx", "p50 ms", "p99 ms"]) + "\n")
     print(render_rss(r["rss"], r["restarts"]))
     print(f"\n{doc['machine_after']['uptime']}\nwritten {path}")
     return 0 if not bad else 1

@@ -141,6 +141,14 @@ def test_per_interval_rows():
     assert soak.per_interval([], 60, 60)[0]["p50_ms"] is None
 
 
+def test_per_target():
+    recs = [(0, 0.010, "200", "a"), (1, 0.030, "503", "a@tflite"), (2, 0.020, "200", "a")]
+    assert soak.per_target(recs) == [
+        {"target": "a", "requests": 2, "non_2xx": {}, "p50_ms": 15.0, "p99_ms": 19.9},
+        {"target": "a@tflite", "requests": 1, "non_2xx": {"503": 1}, "p50_ms": 30.0,
+         "p99_ms": 30.0}]
+
+
 def test_rss_growth():
     g = soak.rss_growth({"gateway": 80.0, "tflite": 100.0}, {"gateway": 88.0, "torchserve": 500.0})
     assert g["gateway"] == {"start_mb": 80.0, "end_mb": 88.0, "growth_pct": 10.0}
