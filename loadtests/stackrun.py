@@ -100,7 +100,7 @@ def own_stack(src_store: Path, models: list[str], extra_env: dict[str, str] | No
             up = subprocess.run([*SUPERVISOR, "up", "--timeout", str(timeout)], cwd=REPO_ROOT,
                                 env=env, capture_output=True, text=True, timeout=timeout + 60)
             if up.returncode != 0:
-                raise SystemExit(f"stack did not start:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+                raise RuntimeError(f"stack did not start:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
             say(f"stack ready in {time.monotonic() - t0:.1f} s")
             yield stack
         finally:

@@ -84,6 +84,17 @@ def test_render_table():
     assert row1.index("6491") == head.index("bare ok")  # columns line up
 
 
+def test_phases_of_a_restart():
+    svc = {"last_exit": {"at": 1003.5}, "spawned_at": 1005.5, "ready_at": 1013.0}
+    p = chaos.phases(1000.0, 15.0, svc)
+    assert p == {"detect_s": 3.5, "backoff_s": 2.0, "startup_s": 7.5, "gateway_s": 2.0}
+    assert chaos.phases(1000.0, 2.0, {**svc, "last_exit": {"at": 990.0}}) is None  # older exit
+    assert chaos.phases(1000.0, None, svc) is None
+    row = {"fault": "sigstop", "runtime": "tflite", "summary": {"recovery_s": 15.0}, "phases": p}
+    text = chaos.render_phases([row, {**row, "phases": None}])
+    assert len(text.splitlines()) == 3 and "7.5" in text.splitlines()[2]
+
+
 def test_plan_worker_fault_only_on_torchserve():
     assert chaos.plan(["onnxruntime", "torchserve"], list(chaos.FAULTS)) == [
         ("onnxruntime", "kill9"), ("onnxruntime", "sigstop"), ("onnxruntime", "stall"),
