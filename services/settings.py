@@ -50,9 +50,16 @@ class StackSettings(BaseSettings):
     torchserve_batch_size: int = 1
     torchserve_max_batch_delay_ms: int = 5
 
+    # Bounds of every HTTP server we run (services/common/http_bounds.py).
+    http_header_timeout_s: float = 10.0  # connection opened / request begun -> headers complete
+    http_body_timeout_s: float = 10.0  # headers -> whole body
+    http_keepalive_timeout_s: float = 5.0  # idle between requests
+    http_max_connections: int = 512  # concurrent connections per server; beyond: 503
+    server_max_body_bytes: int = 96 * 1024 * 1024  # model servers: 3 x the gateway's (stack.env)
+
     gateway_timeout_s: float = 10.0
     gateway_connect_timeout_s: float = 1.0
-    gateway_max_payload_bytes: int = 16 * 1024 * 1024
+    gateway_max_payload_bytes: int = 32 * 1024 * 1024
     gateway_policy: str = "failover"
     gateway_default_runtime: str = "onnxruntime"
     gateway_api_key: str = ""
@@ -62,6 +69,13 @@ class StackSettings(BaseSettings):
         Serving's REST port, TorchServe's inference port)."""
         r = RUNTIMES[runtime]
         return f"http://{getattr(self, r.host_key)}:{getattr(self, r.port_keys[0])}"
+
+    def uvicorn_bounds(self) -> dict:
+        from services.common.http_bounds import uvicorn_config
+
+        return uvicorn_config(header_timeout=self.http_header_timeout_s,
+                              keepalive_timeout=self.http_keepalive_timeout_s,
+                              max_connections=self.http_max_connections)
 
     @property
     def model_store(self) -> Path:

@@ -34,7 +34,7 @@ async def predict(request: Request, model: str, version: str | None = None) -> R
     targets = gw.router.resolve(model, version)
     manifest = targets[0].model
     ctx.model = manifest.name
-    body = await read_body(request, s.gateway_max_payload_bytes, s.gateway_timeout_s)
+    body = await read_body(request, s.gateway_max_payload_bytes, s.http_body_timeout_s)
     # Row "instances" (values, or objects keyed by input name) or columnar "inputs"; the codec
     # refuses an unknown signature_name. The TF Serving backend gets `body` as received.
     req, row_format = InferRequest.from_tfserving(body, manifest.signature)

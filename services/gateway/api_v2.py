@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from contract.codec import InferRequest, header_length
 from services.gateway.backends.base import Call
-from services.gateway.errors import GatewayError
+from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.routing import Target
 from services.gateway.transport import (
     context,
@@ -22,6 +22,7 @@ from services.gateway.transport import (
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 VERSIONED = "/versions/{version}"
+INDEX_BODY_LIMIT = 64 * 1024  # the index request is {"ready": true} at most
 
 INFER_DOC: dict[str, Any] = {
     "requestBody": {
@@ -119,7 +120,7 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     manifest = targets[0].model
     sig = manifest.signature
     ctx.model = manifest.name
-    body = await read_body(request, s.gateway_max_payload_bytes, s.gateway_timeout_s)
+    body = await read_body(request, s.gateway_max_payload_bytes, s.http_body_timeout_s)
     # Header-level checks only (names, datatypes, shapes, counts, binary sizes): values are
     # decoded only when a backend needs another wire form.
     req = InferRequest.from_oip(body, header_length(header(request, b"inference-header-content-length")))
@@ -142,8 +143,10 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
 async def repository_index(request: Request) -> Response:
     gw, ctx = gateway(request), context(request)
     ctx.endpoint = "index"
-    body = await request.body()
+    body = await read_body(request, INDEX_BODY_LIMIT, gw.settings.http_body_timeout_s)
     doc = parse_json(body) if body.strip() else {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise BadRequest('the index request must be a JSON object like {"ready": true}')
     entries = await gw.index()
     if isinstance(doc, dict) and doc.get("ready"):
         entries = [e for e in entries if e["state"] == "READY"]

@@ -14,7 +14,9 @@ from services.gateway.backends.base import Answer, Call
 from services.gateway.context import RequestContext
 from services.gateway.errors import (
     BackendFailed,
+    BackendLost,
     BackendRejected,
+    BackendTimeout,
     BackendUnavailable,
     GatewayError,
     ModelUnavailable,
@@ -37,6 +39,7 @@ class Gateway:
             failures=settings.gateway_breaker_failures,
             reset_s=settings.gateway_breaker_reset_s,
             interval=settings.gateway_probe_interval_s,
+            probe_failures=settings.gateway_probe_failures,
         )
         self.router = Router(
             self.store,
@@ -46,6 +49,7 @@ class Gateway:
             self.health.available,
         )
         self.metrics = Metrics()
+        self._index: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self.access_log = AccessLog() if settings.gateway_access_log else None
 
     async def start(self) -> None:
@@ -72,9 +76,12 @@ class Gateway:
                     ctx: RequestContext) -> tuple[Target, Answer]:  # fmt: skip
         """Send to the first target that can serve it; fail over while nothing has reached a
         backend (refused, connect timeout, circuit open) or a backend answered 503 for the model
-        (it failed to load there). Nothing is retried once a backend has started on it."""
+        (it failed to load there). A connection that broke before any byte of an answer (the
+        backend was killed) is retried once on the next candidate; nothing else is retried once
+        a backend has started on it. A pinned `<model>@<runtime>` has one target: it fails fast."""
         error: GatewayError | None = None
-        for t in targets:
+        retried = False
+        for i, t in enumerate(targets):
             ctx.runtime = t.runtime
             breaker = self.health.breakers[t.runtime]
             if not breaker.allow():
@@ -95,8 +102,17 @@ class Gateway:
                 breaker.success()  # the backend is up; the model is not (on this backend)
                 error = e
                 continue
+            except BackendLost as e:
+                breaker.failure()
+                if retried or i == len(targets) - 1:
+                    raise
+                retried, error = True, e
+                continue
+            except BackendTimeout:
+                breaker.failure()  # consecutive timeouts open the circuit (outlier detection)
+                raise
             except (BackendRejected, BackendFailed):
-                breaker.success()  # it answered; a timeout counts neither way (the probe decides)
+                breaker.success()  # it answered
                 raise
             finally:
                 self.metrics.observe_backend(t.model.name, t.runtime, time.perf_counter() - start)
@@ -127,7 +143,19 @@ class Gateway:
         return None, reason
 
     async def index(self) -> list[dict[str, Any]]:
-        """Triton repository index: every bare model and every (model, runtime) pair."""
+        """Triton repository index: every bare model and every (model, runtime) pair. It asks
+        every backend about every model, so it is computed at most once per probe interval and
+        concurrent callers share one computation (a client polling it cannot load the backends)."""
+        now = time.monotonic()
+        cached = self._index
+        if cached is not None and (now - cached[0] < self.settings.gateway_probe_interval_s
+                                   or not cached[1].done()):
+            return list(await asyncio.shield(cached[1]))
+        task = asyncio.ensure_future(self._build_index())
+        self._index = (now, task)
+        return list(await asyncio.shield(task))
+
+    async def _build_index(self) -> list[dict[str, Any]]:
         pairs = list(self.router.pairs())
         checks = await asyncio.gather(*(self.pair_ready(t) for _, _, t in pairs if t))
         ready = dict(zip((t.name for _, _, t in pairs if t), checks))

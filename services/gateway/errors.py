@@ -46,6 +46,12 @@ class BackendFailed(GatewayError):
     status = 502
 
 
+class BackendLost(BackendFailed):
+    """The connection broke before any byte of an answer (the backend was killed, restarted or
+    reset it): the inference may not have run, and a bare name is retried once on the next
+    candidate (inference is a pure function of its inputs, so a retry is safe)."""
+
+
 class BackendUnavailable(GatewayError):
     """Nothing reached the backend (refused, connect timeout, circuit open): safe to fail over."""
 

@@ -3,10 +3,12 @@
 Closed: requests flow. After `failures` consecutive connection failures (refused, connect
 timeout) it opens: requests to that backend fail at once with 503 (or fail over). Once
 `reset_s` has passed, one trial request is let through (half-open); its success closes the
-circuit, its failure re-opens it for another `reset_s`. The probe reaches every backend every
-`interval` seconds and feeds the same breaker, so a recovered backend is closed again even
-without traffic. Timeouts do not count: a backend that accepts but never answers is caught by
-the probe, which times out.
+circuit, its failure re-opens it for another `reset_s`. Request timeouts count as failures too
+(outlier detection: a backend that accepts but never answers). The probe reaches every backend
+every `interval` seconds (a cheap liveness request with a short timeout) and feeds the same
+breaker: `probe_failures` missed probes in a row open it at once, so a hung backend (SIGSTOP,
+deadlock) stops receiving bare-name traffic within about interval + probe_failures x timeout,
+and a recovered backend is closed again even without traffic.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = None
 
+    def trip(self) -> None:
+        """Open now (the probe saw the backend stop answering)."""
+        self.failures = max(self.failures, self.threshold)
+        self.opened_at = self.clock()
+
     def failure(self) -> None:
         self.failures += 1
         if self.opened_at is not None or self.failures >= self.threshold:
@@ -56,10 +63,13 @@ class CircuitBreaker:
 
 class HealthMonitor:
     def __init__(
-        self, backends: dict[str, Backend], *, failures: int, reset_s: float, interval: float
+        self, backends: dict[str, Backend], *, failures: int, reset_s: float, interval: float,
+        probe_failures: int = 2,
     ) -> None:
         self.backends = backends
         self.interval = interval
+        self.probe_failures = max(1, probe_failures)
+        self.misses = {rt: 0 for rt in backends}  # consecutive failed probes
         self.breakers = {rt: CircuitBreaker(failures, reset_s) for rt in backends}
         self.up: dict[str, bool | None] = {rt: None for rt in backends}  # None: not probed yet
         self.reason: dict[str, str] = {}
@@ -83,10 +93,16 @@ class HealthMonitor:
             ok, reason = False, e.message
         self.up[runtime] = ok
         self.reason[runtime] = reason
+        breaker = self.breakers[runtime]
         if ok:
-            self.breakers[runtime].success()
+            self.misses[runtime] = 0
+            breaker.success()
         else:
-            self.breakers[runtime].failure()
+            self.misses[runtime] += 1
+            if self.misses[runtime] >= self.probe_failures:
+                breaker.trip()
+            else:
+                breaker.failure()
         return ok
 
     async def probe_all(self) -> None:

@@ -70,7 +70,11 @@ class GatewayMiddleware:
         metrics = self.gateway.metrics
         metrics.in_flight.inc()
         try:
-            if not self._authorized(scope, headers):
+            if sum(1 for k, _ in scope["headers"] if k == b"authorization") > 1:
+                # Proxies and servers disagree on which one counts: refuse rather than guess.
+                await error_response(400, "more than one Authorization header")(
+                    scope, receive, send_with_headers)
+            elif not self._authorized(scope, headers):
                 resp = error_response(
                     401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                     {"WWW-Authenticate": "Bearer"},

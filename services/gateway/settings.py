@@ -20,8 +20,11 @@ class GatewaySettings(StackSettings):
     # Per-runtime request timeout overrides, e.g. GATEWAY_BACKEND_TIMEOUTS='{"torchserve": 30}'.
     gateway_backend_timeouts: dict[str, float] = {}
     gateway_max_connections: int = 64  # keep-alive pool per backend
-    gateway_probe_interval_s: float = 2.0
-    gateway_probe_timeout_s: float = 1.0
+    # A liveness probe of every backend every interval; probe_failures misses in a row (no
+    # answer within probe_timeout) open its circuit: a hung backend is out within ~1.5-2 s.
+    gateway_probe_interval_s: float = 0.5
+    gateway_probe_timeout_s: float = 0.75
+    gateway_probe_failures: int = 2
     gateway_breaker_failures: int = 3  # consecutive connection failures that open the circuit
     gateway_breaker_reset_s: float = 5.0  # open -> half-open (one trial request) after this
     gateway_access_log: bool = True

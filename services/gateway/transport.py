@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from services.common.http_bounds import BodyError
+from services.common.http_bounds import read_body as bounded_read
 from services.gateway.context import CTX, RequestContext
 from services.gateway.core import Gateway
-from services.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from services.gateway.errors import BadRequest, GatewayError
 
 
 def gateway(request: Request) -> Gateway:
@@ -32,29 +33,13 @@ def header(request: Request, name: bytes) -> str | None:
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The raw body (no Content-Type required: tritonclient sends none), at most `limit` bytes,
-    read straight from the ASGI channel; a body that comes in pieces must finish in `timeout`."""
-    declared = header(request, b"content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"request body of {declared} bytes exceeds the limit of {limit} bytes"
-        )
-    chunks: list[bytes] = []
-    size, more = 0, True
+    """The raw body (no Content-Type required: tritonclient sends none), read straight from the
+    ASGI channel within the stack's bounds (services/common/http_bounds.py)."""
     try:
-        async with asyncio.timeout(timeout):
-            while more:
-                message = await request.receive()
-                if message["type"] == "http.disconnect":
-                    raise BadRequest("the client disconnected before sending its body")
-                chunk, more = message.get("body", b""), message.get("more_body", False)
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise GatewayError(f"the request body did not arrive within {timeout} s", 408) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await bounded_read(request.receive, header(request, b"content-length"), limit,
+                                  timeout)
+    except BodyError as e:
+        raise GatewayError(e.message, e.status) from None
 
 
 def parse_json(data: bytes) -> Any:

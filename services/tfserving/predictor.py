@@ -28,6 +28,7 @@ class _DefaultSignature:
 
 class Predictor:
     def __init__(self, registry: Registry, executor: ThreadPoolExecutor, settings: StackSettings):
+        self.settings = settings
         self.executor = executor
         self.metrics = Metrics()
         self.batchers = {

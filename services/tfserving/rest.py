@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contract.codec import CodecError, decode_tfserving_predict, encode_tfserving_predict, parse_json
+from services.common.http_bounds import BodyError, read_body
 from services.tfserving.models import Registry, ServingError, invalid, metadata_json, proto_json
 from services.tfserving.predictor import Predictor
 
@@ -72,7 +73,13 @@ def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlet
                 name, version, label, verb = m.groups()
                 if verb != "predict":
                     raise invalid(f"the TF Serving stand-in implements :predict only, not :{verb}")
-                body = await predict(name, _int(version), label, await request.body())
+                s = predictor.settings
+                try:
+                    raw = await read_body(request.receive, request.headers.get("content-length"),
+                                          s.server_max_body_bytes, s.http_body_timeout_s)
+                except BodyError as e:
+                    return json_response({"error": e.message}, e.status)
+                body = await predict(name, _int(version), label, raw)
                 return json_response(body)
             m = STATUS_RE.fullmatch(path) if method == "GET" else None
             if m:

@@ -63,7 +63,8 @@ async def serve(
     }
     app = rest.create_app(registry, predictor, about)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=rest_port, log_level="warning", access_log=False)
+        uvicorn.Config(app, host=host, port=rest_port, log_level="warning", access_log=False,
+                       **settings.uvicorn_bounds())
     )
     grpc_server = None
     if grpc_port:

@@ -10,7 +10,9 @@ outputs exactly (float32 matmuls, integer sums), so expected answers are exact:
 - tiny-dead  x FP32 [-1, 4] -> y FP32 [-1, 3]; no artifact passed parity: never routable
 
 Each fake is a stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on
-inference) or "hang" (accepts, never answers until stopped), and `unloaded`: models it answers
+inference), "hang" (accepts inferences, never answers them until stopped), "drop" (closes the
+connection of an inference without a byte of answer, as a killed server does) or "freeze" (answers
+nothing at all, probes included, as a SIGSTOPped server), and `unloaded`: models it answers
 503 {"error": "model X failed to load: ..."} for, as our OIP servers do. Protocol "any" speaks
 all three on one port, by path (/v2 OIP, /v1 TF Serving, else TorchServe): every KServe predictor
 of a gateway behind one URL; `names` maps the names a predictor knows models by (TF Serving's:
@@ -125,6 +127,12 @@ def make_store(root: Path) -> Path:
     return root
 
 
+class _Server(ThreadingHTTPServer):
+    # A real server's listen backlog, not socketserver's 5: a gateway's concurrent readiness
+    # fan-out to one fake would otherwise see dropped SYNs (1 s connect timeouts).
+    request_queue_size = 128
+
+
 class FakeBackend:
     def __init__(self, protocol: str, port: int = 0, served_by: str | None = None) -> None:
         self.protocol = protocol  # "oip" | "tfserving" | "torchserve" | "any"
@@ -135,7 +143,7 @@ class FakeBackend:
         self.requests: list[tuple[str, str]] = []  # (method, path) seen
         self.bodies: list[tuple[str, dict[str, str], bytes]] = []  # inference requests seen
         self.stopped = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        self._server = _Server(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -162,6 +170,11 @@ class FakeBackend:
         if infer:
             self.bodies.append((path, {k.lower(): v for k, v in headers.items()}, body))
             del self.bodies[:-50]
+        if self.mode == "freeze" or (infer and self.mode == "drop"):
+            while self.mode == "freeze" and not self.stopped.wait(0.05):
+                pass
+            if self.mode in ("freeze", "drop"):
+                raise ConnectionAbortedError  # the handler closes without answering
         if infer and self.mode == "hang":
             self.stopped.wait(60)
             return 500, {}, b""
@@ -250,7 +263,11 @@ def _make_handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
-            status, headers, out = fake.handle(self.command, self.path, self.headers, body)
+            try:
+                status, headers, out = fake.handle(self.command, self.path, self.headers, body)
+            except ConnectionAbortedError:
+                self.close_connection = True
+                return
             if fake.stopped.is_set():
                 return
             self.send_response(status)

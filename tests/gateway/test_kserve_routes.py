@@ -180,7 +180,7 @@ def test_readiness_through_the_predictors(kserve_gateway, predictors) -> None:
     with kserve_gateway.client() as c:
         rows = {r["name"]: r for r in c.post("/v2/repository/index").json()}
         assert c.get("/v2/models/tiny-mlp@torchserve/ready").status_code == 200
-    assert all(rows[f"tiny-pair@{rt}"]["state"] == "READY" for rt in RUNTIMES)
+    assert all(rows[f"tiny-pair@{rt}"]["state"] == "READY" for rt in RUNTIMES), [rows[f"tiny-pair@{rt}"] for rt in RUNTIMES]
     # TorchServe's management API stays in its pod: readiness is a real inference
     assert ("POST", "/predictions/tiny-pair") in predictors.requests
     assert not any(p.startswith("/models/") for _, p in predictors.requests)

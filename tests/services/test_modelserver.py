@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contract.manifest import Signature, TensorSpec, load_store
 from services.settings import UnknownModels, select_models
+from tests import http_checks
 from tests.conftest import free_port, wait_for
 from tests.services import tiny_models as tm
 
@@ -809,3 +810,17 @@ def test_real_store_matches_reference(real_store: Path, runtime: str, tmp_path: 
                             )
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_connections_are_bounded(runtime, store, tmp_path):
+    """Idle and slow connections are cut, the connection count capped (tests/http_checks.py)."""
+    with run_server(runtime, store, tmp_path, **http_checks.BOUNDS_ENV) as srv:
+        http_checks.check_all(srv.url, srv.port, f"/v2/models/{LINEAR}/infer")
+
+
+def test_body_limit_is_the_stacks(store, tmp_path):
+    """The servers refuse bodies over SERVER_MAX_BODY_BYTES with 413, before reading them."""
+    with run_server("onnxruntime", store, tmp_path, SERVER_MAX_BODY_BYTES="1000") as srv:
+        r = httpx.post(f"{srv.url}/v2/models/{LINEAR}/infer", content=b"[" * 2000)
+        assert r.status_code == 413 and "limit of 1000 bytes" in r.json()["error"]

@@ -21,6 +21,7 @@ from contract.manifest import (
 )  # fmt: skip
 from services.settings import REPO_ROOT, StackSettings
 from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
+from tests import http_checks
 from tests.conftest import free_port, stop_process_group
 from tests.services import tiny_models as tm
 
@@ -89,7 +90,7 @@ def tiny_store(tmp_path_factory) -> Path:
 
 
 class StandIn:
-    def __init__(self, store: Path, run_dir: Path):
+    def __init__(self, store: Path, run_dir: Path, env: dict[str, str] | None = None):
         self.rest, self.grpc = free_port(), free_port()
         run_dir.mkdir(parents=True)
         self.log_path = run_dir / "standin.log"
@@ -98,7 +99,7 @@ class StandIn:
             [sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
              "--rest-port", str(self.rest), "--grpc-port", str(self.grpc),
              "--model-store", str(store), "--run-dir", str(run_dir)],
-            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.rest}"
@@ -309,6 +310,15 @@ def test_concurrent_requests_are_batched_correctly(standin, reference):
 def test_malformed_path_is_400(standin):
     r = httpx.get(f"{standin.url}/v1/nonsense")
     assert r.status_code == 400 and r.json() == {"error": "Malformed request: GET /v1/nonsense"}
+
+
+def test_connections_are_bounded(tiny_store, tmp_path):
+    """The stack's HTTP bounds (tests/http_checks.py) hold on the stand-in's REST port too."""
+    s = StandIn(tiny_store, tmp_path / "run", env=http_checks.BOUNDS_ENV)
+    try:
+        http_checks.check_all(s.url, s.rest, f"/v1/models/{NAME}:predict", "/v1/standin")
+    finally:
+        s.stop()
 
 
 def test_labels_itself(standin):

@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from contract.codec import (
     BINARY_HEADER,
@@ -22,6 +21,7 @@ from contract.codec import (
     Limits,
     header_length,
 )
+from services.common.http_bounds import BodyError, read_body
 from services.common.modelserver.batching import Batcher
 from services.common.modelserver.metrics import UNKNOWN_MODEL, Metrics
 from services.common.modelserver.runtime import ModelRuntime
@@ -30,8 +30,6 @@ from services.settings import StackSettings
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
-# The whole body is held in memory to decode it: 32 x 3 x 224 x 224 FP32 as JSON is ~50 MB.
-MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -65,6 +63,7 @@ class ModelServer:
         self.server_version = server_version
         self.models = models
         self.failed = failed
+        self.settings = settings
         self.limits = Limits()  # no max_batch: a request above batch_max_size runs on its own
         self.metrics = Metrics()
         self.batchers = {
@@ -123,7 +122,12 @@ class ModelServer:
         batcher = self.batchers[model.name]
         batcher.receiving()
         try:
-            body = await _read_body(request)
+            s = self.settings
+            try:
+                body = await read_body(request.receive, request.headers.get("content-length"),
+                                       s.server_max_body_bytes, s.http_body_timeout_s)
+            except BodyError as e:
+                raise ApiError(e.status, e.message) from None
             try:
                 req = InferRequest.from_oip(body, header_length(request.headers.get(BINARY_HEADER)))
                 size = req.validate(model.signature, self.limits)
@@ -154,23 +158,6 @@ class ModelServer:
         rows += [{"name": n, "version": v, "state": "UNAVAILABLE", "reason": why}
                  for n, (v, why) in self.failed.items()]  # fmt: skip
         return sorted(rows, key=lambda r: r["name"])
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, refused with 413 beyond MAX_BODY_BYTES (checked while reading, not after)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES}")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(499, "client closed the request") from None
-    return b"".join(chunks)
 
 
 def create_app(server: ModelServer) -> FastAPI:

@@ -55,7 +55,6 @@ def main(platform: str, runtime: str, argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
         ws="none",
         lifespan="on",
         workers=1,
@@ -63,6 +62,7 @@ def main(platform: str, runtime: str, argv: list[str] | None = None) -> int:
         server_header=False,
         log_level=args.log_level,
         timeout_graceful_shutdown=30,
+        **settings.uvicorn_bounds(),  # header/body deadlines, keep-alive, connection cap
     )
     log.info(
         "%s: serving %d model(s) from %s on http://%s:%d (OIP v2 REST; batch_max_size=%d, "

@@ -26,6 +26,7 @@ from contract.manifest import Manifest
 from services.gateway.backends.http import ConnectTimeout, Disconnected, HTTPPool
 from services.gateway.errors import (
     BackendFailed,
+    BackendLost,
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
@@ -104,7 +105,9 @@ class Backend(ABC):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
-        self.probe_timeout = probe_timeout
+        self.probe_timeout = probe_timeout  # liveness: short, it decides the circuit
+        # Readiness and metadata may run an inference (TorchServe under KServe): an inference's.
+        self.ready_timeout = timeout
         self.pool = self._pool(url) if url else None
         self.pools = [self.pool] if self.pool else []  # every server, for the probe and close()
         self.routes: dict[str, tuple[HTTPPool, str]] = {}
@@ -160,7 +163,8 @@ class Backend(ABC):
                 f"backend {rt} did not answer within {timeout} s", runtime=rt
             ) from None
         except Disconnected as e:
-            raise BackendFailed(f"backend {rt} at {where}: {e}", runtime=rt) from None
+            lost = BackendLost if e.before_response else BackendFailed
+            raise lost(f"backend {rt} at {where}: {e}", runtime=rt) from None
         except OSError as e:
             raise BackendUnavailable(
                 f"backend {rt} at {where} is unreachable: {e.strerror or e}", runtime=rt
@@ -186,7 +190,7 @@ class Backend(ABC):
         )
 
     async def _get_json(self, path: str, pool: HTTPPool | None = None) -> Any:
-        status, headers, body = await self._send("GET", path, timeout=self.probe_timeout, pool=pool)
+        status, headers, body = await self._send("GET", path, timeout=self.ready_timeout, pool=pool)
         self.check(status, headers, body)
         return orjson.loads(body)
 

@@ -14,7 +14,12 @@ IDLE_S = 4.0  # drop idle connections before uvicorn's 5 s keep-alive timeout cl
 
 
 class Disconnected(ConnectionError):
-    """The server closed the connection before a complete response."""
+    """The server closed the connection before a complete response; `before_response`: before
+    any byte of it (the request may not have run)."""
+
+    def __init__(self, message: str, before_response: bool) -> None:
+        super().__init__(message)
+        self.before_response = before_response
 
 
 class ConnectTimeout(OSError):
@@ -50,18 +55,24 @@ class HTTPPool:
     ) -> tuple[int, dict[str, str], bytes]:
         """(status, lower-cased headers, body). Raises ConnectTimeout, OSError (refused),
         Disconnected (server hung up); the caller bounds the whole call with its own deadline."""
+        broken = (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)
         try:
             async with self._get_session().request(
                 method, self.url + path, data=body or None, headers=headers
             ) as resp:
-                data = await resp.read()
+                try:
+                    data = await resp.read()
+                except broken as e:
+                    raise Disconnected(f"server closed the connection mid-answer: {e}",
+                                       before_response=False) from None
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, data
         except aiohttp.ConnectionTimeoutError:
             raise ConnectTimeout(f"no connection within {self.connect_timeout} s") from None
         except aiohttp.ClientConnectorError as e:
             raise ConnectionRefusedError(str(e)) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as e:
-            raise Disconnected(f"server closed the connection: {e}") from None
+        except broken as e:
+            raise Disconnected(f"server closed the connection before answering: {e}",
+                               before_response=True) from None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -41,7 +41,7 @@ class OIPBackend(Backend):
     async def ready(self, model: Manifest) -> bool:
         pool, name = self.route(model.name)
         status, h, body = await self._send("GET", f"/v2/models/{name}/ready",
-                                           timeout=self.probe_timeout, pool=pool)  # fmt: skip
+                                           timeout=self.ready_timeout, pool=pool)  # fmt: skip
         if status == 503:  # failed to load: say why (the repository index shows it)
             self.check(status, h, body, model.name)
         return status == 200

@@ -46,7 +46,7 @@ class TFServingBackend(Backend):
 
     async def ready(self, model: Manifest) -> bool:
         pool, name = self.route(model.name)
-        status, _, body = await self._send("GET", f"/v1/models/{name}", timeout=self.probe_timeout,
+        status, _, body = await self._send("GET", f"/v1/models/{name}", timeout=self.ready_timeout,
                                            pool=pool)
         if status != 200:
             return False

@@ -68,5 +68,5 @@ class TorchServeBackend(Backend):
         pool, name = self.route(model.name)
         status, _, _ = await self._send("POST", f"/predictions/{name}", body,
                                         {"Content-Type": "application/json"},
-                                        timeout=self.probe_timeout, pool=pool)
+                                        timeout=self.ready_timeout, pool=pool)
         return status == 200
