@@ -91,7 +91,39 @@ def _json_leaves(data: Any, ndim: int, name: str) -> int:
     return count
 
 
-def decode_json_data(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+def _has_bool(value: Any) -> bool:
+    """Whether nested lists hold a JSON true/false among their values (numpy would read it as 1
+    or 0). Walked only when the body has such a literal at all (see InferRequest.from_oip)."""
+    stack = [value]
+    while stack:
+        items = stack.pop()
+        if type(items) is bool:
+            return True
+        if type(items) is list:
+            if items and type(items[0]) is list:
+                stack.extend(items)
+            elif any(type(v) is bool for v in items):
+                return True
+    return False
+
+
+def _exact_uint64(data: Any, arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """UINT64 data numpy read as float64 (values >= 2**63 beside smaller ones): the exact
+    integers if every value is one, else the float array back (refused as floats)."""
+    values = np.asarray(data, dtype=object).reshape(-1)
+    if all(type(v) is int and 0 <= v < 2**64 for v in values):
+        return np.array(values.tolist(), dtype=np.uint64).reshape(arr.shape), "u"
+    return arr, "f"
+
+
+def has_bool_literal(raw: bytes | memoryview) -> bool:
+    """Whether a JSON body has a true/false literal anywhere (then its numbers are walked)."""
+    raw = bytes(raw)
+    return b"true" in raw or b"false" in raw
+
+
+def decode_json_data(data: Any, datatype: str, shape: list[int], name: str,
+                     maybe_bools: bool = True) -> np.ndarray:  # fmt: skip
     """`data` of an OIP JSON tensor -> array of `shape` and `datatype`; CodecError if not exact."""
     dtype = numpy_dtype(datatype)
     need = element_count(shape)
@@ -103,12 +135,18 @@ def decode_json_data(data: Any, datatype: str, shape: list[int], name: str) -> n
     except (ValueError, TypeError, OverflowError):
         raise CodecError(f"tensor {name!r}: 'data' is not a regular array of {datatype} values") from None
     kind = arr.dtype.kind
+    if need == 0:  # [] has no values to be of a wrong kind (numpy calls it float64)
+        return np.zeros(shape, dtype)
+    if dtype == np.uint64 and kind == "f":  # numpy mixes >= 2**63 and smaller ints into float64
+        arr, kind = _exact_uint64(data, arr)
     if dtype.kind == "b":
         ok = kind == "b"
     elif dtype.kind in "iu":
         ok = kind in "iu"
     else:
         ok = kind in "iuf"
+    if ok and dtype.kind != "b" and kind != "b" and maybe_bools and _has_bool(data):
+        ok, kind = False, "b"  # true/false among the numbers
     if not ok or arr.size != need:
         what = {"b": "booleans", "U": "strings", "O": "nulls or mixed values", "f": "floats"}.get(kind, kind)
         want = "true/false" if dtype.kind == "b" else "integers" if dtype.kind in "iu" else "numbers"
@@ -118,7 +156,8 @@ def decode_json_data(data: Any, datatype: str, shape: list[int], name: str) -> n
         lo, hi = int(arr.min()), int(arr.max())
         if lo < info.min or hi > info.max:
             raise CodecError(f"tensor {name!r}: value {lo if lo < info.min else hi} is out of range for {datatype}")
-    return arr.astype(dtype, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # 1e39 as FP32 is Inf: InferRequest.arrays refuses it
+        return arr.astype(dtype, copy=False).reshape(shape)
 
 
 def encode_json_data(arr: np.ndarray) -> np.ndarray:
@@ -171,6 +210,7 @@ class Tensor:
     data: Any = None  # JSON data (list), when sent as JSON
     raw: Any = None  # bytes / memoryview, when sent with the binary extension
     array: np.ndarray | None = None  # decoded (or given) values
+    maybe_bools: bool = True  # its message has a true/false literal: check data for booleans
 
     @classmethod
     def from_json(cls, t: Any, binary: Any, offset: int) -> tuple["Tensor", int]:
@@ -228,7 +268,8 @@ class Tensor:
                 dtype = numpy_dtype(self.datatype).newbyteorder("<")
                 self.array = np.frombuffer(self.raw, dtype=dtype).reshape(self.shape)
             else:
-                self.array = decode_json_data(self.data, self.datatype, self.shape, self.name)
+                self.array = decode_json_data(self.data, self.datatype, self.shape, self.name,
+                                              self.maybe_bools)
         return self.array
 
     def to_json(self) -> dict[str, Any]:
@@ -329,6 +370,9 @@ class InferRequest:
         if default is not None and type(default) is not bool:
             raise CodecError("parameters.binary_data_output must be true or false")
         inputs = _tensors(doc.get("inputs"), binary, "inputs")
+        if not has_bool_literal(head):  # the common case: no per-value walk for booleans
+            for tensor in inputs:
+                tensor.maybe_bools = False
         return cls(inputs, rid, params, requested, body, header_len)
 
     @classmethod
@@ -356,7 +400,7 @@ class InferRequest:
                 "has serving_default only"
             )
         dtypes = {s.name: s.numpy_dtype for s in signature.inputs}
-        arrays, row_format = decode_tfserving_predict(doc, dtypes)
+        arrays, row_format = decode_tfserving_predict(doc, dtypes, has_bool_literal(body))
         return cls.from_arrays(arrays), row_format
 
     # --- checks ---
@@ -417,6 +461,7 @@ class InferRequest:
         out = {}
         for spec in signature.inputs:
             a = out[spec.name] = by_name[spec.name].decode()
+            check_finite(spec.name, a)
             check_range(spec, a)
         return out
 
@@ -452,6 +497,9 @@ class InferRequest:
         if self.body is not None and (self.header_length is not None) == binary:
             return bytes(self.body), self.header_length
         names = {t.name for t in self.inputs} if binary else set()
+        for tensor in self.inputs:  # re-encoded: JSON cannot carry NaN / Inf
+            if tensor.name not in names:
+                check_finite(tensor.name, tensor.decode())
         return _encode_message(self._head(), "inputs", self.inputs, names)
 
     def to_tfserving(self, signature=None) -> bytes:
@@ -459,6 +507,16 @@ class InferRequest:
         the signature when given, as arrays() does)."""
         arrays = self.arrays(signature) if signature is not None else self.arrays()
         return _dumps({"inputs": {k: np.ascontiguousarray(v) for k, v in arrays.items()}})
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Float inputs must be finite: JSON cannot carry NaN or Inf (they would reach the JSON-only
+    runtimes as null, and 1e39 as FP32 overflows to Inf), and a model fed them answers NaN at
+    best. Refused alike on every path, JSON or binary, direct or through the gateway."""
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        i = int(np.flatnonzero(~np.isfinite(a))[0])
+        raise CodecError(f"input {name!r}: value {a.flat[i]} at flat index {i} is not a finite "
+                         f"number (NaN, Inf, or beyond the range of {a.dtype})")
 
 
 def check_range(spec, a: np.ndarray) -> None:
@@ -532,16 +590,22 @@ class InferResponse:
 # --- TF Serving REST :predict -------------------------------------------------------------------
 
 
-def _tf_array(value: Any, dtype: np.dtype, where: str) -> np.ndarray:
+def _tf_array(value: Any, dtype: np.dtype, where: str, maybe_bools: bool = True) -> np.ndarray:
     if type(value) is dict and "b64" in value:
         raise CodecError(f"{where}: b64 (string) values are not served by this stack's runtimes")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
-        raise CodecError(f"{where}: not a regular array of {dtype} values") from None
+        depth, v = 0, value
+        while type(v) is list and v and depth <= 64:
+            depth, v = depth + 1, v[0]
+        deep = f" (nested {depth if depth <= 64 else 'more than 64'} levels deep)" if depth > 8 else ""
+        raise CodecError(f"{where}: not a regular array of {dtype} values{deep}") from None
     # Checked first: with dtype=float32 numpy turns null into NaN and "1.5" into 1.5 silently.
     kind = arr.dtype.kind
     ok = kind == "b" if dtype.kind == "b" else kind in "iu" if dtype.kind in "iu" else kind in "iuf"
+    if ok and dtype.kind != "b" and kind != "b" and maybe_bools and _has_bool(value):
+        ok = False  # true/false among the numbers
     if not ok:
         raise CodecError(f"{where}: values must be {'true/false' if dtype.kind == 'b' else 'numbers'} "
                          f"of one shape ({dtype} tensor)")  # fmt: skip
@@ -549,10 +613,14 @@ def _tf_array(value: Any, dtype: np.dtype, where: str) -> np.ndarray:
         info = np.iinfo(dtype)
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
             raise CodecError(f"{where}: a value is out of range for {dtype}")
-    return arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # 1e39 as float32 is Inf: check_finite says so
+        out = arr.astype(dtype, copy=False)
+    check_finite(where.removeprefix("input ").strip("'"), out)
+    return out
 
 
-def decode_tfserving_predict(body: Any, input_dtypes: dict[str, np.dtype]) -> tuple[dict[str, np.ndarray], bool]:
+def decode_tfserving_predict(body: Any, input_dtypes: dict[str, np.dtype],
+                             maybe_bools: bool = True) -> tuple[dict[str, np.ndarray], bool]:
     """A TF Serving :predict body -> ({input name: array}, row_format).
 
     Row format: {"instances": [...]} where each instance is a value (single-input model) or an
@@ -574,18 +642,18 @@ def decode_tfserving_predict(body: Any, input_dtypes: dict[str, np.dtype]) -> tu
                     raise CodecError(f"instance {i} has inputs {sorted(inst)}, the model takes {sorted(names)}")
                 for k, v in inst.items():
                     columns.setdefault(k, []).append(v)
-            return {k: _tf_array(columns[k], input_dtypes[k], f"input {k!r}") for k in names}, True
+            return {k: _tf_array(columns[k], input_dtypes[k], f"input {k!r}", maybe_bools) for k in names}, True
         if len(names) != 1:
             raise CodecError(f"the model takes several inputs {names}: name them in each instance")
-        return {names[0]: _tf_array(instances, input_dtypes[names[0]], f"input {names[0]!r}")}, True
+        return {names[0]: _tf_array(instances, input_dtypes[names[0]], f"input {names[0]!r}", maybe_bools)}, True
     inputs = body["inputs"]
     if type(inputs) is dict:
         if set(inputs) != set(names):
             raise CodecError(f"'inputs' has {sorted(inputs)}, the model takes {sorted(names)}")
-        return {k: _tf_array(inputs[k], input_dtypes[k], f"input {k!r}") for k in names}, False
+        return {k: _tf_array(inputs[k], input_dtypes[k], f"input {k!r}", maybe_bools) for k in names}, False
     if len(names) != 1:
         raise CodecError(f"the model takes several inputs {names}: pass 'inputs' as an object")
-    return {names[0]: _tf_array(inputs, input_dtypes[names[0]], f"input {names[0]!r}")}, False
+    return {names[0]: _tf_array(inputs, input_dtypes[names[0]], f"input {names[0]!r}", maybe_bools)}, False
 
 
 def encode_tfserving_predict(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
@@ -627,7 +695,8 @@ def decode_tfserving_outputs(body: bytes, signature, batch: int) -> dict[str, np
 
 __all__ = [
     "BINARY_HEADER", "CodecError", "InferRequest", "InferResponse", "Limits", "OIP_TO_NUMPY",
-    "RequestedOutput", "Tensor", "decode_json_data", "decode_tfserving_outputs",
-    "decode_tfserving_predict", "element_count", "encode_tfserving_predict", "header_length",
+    "RequestedOutput", "Tensor", "check_finite", "decode_json_data", "decode_tfserving_outputs",
+    "decode_tfserving_predict", "element_count", "encode_tfserving_predict", "has_bool_literal",
+    "header_length",
     "parse_json", "split_binary_body",
 ]  # fmt: skip

@@ -1,6 +1,7 @@
 """One behaviour for one input (issue 12): the same request gets the same status and an error that
 names the problem on every runtime, direct and through the gateway, and every answer is valid JSON
-(no bare NaN / Infinity: non-finite floats are null, contract/codec.py).
+(no bare NaN / Infinity: non-finite output floats are null, non-finite inputs are refused,
+contract/codec.py).
 
 One model every runtime serves (digits-mlp-torch: input FP32 [-1, 64] -> logits FP32 [-1, 10]).
 Each case is a request in the Open Inference Protocol and/or TF Serving's :predict form, sent to
@@ -86,31 +87,20 @@ CASES: dict[str, Case] = {
     "body over the limit (Content-Length)": Case(413, oip(), tfs(instances=[ROW]), ("limit|large|exceed",),
                                                  declared=DECLARED),
     "unknown signature_name": Case(400, None, tfs(signature_name="classify", instances=[ROW]), ("signature", "classify")),
-    # Valid requests whose values are not finite in float32: the answer is JSON with null for
-    # non-finite outputs (the documented encoding), never a bare NaN, never a refusal.
-    "FP32 value beyond float32 (1e39 -> inf)": Case(200, oip([1e39, *ROW[1:]]), tfs(instances=[[1e39, *ROW[1:]]])),
-    "NaN in FP32 binary data": Case(200, binary_nan()[0], None, headers=binary_nan()[1]),
+    # Inputs that are not finite in float32 (JSON cannot carry them to the JSON-only runtimes, a
+    # model answers NaN at best): refused alike everywhere (contract/codec.py check_finite).
+    "FP32 value beyond float32 (1e39 -> inf)": Case(400, oip([1e39, *ROW[1:]]), tfs(instances=[[1e39, *ROW[1:]]]),
+                                                    ("finite",)),
+    "NaN in FP32 binary data": Case(400, binary_nan()[0], None, ("finite",), headers=binary_nan()[1]),
 }
 
 OIP_PATHS = ("direct onnxruntime", "direct tflite", "direct torchserve", "gateway",
              *(f"gateway @{rt}" for rt in RUNTIMES))  # fmt: skip
 TF_PATHS = ("direct tfserving", "gateway", *(f"gateway @{rt}" for rt in RUNTIMES))
 
-FIXME_TF_CONVERSION = ("issue 12: a request whose float32 data holds inf/NaN fails where the gateway re-encodes it "
-                       "as JSON for another protocol (inf/NaN -> null -> 'values must be numbers'), and succeeds elsewhere")  # fmt: skip
 XFAIL: dict[tuple[str, str, str], str] = {
-    **{("a boolean among FP32 numbers", api, path): "issue 12: a boolean among numbers is coerced to 1.0 (200), "
-       "not refused as the contract says (contract/codec.py decode_json_data / _tf_array: np.asarray([0.5, True]) "
-       "is float64)" for api, paths in (("oip", OIP_PATHS), ("tf", TF_PATHS)) for path in paths},
-    **{("494-deep nesting", "tf", p): "issue 12: TF Serving form: 'not a regular array of float32 values' does not "
-       "name the nesting" for p in TF_PATHS},
     ("body over the limit (Content-Length)", "oip", "direct torchserve"): "issue 12: TorchServe answers 413 with an "
         "empty body (not JSON, no message)",
-    ("FP32 value beyond float32 (1e39 -> inf)", "oip", "gateway @tfserving"): FIXME_TF_CONVERSION,
-    **{("FP32 value beyond float32 (1e39 -> inf)", "tf", p): FIXME_TF_CONVERSION
-       for p in ("gateway", "gateway @onnxruntime", "gateway @tflite", "gateway @torchserve")},
-    ("NaN in FP32 binary data", "oip", "gateway @tfserving"): FIXME_TF_CONVERSION,
-    ("NaN in FP32 binary data", "oip", "gateway @torchserve"): FIXME_TF_CONVERSION,
 }  # fmt: skip
 
 

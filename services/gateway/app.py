@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from services.gateway import api_v1, api_v2, errors
+from services.gateway import api_v1, api_v2, errors, openapi
 from services.gateway.core import Gateway
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.settings import GatewaySettings
@@ -56,5 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayMiddleware:
         h = gw.health
         circuits = {rt: b.state for rt, b in h.breakers.items()}
         return Response(gw.metrics.render(h.up, circuits), media_type=CONTENT_TYPE_LATEST)
+
+    openapi.install(app)
 
     return GatewayMiddleware(app, gw, FAST_ROUTES)

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -119,5 +120,10 @@ class GatewayMiddleware:
     def _fast_route(self, scope: dict) -> tuple[Callable[..., Awaitable[Response]], dict] | None:
         for method, pattern, handler in self.fast_routes:
             if scope["method"] == method and (m := pattern.fullmatch(scope["path"])):
-                return handler, m.groupdict()
+                params = m.groupdict()
+                if params.get("version") is None and scope["query_string"]:
+                    # ?version= as FastAPI's routes take it (the OpenAPI documents it)
+                    params["version"] = parse_qs(scope["query_string"].decode("latin-1")).get(
+                        "version", [None])[-1]
+                return handler, params
         return None

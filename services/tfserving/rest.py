@@ -17,7 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contract.codec import CodecError, decode_tfserving_predict, encode_tfserving_predict, parse_json
+from contract.codec import (
+    CodecError,
+    decode_tfserving_predict,
+    encode_tfserving_predict,
+    has_bool_literal,
+    parse_json,
+)
 from services.common.http_bounds import BodyError, read_body
 from services.tfserving.models import Registry, ServingError, invalid, metadata_json, proto_json
 from services.tfserving.predictor import Predictor
@@ -58,7 +64,7 @@ def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlet
         # the stand-in serves any signature of the SavedModel. Unknown name -> TF Serving's 400.
         dtypes = servable.input_dtypes(signature_name)
         try:
-            inputs, row_format = decode_tfserving_predict(body, dtypes)
+            inputs, row_format = decode_tfserving_predict(body, dtypes, has_bool_literal(raw))
         except CodecError as e:
             raise invalid(e.message) from None
         servable.validate(signature_name, inputs)

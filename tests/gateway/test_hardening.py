@@ -108,3 +108,17 @@ def test_connections_are_bounded(store, fakes, tmp_path):
         http_checks.check_all(g.url, g.port, "/v2/models/tiny-mlp/infer")
     finally:
         g.stop()
+
+
+def test_version_query_is_honoured_on_every_route(gateway):
+    """The OpenAPI documents ?version on the unversioned routes: infer (served by the middleware's
+    fast path) honours it as metadata does."""
+    with gateway.client() as c:
+        assert c.post("/v2/models/tiny-mlp/infer?version=99", json=BODY).status_code == 404
+        assert c.get("/v2/models/tiny-mlp?version=99").status_code == 404
+        assert c.post("/v2/models/tiny-mlp/infer?version=1", json=BODY).status_code == 200
+        doc = c.get("/openapi.json").json()
+    infer = doc["paths"]["/v2/models/{model}/infer"]["post"]
+    assert {"400", "401", "404", "413", "502", "503", "504"} <= set(infer["responses"])
+    assert "422" not in infer["responses"]
+    assert "application/octet-stream" in infer["responses"]["200"]["content"]

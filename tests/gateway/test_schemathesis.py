@@ -236,19 +236,10 @@ def test_the_inference_routes_are_exercised(healthy):
         assert {200, 400, 401, 404, 413} <= set(healthy.statuses[op]), (op, healthy.statuses[op])
 
 
-UNDOCUMENTED_STATUSES = pytest.mark.xfail(strict=True, reason=(
-    "issue 12, OpenAPI: every operation documents only 200 (and FastAPI's 422, never sent); the gateway answers "
-    "401 (any route but health), 404 (model/runtime/version), 400 (validation; ready routes), 413 (payload), "
-    "502/503/504 (backends)"))
-UNDOCUMENTED_CONTENT_TYPES = pytest.mark.xfail(strict=True, reason=(
-    "issue 12, OpenAPI: GET /metrics answers text/plain (Prometheus) and .../infer with binary outputs answers "
-    "application/octet-stream (+ Inference-Header-Content-Length); both are documented as application/json only"))
-
-
 @pytest.mark.parametrize("gateway", ["healthy", "broken"])
 @pytest.mark.parametrize("check", [
-    pytest.param("status_code_conformance", marks=UNDOCUMENTED_STATUSES),
-    pytest.param("content_type_conformance", marks=UNDOCUMENTED_CONTENT_TYPES),
+    "status_code_conformance",
+    "content_type_conformance",
     "response_schema_conformance",
 ])  # fmt: skip
 def test_answers_conform_to_the_openapi(request, gateway, check):
