@@ -56,6 +56,7 @@ class StackSettings(BaseSettings):
     http_keepalive_timeout_s: float = 5.0  # idle between requests
     http_max_connections: int = 512  # concurrent connections per server; beyond: 503
     server_max_body_bytes: int = 96 * 1024 * 1024  # model servers: 3 x the gateway's (stack.env)
+    max_batch_size: int = 256  # samples per request (a model's fixed batch dimension may be less)
 
     gateway_timeout_s: float = 10.0
     gateway_connect_timeout_s: float = 1.0

@@ -65,11 +65,12 @@ class Gateway:
             await b.close()
 
     def limits(self, model: Manifest) -> Limits:
-        """The codec's limits for a model: a fixed batch dimension caps the batch."""
+        """The codec's limits for a model: MAX_BATCH_SIZE, or its fixed batch dimension if less."""
         lim = self._limits.get(model.name)
         if lim is None:
             fixed = {s.shape[0] for s in model.signature.inputs if s.shape and s.shape[0] > 0}
-            lim = self._limits[model.name] = Limits(max_batch=min(fixed) if fixed else None)
+            lim = self._limits[model.name] = Limits(
+                max_batch=min(fixed | {self.settings.max_batch_size}))
         return lim
 
     async def infer(self, targets: list[Target], call: Call,

@@ -122,3 +122,17 @@ def test_version_query_is_honoured_on_every_route(gateway):
     assert {"400", "401", "404", "413", "502", "503", "504"} <= set(infer["responses"])
     assert "422" not in infer["responses"]
     assert "application/octet-stream" in infer["responses"]["200"]["content"]
+
+
+def test_batch_limit_is_the_stacks(store, fakes, tmp_path):
+    env = backend_env(store, *(fakes[rt].port for rt in RUNTIMES), max_batch_size="2")
+    g = GatewayProcess(env, tmp_path / "gateway.log")
+    try:
+        with g.client() as c:
+            big = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP32", "data": [1] * 12}]}
+            r = c.post("/v2/models/tiny-mlp/infer", json=big)
+            assert r.status_code == 413 and "limit of 2 samples" in r.json()["error"]
+            r = c.post("/v1/models/tiny-mlp:predict", json={"instances": [[1, 2, 3, 4]] * 3})
+            assert r.status_code == 413
+    finally:
+        g.stop()

@@ -819,8 +819,19 @@ def test_connections_are_bounded(runtime, store, tmp_path):
         http_checks.check_all(srv.url, srv.port, f"/v2/models/{LINEAR}/infer")
 
 
-def test_body_limit_is_the_stacks(store, tmp_path):
-    """The servers refuse bodies over SERVER_MAX_BODY_BYTES with 413, before reading them."""
-    with run_server("onnxruntime", store, tmp_path, SERVER_MAX_BODY_BYTES="1000") as srv:
+def test_body_and_batch_limits_are_the_stacks(store, tmp_path):
+    """Bodies over SERVER_MAX_BODY_BYTES (before reading them) and batches over MAX_BATCH_SIZE
+    are refused with 413."""
+    with run_server("onnxruntime", store, tmp_path, SERVER_MAX_BODY_BYTES="1000",
+                    MAX_BATCH_SIZE="4") as srv:
         r = httpx.post(f"{srv.url}/v2/models/{LINEAR}/infer", content=b"[" * 2000)
         assert r.status_code == 413 and "limit of 1000 bytes" in r.json()["error"]
+        for n, status in ((5, 413), (4, 200)):
+            body = {"inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
+                                "data": [0.5] * (4 * n)}]}
+            r = httpx.post(f"{srv.url}/v2/models/{LINEAR}/infer", json=body)
+            assert r.status_code == status, r.text
+        assert "limit of 4 samples" in httpx.post(
+            f"{srv.url}/v2/models/{LINEAR}/infer", json={"inputs": [{
+                "name": "input", "shape": [5, 4], "datatype": "FP32", "data": [0.5] * 20}]},
+        ).json()["error"]

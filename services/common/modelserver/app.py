@@ -64,7 +64,8 @@ class ModelServer:
         self.models = models
         self.failed = failed
         self.settings = settings
-        self.limits = Limits()  # no max_batch: a request above batch_max_size runs on its own
+        # A request above batch_max_size runs on its own; above max_batch_size it is refused.
+        self.limits = Limits(max_batch=settings.max_batch_size)
         self.metrics = Metrics()
         self.batchers = {
             name: Batcher(m, settings.batch_max_size, settings.batch_max_delay_ms, self.metrics)
