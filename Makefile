@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 EXPORT_INPUTS := $(shell find exporters -name '*.py') $(wildcard contract/*.py) services/torchserve/handler.py services/tfserving/config.py
 
-.PHONY: help install export demo test up down status logs bench bench-gateway chaos soak loadtest-ui k8s lock clean
+.PHONY: help install export demo test up down status logs bench bench-gateway chaos soak loadtest-ui k8s k8s-plan lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ soak: export ## paced soak on its own stack (DURATION=600 s): non-2xx, p50/p99 p
 k8s: export ## render the Kubernetes / KServe manifests into deploy/kubernetes/ and validate them
 	$(PY) -m deploy render
 	$(PY) -m deploy validate
+
+k8s-plan: install ## capacity plan: RESULTS=<bench results.json> RATE=<req/s> LATENCY_MS=<p99 target>
+	$(PY) -m deploy plan --results $(RESULTS) --rate $(or $(RATE),1000) --latency-ms $(or $(LATENCY_MS),50)
 
 loadtest-ui: install ## Locust web UI against the gateway on 127.0.0.1:8089
 	$(PY) -m loadtests ui

@@ -1,4 +1,5 @@
-"""python -m deploy render | validate: the Kubernetes / KServe manifests (`make k8s`)."""
+"""python -m deploy render | validate | plan: the Kubernetes / KServe manifests (`make k8s`) and
+the capacity plan (deploy/kubernetes/CAPACITY.md)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from pathlib import Path
 
 import typer
 
+from deploy.capacity import main as plan
 from deploy.render import OUT, Source, write
 from services.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command("plan", help="Replicas and resources for a request rate within a latency target, "
+            "from a bench's results.json.")(plan)
 
 
 def _source(store: Path | None, namespace: str) -> Source:
