@@ -95,6 +95,7 @@ def classify(results: list[Result], t_fault: float, grace: float = GRACE_S) -> d
         "bare_lost_first": dict(lost_first),
         "bare_lost_after": dict(lost_after),
         "bare_served_by": dict(Counter(r.served_by for r in hit if r.ok)),
+        "bare_max_s": round(max((r.end - r.start for r in hit), default=0.0), 2),
         "pinned_ok": sum(r.ok for r in pinned),
         "pinned_lost": dict(Counter(r.code for r in pinned if not r.ok)),
         "recovery_s": round(polls[0].end - t_fault, 2) if polls else None,
@@ -129,7 +130,7 @@ def verdict(fault: str, s: dict, recovery_target: float = RECOVERY_TARGET_S) -> 
 
 
 HEADER = ["fault", "runtime", "bare ok", "bare lost first 2 s", "bare lost after", "in flight",
-          "pinned ok", "pinned lost", "recovery s", "target met"]
+          "bare max s", "pinned ok", "pinned lost", "recovery s", "target met"]
 
 
 def render(rows: list[dict]) -> str:
@@ -138,7 +139,7 @@ def render(rows: list[dict]) -> str:
         s = r["summary"]
         out.append([r["fault"], r["runtime"], s["bare_ok"], stackrun.codes_text(s["bare_lost_first"]),
                     stackrun.codes_text(s["bare_lost_after"]), s["in_flight_at_fault"],
-                    s["pinned_ok"], stackrun.codes_text(s["pinned_lost"]),
+                    s.get("bare_max_s"), s["pinned_ok"], stackrun.codes_text(s["pinned_lost"]),
                     "never" if s["recovery_s"] is None else f"{s['recovery_s']:.2f}",
                     "yes" if r["met"] else f"no: {r['why']}"])
     return stackrun.table(out, HEADER)

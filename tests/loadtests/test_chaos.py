@@ -40,6 +40,7 @@ def test_classify_splits_by_fault_time_and_grace():
     assert s["bare_ok"] == 2 and s["bare_served_by"] == {"tflite": 2}
     assert s["bare_lost_first"] == {"502": 1, "timeout": 1}
     assert s["bare_lost_after"] == {"503": 1}
+    assert s["bare_max_s"] == pytest.approx(0.45)  # the slowest bare request hit by the fault
     assert s["pinned_ok"] == 1 and s["pinned_lost"] == {"503": 1}
     assert s["recovery_s"] == pytest.approx(4.3)
     assert s["examples"] == {"pinned 503": "backend tflite unreachable"}
@@ -70,7 +71,7 @@ def test_verdict(fault, s, met, why):
 
 
 def test_render_table():
-    s = {**summary(first={"502": 1, "503": 2}), "bare_ok": 6491, "pinned_ok": 606,
+    s = {**summary(first={"502": 1, "503": 2}), "bare_ok": 6491, "pinned_ok": 606, "bare_max_s": 4.51,
          "pinned_lost": {"503": 73}}
     text = chaos.render([{"fault": "kill9", "runtime": "onnxruntime", "summary": s, "met": False,
                           "why": "3 bare lost (<= 8 in flight)"},
@@ -78,7 +79,7 @@ def test_render_table():
                           "summary": {**s, "bare_lost_first": {}, "recovery_s": None}}])
     head, rule, row1, row2 = text.splitlines()
     assert head.split("  ")[0] == "fault" and "recovery s" in head and set(rule) <= {"-", " "}
-    assert "502:1 503:2" in row1 and "503:73" in row1 and "4.00" in row1
+    assert "502:1 503:2" in row1 and "503:73" in row1 and "4.00" in row1 and "4.51" in row1
     assert row1.endswith("no: 3 bare lost (<= 8 in flight)")
     assert "never" in row2 and row2.endswith("yes")
     assert row1.index("6491") == head.index("bare ok")  # columns line up
