@@ -27,7 +27,7 @@ class Policy:
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
     max_restarts: int = 5  # per restart_window; then the service is marked failed
     restart_window: float = 60.0
-    backoff_base: float = 1.0  # doubles per recent crash, up to backoff_max
+    backoff_base: float = 0.5  # doubles per recent crash, up to backoff_max
     backoff_max: float = 30.0
     dep_timeout: float = 300.0  # start a service anyway once its dependencies took this long
     probe_timeout: float = 30.0  # per request: first inferences can be slow
@@ -35,7 +35,7 @@ class Policy:
     # checks in a row (live_interval apart) is hung (SIGSTOP, deadlock): killed and restarted.
     live_interval: float = 0.5
     live_timeout: float = 1.0
-    live_failures: int = 3
+    live_failures: int = 2
 
 
 class Child:

@@ -10,7 +10,7 @@ outputs exactly (float32 matmuls, integer sums), so expected answers are exact:
 - tiny-dead  x FP32 [-1, 4] -> y FP32 [-1, 3]; no artifact passed parity: never routable
 
 Each fake is a stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on
-inference), "hang" (accepts inferences, never answers them until stopped), "drop" (closes the
+inference), "worker-died" (TorchServe's 507), "hang" (accepts inferences, never answers them until stopped), "drop" (closes the
 connection of an inference without a byte of answer, as a killed server does) or "freeze" (answers
 nothing at all, probes included, as a SIGSTOPped server), and `unloaded`: models it answers
 503 {"error": "model X failed to load: ..."} for, as our OIP servers do. Protocol "any" speaks
@@ -180,6 +180,9 @@ class FakeBackend:
             return 500, {}, b""
         if infer and self.mode == "error":
             return 500, {}, orjson.dumps({"error": "fake backend exploded"})
+        if infer and self.mode == "worker-died":  # TorchServe, its worker lost mid-request
+            return 507, {}, orjson.dumps({"code": 507, "type": "InternalServerException",
+                                          "message": "Worker died."})
         protocol = self.protocol
         if protocol == "any":
             protocol = {"/v2": "oip", "/v1": "tfserving"}.get(path[:3], "torchserve")

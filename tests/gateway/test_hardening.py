@@ -55,6 +55,20 @@ def test_connection_lost_before_an_answer_is_retried_for_bare_names(store, own_f
         g.stop()
 
 
+def test_torchserve_worker_lost_mid_request_is_retried_for_bare_names(store, own_fakes, tmp_path):
+    g = _gateway(store, own_fakes, tmp_path, gateway_default_runtime="torchserve",
+                 gateway_runtimes="torchserve,onnxruntime,tflite,tfserving")
+    try:
+        own_fakes["torchserve"].mode = "worker-died"
+        with g.client() as c:
+            r = c.post("/v2/models/tiny-mlp/infer", json=BODY)
+            assert r.status_code == 200 and r.headers["x-served-by"] == "onnxruntime", r.text
+            r = c.post("/v2/models/tiny-mlp@torchserve/infer", json=BODY)
+            assert r.status_code == 502 and "Worker died" in r.json()["error"]
+    finally:
+        g.stop()
+
+
 def test_hung_backend_leaves_rotation_through_the_probe(store, own_fakes, tmp_path):
     """Alive but answering nothing (SIGSTOP): the liveness probe opens its circuit without a
     request having to time out, and bare names go to the next runtime."""

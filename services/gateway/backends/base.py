@@ -179,7 +179,7 @@ class Backend(ABC):
     def check(self, status: int, headers: Mapping[str, str], body: bytes, model: str = "") -> None:
         if status < 400:
             return
-        msg = _error_message(body)
+        msg = error_message(body)
         by = self.served_by(headers)
         if status == 503 and model:  # up, but not serving this model (failed to load, no worker)
             raise ModelUnavailable(f"backend {by} cannot serve {model}: {msg}", runtime=by)
@@ -226,7 +226,7 @@ class Backend(ABC):
     async def ready(self, model: Manifest) -> bool: ...
 
 
-def _error_message(body: bytes) -> str:
+def error_message(body: bytes) -> str:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

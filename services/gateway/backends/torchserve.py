@@ -15,8 +15,10 @@ import orjson
 
 from contract.codec import InferRequest
 from contract.manifest import Manifest
-from services.gateway.backends.base import Answer, Backend, Call, request_headers
-from services.gateway.errors import BackendUnavailable, GatewayError
+from services.gateway.backends.base import Answer, Backend, Call, error_message, request_headers
+from services.gateway.errors import BackendLost, BackendUnavailable, GatewayError
+
+WORKER_DIED = 507  # TorchServe's answer when the worker running the request dies
 
 
 class TorchServeBackend(Backend):
@@ -38,6 +40,9 @@ class TorchServeBackend(Backend):
         body, _ = call.req.to_oip(binary=False)
         status, h, data = await self._send("POST", f"/predictions/{name}", body,
                                            request_headers(call), pool=pool)
+        if status == WORKER_DIED:  # the worker was lost mid-request: retry-safe, like a reset
+            raise BackendLost(f"backend {self.runtime}: {error_message(data)} (TorchServe "
+                              f"{WORKER_DIED}: the worker process was lost)", runtime=self.runtime)
         self.check(status, h, data, call.model.name)
         return Answer(self.served_by(h), body=data, binary_ok=False)
 
