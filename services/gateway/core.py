@@ -112,12 +112,17 @@ class Gateway:
             except BackendTimeout:
                 breaker.failure()  # consecutive timeouts open the circuit (outlier detection)
                 raise
-            except (BackendRejected, BackendFailed):
+            except BackendRejected:
                 breaker.success()  # it answered
+                self.health.answered(t.runtime)
+                raise
+            except BackendFailed:
+                breaker.success()  # it answered (5xx)
                 raise
             finally:
                 self.metrics.observe_backend(t.model.name, t.runtime, time.perf_counter() - start)
             breaker.success()
+            self.health.answered(t.runtime)
             ctx.served_by = resp.served_by
             return t, resp
         assert error is not None

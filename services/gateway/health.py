@@ -70,10 +70,19 @@ class HealthMonitor:
         self.interval = interval
         self.probe_failures = max(1, probe_failures)
         self.misses = {rt: 0 for rt in backends}  # consecutive failed probes
+        # A backend that answered a request this recently is busy, not hung: a probe it misses
+        # then does not count (a burst of large bodies can hold its event loop past the probe's
+        # timeout; a stopped process answers nothing at all).
+        self.answered_window = interval + max((b.probe_timeout for b in backends.values()),
+                                              default=1.0)
+        self.last_answer: dict[str, float] = {}
         self.breakers = {rt: CircuitBreaker(failures, reset_s) for rt in backends}
         self.up: dict[str, bool | None] = {rt: None for rt in backends}  # None: not probed yet
         self.reason: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def answered(self, runtime: str) -> None:
+        self.last_answer[runtime] = time.monotonic()
 
     def available(self, runtime: str) -> bool:
         return self.breakers[runtime].state != OPEN
@@ -97,6 +106,8 @@ class HealthMonitor:
         if ok:
             self.misses[runtime] = 0
             breaker.success()
+        elif time.monotonic() - self.last_answer.get(runtime, -1e9) < self.answered_window:
+            pass  # busy: it answered real traffic just now
         else:
             self.misses[runtime] += 1
             if self.misses[runtime] >= self.probe_failures:

@@ -6,7 +6,7 @@ import pytest
 
 from contract.manifest import load_store
 from services.gateway.errors import NotFound
-from services.gateway.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from services.gateway.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, HealthMonitor
 from services.gateway.routing import Router
 from services.gateway.settings import GatewaySettings
 
@@ -81,3 +81,28 @@ def test_settings_validate_policy_and_runtimes() -> None:
     assert s.backend_timeout("torchserve") == 30
     assert s.backend_timeout("tflite") == s.gateway_timeout_s
     assert s.runtime_url("torchserve") == "http://127.0.0.1:1234"
+
+
+class _Silent:
+    """A backend whose liveness probe never answers (a stopped process)."""
+
+    probe_timeout = 0.75
+
+    async def live(self) -> bool:
+        return False
+
+
+def test_missed_probes_open_the_circuit_unless_the_backend_just_answered():
+    import asyncio
+
+    async def run(answered: bool) -> str:
+        h = HealthMonitor({"rt": _Silent()}, failures=3, reset_s=60, interval=0.5,
+                          probe_failures=2)
+        for _ in range(2):
+            if answered:
+                h.answered("rt")  # real traffic came back between the probes: busy, not hung
+            await h.probe("rt")
+        return h.breakers["rt"].state
+
+    assert asyncio.run(run(answered=False)) == OPEN  # two misses in a row: out at once
+    assert asyncio.run(run(answered=True)) == CLOSED
