@@ -77,8 +77,8 @@ class Gateway:
                     ctx: RequestContext) -> tuple[Target, Answer]:  # fmt: skip
         """Send to the first target that can serve it; fail over while nothing has reached a
         backend (refused, connect timeout, circuit open) or a backend answered 503 for the model
-        (it failed to load there). A connection that broke before any byte of an answer (the
-        backend was killed) is retried once on the next candidate; nothing else is retried once
+        (it failed to load there). A connection that broke before a complete answer (the backend
+        was killed) is retried once on the next candidate; nothing else is retried once
         a backend has started on it. A pinned `<model>@<runtime>` has one target: it fails fast."""
         error: GatewayError | None = None
         retried = False

@@ -47,9 +47,9 @@ class BackendFailed(GatewayError):
 
 
 class BackendLost(BackendFailed):
-    """The connection broke before any byte of an answer (the backend was killed, restarted or
-    reset it): the inference may not have run, and a bare name is retried once on the next
-    candidate (inference is a pure function of its inputs, so a retry is safe)."""
+    """The connection broke before a complete answer (the backend was killed, restarted or reset
+    it; TorchServe's worker died): a bare name is retried once on the next candidate (inference
+    is a pure function of its inputs, so a retry is safe; nothing partial reached the client)."""
 
 
 class BackendUnavailable(GatewayError):

@@ -10,8 +10,9 @@ outputs exactly (float32 matmuls, integer sums), so expected answers are exact:
 - tiny-dead  x FP32 [-1, 4] -> y FP32 [-1, 3]; no artifact passed parity: never routable
 
 Each fake is a stdlib ThreadingHTTPServer on 127.0.0.1 with a `mode`: "ok", "error" (500 on
-inference), "worker-died" (TorchServe's 507), "hang" (accepts inferences, never answers them until stopped), "drop" (closes the
-connection of an inference without a byte of answer, as a killed server does) or "freeze" (answers
+inference), "worker-died" (TorchServe's 507), "hang" (accepts inferences, never answers them
+until stopped), "drop" (closes the connection of an inference without a byte of answer, as a
+killed server does), "cut" (sends the headers of an answer, then closes) or "freeze" (answers
 nothing at all, probes included, as a SIGSTOPped server), and `unloaded`: models it answers
 503 {"error": "model X failed to load: ..."} for, as our OIP servers do. Protocol "any" speaks
 all three on one port, by path (/v2 OIP, /v1 TF Serving, else TorchServe): every KServe predictor
@@ -269,6 +270,12 @@ def _make_handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
             try:
                 status, headers, out = fake.handle(self.command, self.path, self.headers, body)
             except ConnectionAbortedError:
+                self.close_connection = True
+                return
+            if fake.mode == "cut" and self.command == "POST":  # killed between headers and body
+                self.send_response(200)
+                self.send_header("Content-Length", "227")
+                self.end_headers()
                 self.close_connection = True
                 return
             if fake.stopped.is_set():

@@ -35,7 +35,8 @@ def _gateway(store, fakes, tmp_path, **settings: str) -> GatewayProcess:
 
 
 def test_connection_lost_before_an_answer_is_retried_for_bare_names(store, own_fakes, tmp_path):
-    g = _gateway(store, own_fakes, tmp_path, gateway_probe_interval_s="600")
+    g = _gateway(store, own_fakes, tmp_path, gateway_probe_interval_s="600",
+                 gateway_breaker_failures="1000")  # the circuits stay closed: retries only
     try:
         own_fakes["onnxruntime"].mode = "drop"  # as if killed while the request was in flight
         with g.client() as c:
@@ -46,6 +47,10 @@ def test_connection_lost_before_an_answer_is_retried_for_bare_names(store, own_f
             r = c.post("/v2/models/tiny-mlp@onnxruntime/infer", json=BODY)  # pinned: fail fast
             assert r.status_code == 502
             assert "onnxruntime" in r.json()["error"] and "before answering" in r.json()["error"]
+            own_fakes["onnxruntime"].mode = "cut"  # killed between its answer's headers and body
+            r = c.post("/v2/models/tiny-mlp/infer", json=BODY)
+            assert r.status_code == 200 and r.headers["x-served-by"] == "tflite", r.text
+            own_fakes["onnxruntime"].mode = "drop"
             own_fakes["tflite"].mode = "drop"  # retried once, not down the whole list
             r = c.post("/v2/models/tiny-mlp/infer", json=BODY)
             assert r.status_code == 502

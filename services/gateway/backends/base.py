@@ -162,9 +162,8 @@ class Backend(ABC):
             raise BackendTimeout(
                 f"backend {rt} did not answer within {timeout} s", runtime=rt
             ) from None
-        except Disconnected as e:
-            lost = BackendLost if e.before_response else BackendFailed
-            raise lost(f"backend {rt} at {where}: {e}", runtime=rt) from None
+        except Disconnected as e:  # killed mid-request: no (complete) answer, retry-safe
+            raise BackendLost(f"backend {rt} at {where}: {e}", runtime=rt) from None
         except OSError as e:
             raise BackendUnavailable(
                 f"backend {rt} at {where} is unreachable: {e.strerror or e}", runtime=rt

@@ -14,12 +14,7 @@ IDLE_S = 4.0  # drop idle connections before uvicorn's 5 s keep-alive timeout cl
 
 
 class Disconnected(ConnectionError):
-    """The server closed the connection before a complete response; `before_response`: before
-    any byte of it (the request may not have run)."""
-
-    def __init__(self, message: str, before_response: bool) -> None:
-        super().__init__(message)
-        self.before_response = before_response
+    """The server closed the connection before a complete response."""
 
 
 class ConnectTimeout(OSError):
@@ -63,16 +58,14 @@ class HTTPPool:
                 try:
                     data = await resp.read()
                 except broken as e:
-                    raise Disconnected(f"server closed the connection mid-answer: {e}",
-                                       before_response=False) from None
+                    raise Disconnected(f"server closed the connection mid-answer: {e}") from None
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, data
         except aiohttp.ConnectionTimeoutError:
             raise ConnectTimeout(f"no connection within {self.connect_timeout} s") from None
         except aiohttp.ClientConnectorError as e:
             raise ConnectionRefusedError(str(e)) from None
         except broken as e:
-            raise Disconnected(f"server closed the connection before answering: {e}",
-                               before_response=True) from None
+            raise Disconnected(f"server closed the connection before answering: {e}") from None
 
     async def close(self) -> None:
         if self._session is not None:
