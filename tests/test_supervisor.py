@@ -387,3 +387,13 @@ def test_probe_without_models_falls_back_to_health(tmp_path, recorder):
     assert "health only" in p.note
     with pytest.raises(NotReady, match="refused"):
         Probe({"kind": "http", "url": f"http://127.0.0.1:{free_port()}/"})(timeout=2)
+
+
+def test_a_busy_process_is_not_taken_for_a_hung_one():
+    """A missed liveness check counts only if the process tree used no CPU meanwhile: a server
+    parsing a huge body is busy (CPU advances), a SIGSTOPped or deadlocked one is not."""
+    from services.supervisor.daemon import busy
+
+    assert busy(10.0, 10.4, interval=0.5 + 1.0)  # 0.4 s of CPU over the miss: working
+    assert not busy(10.0, 10.0, interval=1.5)  # stopped: no CPU at all
+    assert not busy(10.0, 10.05, interval=1.5)  # a trickle (its timers) is not work

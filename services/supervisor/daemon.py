@@ -38,6 +38,12 @@ class Policy:
     live_failures: int = 2
 
 
+def busy(cpu_before: float, cpu_now: float, interval: float) -> bool:
+    """Whether a process tree that missed a liveness check kept working meanwhile (at least a
+    tenth of a core over the check's interval)."""
+    return cpu_now - cpu_before >= 0.1 * interval
+
+
 class Child:
     def __init__(self, spec: ServiceSpec):
         self.spec = spec
@@ -191,15 +197,20 @@ class Daemon:
         """Watch a ready service: alive but not answering -> SIGKILL its process group; the main
         loop then reaps it and restarts it like any crash."""
         failures = 0
+        cpu = proc.cpu_seconds(child.snapshot)
         while not self.stopping.wait(self.policy.live_interval):
             if child.generation != generation or child.popen is None:
                 return
             try:
                 live(child.spec.probe, self.policy.live_timeout)
-                failures = 0
+                failures, cpu = 0, proc.cpu_seconds(child.snapshot)
                 continue
             except NotReady as e:
-                failures += 1
+                # Busy, not hung: a server parsing a huge body holds its event loop past the
+                # timeout but burns CPU; a stopped or deadlocked one does not.
+                before, cpu = cpu, proc.cpu_seconds(child.snapshot)
+                period = self.policy.live_interval + self.policy.live_timeout
+                failures = 0 if busy(before, cpu, period) else failures + 1
                 child.info["probe_error"] = f"liveness {failures}/{self.policy.live_failures}: {e}"
                 self.dirty = True
             if failures >= self.policy.live_failures and child.generation == generation:

@@ -103,6 +103,18 @@ def stop(procs: list[psutil.Process], pgids: set[int], timeout: float) -> list[p
     return wait_gone(_signal(left, pgids, signal.SIGKILL), 5.0)
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU time of a process tree so far (the processes still alive)."""
+    total = 0.0
+    for p in procs:
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def kill_group(pid: int | None) -> None:
     """SIGKILL a hung service's process group at once (a stopped or deadlocked process never
     acts on SIGTERM; SIGKILL also ends a SIGSTOPped one)."""
