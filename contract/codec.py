@@ -590,7 +590,8 @@ class InferResponse:
 # --- TF Serving REST :predict -------------------------------------------------------------------
 
 
-def _tf_array(value: Any, dtype: np.dtype, where: str, maybe_bools: bool = True) -> np.ndarray:
+def _tf_array(value: Any, dtype: np.dtype, name: str, maybe_bools: bool = True) -> np.ndarray:
+    where = f"input {name!r}"
     if type(value) is dict and "b64" in value:
         raise CodecError(f"{where}: b64 (string) values are not served by this stack's runtimes")
     try:
@@ -615,7 +616,7 @@ def _tf_array(value: Any, dtype: np.dtype, where: str, maybe_bools: bool = True)
             raise CodecError(f"{where}: a value is out of range for {dtype}")
     with np.errstate(over="ignore"):  # 1e39 as float32 is Inf: check_finite says so
         out = arr.astype(dtype, copy=False)
-    check_finite(where.removeprefix("input ").strip("'"), out)
+    check_finite(name, out)
     return out
 
 
@@ -642,18 +643,18 @@ def decode_tfserving_predict(body: Any, input_dtypes: dict[str, np.dtype],
                     raise CodecError(f"instance {i} has inputs {sorted(inst)}, the model takes {sorted(names)}")
                 for k, v in inst.items():
                     columns.setdefault(k, []).append(v)
-            return {k: _tf_array(columns[k], input_dtypes[k], f"input {k!r}", maybe_bools) for k in names}, True
+            return {k: _tf_array(columns[k], input_dtypes[k], k, maybe_bools) for k in names}, True
         if len(names) != 1:
             raise CodecError(f"the model takes several inputs {names}: name them in each instance")
-        return {names[0]: _tf_array(instances, input_dtypes[names[0]], f"input {names[0]!r}", maybe_bools)}, True
+        return {names[0]: _tf_array(instances, input_dtypes[names[0]], names[0], maybe_bools)}, True
     inputs = body["inputs"]
     if type(inputs) is dict:
         if set(inputs) != set(names):
             raise CodecError(f"'inputs' has {sorted(inputs)}, the model takes {sorted(names)}")
-        return {k: _tf_array(inputs[k], input_dtypes[k], f"input {k!r}", maybe_bools) for k in names}, False
+        return {k: _tf_array(inputs[k], input_dtypes[k], k, maybe_bools) for k in names}, False
     if len(names) != 1:
         raise CodecError(f"the model takes several inputs {names}: pass 'inputs' as an object")
-    return {names[0]: _tf_array(inputs, input_dtypes[names[0]], f"input {names[0]!r}", maybe_bools)}, False
+    return {names[0]: _tf_array(inputs, input_dtypes[names[0]], names[0], maybe_bools)}, False
 
 
 def encode_tfserving_predict(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
