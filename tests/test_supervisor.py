@@ -397,3 +397,31 @@ def test_a_busy_process_is_not_taken_for_a_hung_one():
     assert busy(10.0, 10.4, interval=0.5 + 1.0)  # 0.4 s of CPU over the miss: working
     assert not busy(10.0, 10.0, interval=1.5)  # stopped: no CPU at all
     assert not busy(10.0, 10.05, interval=1.5)  # a trickle (its timers) is not work
+
+
+def test_backoff_doubles_only_in_a_crash_loop(tmp_path):
+    """A service that served for a while and was killed restarts after the base back-off; the
+    wait doubles per exit in a row of processes that never became stable."""
+    from services.supervisor.daemon import Daemon, Policy
+    from services.supervisor.state import RunDir
+
+    s = spec.ServiceSpec(name="alpha", argv=["true"], host="127.0.0.1", ports={}, url="",
+                         probe={"kind": "http", "url": "http://127.0.0.1:1/"})
+    daemon = Daemon(RunDir(tmp_path), [s], Policy(backoff_base=0.5, stable_after=10.0,
+                                                   max_restarts=10, restart_window=600.0))
+    child = daemon.children["alpha"]
+
+    def exit_after(ran: float, ready: bool) -> float:
+        now = child.spawned + ran
+        child.status = "ready" if ready else "starting"
+        daemon._exited(child, now, "killed")
+        delay = child.next_start - now
+        child.spawned = now + delay
+        return delay
+
+    child.spawned = 100.0
+    assert exit_after(60.0, ready=True) == 0.5  # served a minute, killed: no penalty
+    assert exit_after(1.0, ready=False) == 1.0  # died while starting: a loop begins
+    assert exit_after(2.0, ready=True) == 2.0  # ready, but not for stable_after
+    assert exit_after(30.0, ready=True) == 0.5  # stable again: the loop is over
+    assert exit_after(30.0, ready=True) == 0.5  # repeated kills of a stable service

@@ -29,6 +29,7 @@ class Policy:
     restart_window: float = 60.0
     backoff_base: float = 0.5  # doubles per recent crash, up to backoff_max
     backoff_max: float = 30.0
+    stable_after: float = 10.0  # ready this long: its next exit is not part of a crash loop
     dep_timeout: float = 300.0  # start a service anyway once its dependencies took this long
     probe_timeout: float = 30.0  # per request: first inferences can be slow
     # Once ready: a service that does not answer HTTP within live_timeout for live_failures
@@ -54,6 +55,7 @@ class Child:
         self.spawned = 0.0  # monotonic
         self.next_start = 0.0
         self.exits: deque[float] = deque()
+        self.quick_exits = 0  # exits in a row before `stable_after` of readiness (back-off)
         self.snapshot: list[psutil.Process] = []  # the process tree, refreshed while it runs
         # Every key exists from the start: the probe thread only ever replaces values, so the
         # main thread can copy the dict while it runs.
@@ -197,20 +199,21 @@ class Daemon:
         """Watch a ready service: alive but not answering -> SIGKILL its process group; the main
         loop then reaps it and restarts it like any crash."""
         failures = 0
-        cpu = proc.cpu_seconds(child.snapshot)
         while not self.stopping.wait(self.policy.live_interval):
             if child.generation != generation or child.popen is None:
                 return
+            # CPU over the check itself, not since the last answer: a server stopped right after
+            # a busy spell would otherwise look busy for one more check (~1.5 s more to detect).
+            cpu = proc.cpu_seconds(child.snapshot)
             try:
                 live(child.spec.probe, self.policy.live_timeout)
-                failures, cpu = 0, proc.cpu_seconds(child.snapshot)
+                failures = 0
                 continue
             except NotReady as e:
                 # Busy, not hung: a server parsing a huge body holds its event loop past the
                 # timeout but burns CPU; a stopped or deadlocked one does not.
-                before, cpu = cpu, proc.cpu_seconds(child.snapshot)
-                period = self.policy.live_interval + self.policy.live_timeout
-                failures = 0 if busy(before, cpu, period) else failures + 1
+                now_cpu = proc.cpu_seconds(child.snapshot)
+                failures = 0 if busy(cpu, now_cpu, self.policy.live_timeout) else failures + 1
                 child.info["probe_error"] = f"liveness {failures}/{self.policy.live_failures}: {e}"
                 self.dirty = True
             if failures >= self.policy.live_failures and child.generation == generation:
@@ -244,7 +247,13 @@ class Daemon:
             log.error("%s: %s; %d crashes within %.0f s: giving up (see %s)", name, why, n,
                       self.policy.restart_window, self.rd.log(name))
             return
-        delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (n - 1))
+        # Back-off is for crash loops: a process that had served for `stable_after` seconds and
+        # then died (a kill, an OOM, a hang) restarts after backoff_base; the wait doubles only
+        # for exits in a row of processes that never got that far.
+        if child.status == "ready" and now - child.spawned >= self.policy.stable_after:
+            child.quick_exits = 0
+        child.quick_exits += 1
+        delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (child.quick_exits - 1))
         child.status, child.next_start = "restarting", now + delay
         log.warning("%s: %s; restarting in %.1f s (crash %d within %.0f s)", name, why, delay, n,
                     self.policy.restart_window)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from services.settings import REPO_ROOT, get_settings
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         print("tfserving: exec", " ".join(cmd), flush=True)
         os.execv(binary, cmd)
 
+    # TF Serving runs SavedModels without Keras, and so does the stand-in: keeping `import
+    # tensorflow` from loading Keras 3 (which it does eagerly, and with it scikit-learn and
+    # SciPy) cuts ~3 s of the ~7 s import, most of a restart (measured: 7.2 -> 4.1 s idle).
+    # Only this process is affected: it is the stand-in's own.
+    if "keras" not in sys.modules:
+        sys.modules["keras"] = None  # type: ignore[assignment]  # import keras -> ImportError
     from services.tfserving.standin import run
 
     run(a.model_store, a.host, a.rest_port, a.grpc_port or None, s)
