@@ -253,7 +253,8 @@ class Daemon:
         if child.status == "ready" and now - child.spawned >= self.policy.stable_after:
             child.quick_exits = 0
         child.quick_exits += 1
-        delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (child.quick_exits - 1))
+        delay = self.policy.backoff_base * 2 ** (child.quick_exits - 1)
+        delay = min(self.policy.backoff_max, delay)
         child.status, child.next_start = "restarting", now + delay
         log.warning("%s: %s; restarting in %.1f s (crash %d within %.0f s)", name, why, delay, n,
                     self.policy.restart_window)
