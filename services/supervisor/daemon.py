@@ -27,15 +27,16 @@ class Policy:
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
     max_restarts: int = 5  # per restart_window; then the service is marked failed
     restart_window: float = 60.0
-    backoff_base: float = 0.5  # doubles per recent crash, up to backoff_max
+    backoff_base: float = 0.25  # doubles per recent crash, up to backoff_max
     backoff_max: float = 30.0
     stable_after: float = 10.0  # ready this long: its next exit is not part of a crash loop
     dep_timeout: float = 300.0  # start a service anyway once its dependencies took this long
     probe_timeout: float = 30.0  # per request: first inferences can be slow
     # Once ready: a service that does not answer HTTP within live_timeout for live_failures
     # checks in a row (live_interval apart) is hung (SIGSTOP, deadlock): killed and restarted.
-    live_interval: float = 0.5
-    live_timeout: float = 1.0
+    # Detected within 2 x (interval + timeout) = 2 s; a busy server is spared (see busy()).
+    live_interval: float = 0.25
+    live_timeout: float = 0.75
     live_failures: int = 2
 
 
