@@ -20,7 +20,8 @@ Faults, each after --steady seconds of load and followed by --after seconds of l
   kill9         SIGKILL of the runtime's main process (the supervisor restarts it)
   sigstop       SIGSTOP of it (hung: the supervisor's liveness watchdog kills and restarts it;
                 SIGCONT at the end if it is still stopped)
-  stall         SIGSTOP for --stall-s seconds, then SIGCONT (a pause the watchdog does not kill)
+  stall         SIGSTOP for --stall-s seconds, then SIGCONT (a pause shorter than the watchdog's
+                ~2 s window, which it must not kill)
   kill9-worker  TorchServe only: SIGKILL of one Python worker (`model_service_worker`) of the
                 Java frontend (TorchServe restarts it itself)
 Between faults: the runtime is ready in the state file and answers pinned and bare requests again.
@@ -121,6 +122,8 @@ def verdict(fault: str, s: dict, recovery_target: float = RECOVERY_TARGET_S) -> 
         problems.append(f"{first + after} bare lost ({bound} {s['in_flight_at_fault']} in flight)")
     if fault in ("sigstop", "stall") and after:
         problems.append(f"{after} bare lost after {GRACE_S:g} s")
+    if s.get("killed_by_watchdog"):
+        problems.append("a pause shorter than the watchdog's window was killed as a hang")
     rec = s["recovery_s"]
     if rec is None:
         problems.append("never served again")
@@ -306,6 +309,8 @@ async def run_fault(load: Load, stack: stackrun.Stack, runtime: str, fault: str,
         resumed = resume_if_stopped(victim)  # the watchdog did not kill it: let it go on
     await poller
     summary = classify(load.results, t_fault)
+    if fault == "stall":  # still stopped at SIGCONT time, or killed by the watchdog meanwhile
+        summary["killed_by_watchdog"] = not resumed
     met, why = verdict(fault, summary)
     healthy_s = await wait_healthy(load, stack, runtime, args.expect_bare and runtime)
     svc = stack.services().get(runtime, {})
@@ -343,7 +348,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtimes", default=",".join(stackrun.RUNTIMES))
     p.add_argument("--steady", type=float, default=5.0, help="seconds of load before a fault")
     p.add_argument("--after", type=float, default=20.0, help="seconds of load after a fault")
-    p.add_argument("--stall-s", type=float, default=2.0, help="SIGSTOP length of `stall`")
+    p.add_argument("--stall-s", type=float, default=1.0, help="SIGSTOP length of `stall`")
     p.add_argument("--timeout", type=float, default=15.0, help="client timeout per request (s)")
     p.add_argument("--recovery-limit", type=float, default=60.0,
                    help="stop polling for recovery this long after a fault")

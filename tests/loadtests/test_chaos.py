@@ -63,6 +63,8 @@ def summary(first=None, after=None, in_flight=8, recovery=4.0):
     ("sigstop", summary(first={"504": 8}), True, ""),  # the first 2 s are allowed
     ("sigstop", summary(after={"504": 2}), False, "2 bare lost after 2 s"),
     ("stall", summary(recovery=2.1), True, ""),
+    ("stall", {**summary(), "killed_by_watchdog": True}, False,
+     "a pause shorter than the watchdog's window was killed as a hang"),
     ("sigstop", summary(recovery=12.5), False, "recovery 12.5 s > 10 s"),
     ("kill9", summary(recovery=None), False, "never served again"),
 ])  # fmt: skip
