@@ -45,6 +45,7 @@ class StackSettings(BaseSettings):
 
     batch_max_size: int = 8
     batch_max_delay_ms: float = 2.0
+    run_max_batch: int = 32  # samples per model run: larger requests run in slices (memory bound)
 
     torchserve_workers: int = 1
     torchserve_batch_size: int = 1

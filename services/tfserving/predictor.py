@@ -34,7 +34,7 @@ class Predictor:
         self.batchers = {
             (s.name, s.version): Batcher(
                 _DefaultSignature(s), settings.batch_max_size, settings.batch_max_delay_ms,
-                self.metrics,
+                self.metrics, run_max=settings.run_max_batch,
             )
             for versions in registry.servables.values()
             for s in versions.values()

@@ -107,6 +107,7 @@ def environment(run_dir: Path, settings: StackSettings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(settings.omp_num_threads),
+        RUN_MAX_BATCH=str(settings.run_max_batch),  # read by services.torchserve.handler
         LOG_LOCATION=str(run_dir / "logs"),
         METRICS_LOCATION=str(run_dir / "logs"),
         # TorchServe keeps worker sockets, unpacked .mar files and its pid file in the temp dir:

@@ -36,11 +36,15 @@ logger = logging.getLogger(__name__)
 BINARY_HEADER = "Inference-Header-Content-Length"
 
 
-def _threads() -> int:
+def _env_int(name: str, default: int) -> int:
     try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+        return max(1, int(os.environ.get(name, default)))
     except ValueError:
-        return 1
+        return default
+
+
+def _threads() -> int:
+    return _env_int("OMP_NUM_THREADS", 1)
 
 
 class TensorHandler:
@@ -116,11 +120,17 @@ class TensorHandler:
         names = self.signature.input_names()
         batch = [requests[0][n] if len(requests) == 1 else np.concatenate([r[n] for r in requests])
                  for n in names]  # fmt: skip
-        outputs = self._run(batch)
+        # Runs of at most RUN_MAX_BATCH samples (stack.env), as on our other servers: the model's
+        # working memory stays that of one such run, whatever the request's batch.
+        step, total = _env_int("RUN_MAX_BATCH", 32), batch[0].shape[0]
+        if total <= step:
+            outputs = self._run(batch)
+        else:
+            parts = [self._run([a[i : i + step] for a in batch]) for i in range(0, total, step)]
+            outputs = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
         if len(outputs) != len(self.signature.outputs):
             raise RuntimeError(f"the model returned {len(outputs)} output(s), the manifest names "
                                f"{self.signature.output_names()}")  # fmt: skip
-        total = batch[0].shape[0]
         out = {}
         for spec, arr in zip(self.signature.outputs, outputs):
             arr = np.asarray(arr)

@@ -694,7 +694,7 @@ def test_batching_concatenates_and_splits(store: Path, tmp_path: Path) -> None:
     completing the first fills a batch of 8 = BATCH_MAX_SIZE. The delay is long so that only the
     size limit can dispatch: deterministic, no timing involved."""
     x, y = reference(store, LINEAR)
-    env = {"BATCH_MAX_SIZE": "8", "BATCH_MAX_DELAY_MS": "60000"}
+    env = {"BATCH_MAX_SIZE": "8", "BATCH_MAX_DELAY_MS": "60000", "RUN_MAX_BATCH": "6"}
     with run_server("onnxruntime", store, tmp_path, **env) as srv:
         path = f"/v2/models/{LINEAR}/infer"
         held, rest = _raw_request(srv.port, path, json_request({"input": x[:1]}, id="held"))
@@ -714,7 +714,8 @@ def test_batching_concatenates_and_splits(store: Path, tmp_path: Path) -> None:
         assert metric(srv, "modelserver_batch_size_count", model=LINEAR) == 1
         assert metric(srv, "modelserver_batch_size_sum", model=LINEAR) == 8
 
-        # Larger than the maximum: runs on its own, at once (nothing else is coming).
+        # Larger than the maximum: runs on its own, at once (nothing else is coming), in slices
+        # of RUN_MAX_BATCH whose outputs are joined in order.
         body = infer(srv, LINEAR, {"input": x[:20]})
         np.testing.assert_allclose(outputs_of(body)["logits"], y[:20], atol=1e-4)
         assert metric(srv, "modelserver_batch_size_count", model=LINEAR) == 2
@@ -835,3 +836,23 @@ def test_body_and_batch_limits_are_the_stacks(store, tmp_path):
             f"{srv.url}/v2/models/{LINEAR}/infer", json={"inputs": [{
                 "name": "input", "shape": [5, 4], "datatype": "FP32", "data": [0.5] * 20}]},
         ).json()["error"]
+
+
+def test_large_requests_run_in_slices() -> None:
+    """in_runs: predict() never sees more than `step` samples; outputs concatenated in order."""
+    from services.common.modelserver.runtime import in_runs
+
+    calls: list[int] = []
+
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["a"]))
+        return {"sum": inputs["a"] + inputs["b"], "first": inputs["a"][:, :1]}
+
+    a, b = np.arange(20.0).reshape(10, 2), np.ones((10, 2))
+    out = in_runs(predict, {"a": a, "b": b}, 4)
+    assert calls == [4, 4, 2]
+    np.testing.assert_array_equal(out["sum"], a + b)
+    np.testing.assert_array_equal(out["first"], a[:, :1])
+    calls.clear()
+    in_runs(predict, {"a": a[:4], "b": b[:4]}, 4)
+    assert calls == [4]  # within the limit: one run

@@ -221,6 +221,28 @@ def test_non_finite_outputs_are_null(tiny):
     assert None in r["outputs"][1]["data"], r
 
 
+def test_large_requests_run_in_slices(tiny, monkeypatch):
+    """A batch above RUN_MAX_BATCH runs in slices (bounded working memory); the answer is the
+    whole batch's, rows in order."""
+    x = tm.seq_inputs(batch=7, seed=3)
+    calls = []
+    original = ts_handler.TensorHandler._run_group
+
+    def spy(self, requests):
+        run = self._run
+        self._run = lambda arrays: calls.append(len(arrays[0])) or run(arrays)
+        try:
+            return original(self, requests)
+        finally:
+            self._run = run
+
+    monkeypatch.setattr(ts_handler.TensorHandler, "_run_group", spy)
+    monkeypatch.setenv("RUN_MAX_BATCH", "3")
+    (r,) = ts_handler.run_in_process(str(tiny["models"]["tiny-seq"]), [_seq_body(x)])
+    assert calls == [3, 3, 1]
+    np.testing.assert_allclose(_outputs(r)["pooled"], tm.seq_outputs(x)["pooled"], atol=TOL)
+
+
 def test_handler_runs_with_only_the_mar_files(tiny, tmp_path):
     """Outside the repository (no PYTHONPATH, another cwd): the handler imports the .mar's copy
     of the contract package."""

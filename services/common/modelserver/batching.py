@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.common.modelserver.metrics import Metrics
-from services.common.modelserver.runtime import ModelRuntime
+from services.common.modelserver.runtime import ModelRuntime, in_runs
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,11 @@ class _Pending:
 
 class Batcher:
     def __init__(
-        self, model: ModelRuntime, max_size: int, max_delay_ms: float, metrics: Metrics
+        self, model: ModelRuntime, max_size: int, max_delay_ms: float, metrics: Metrics,
+        run_max: int = 0,
     ) -> None:
         self.model = model
+        self.run_max = run_max  # samples per predict() of a model without run() (0 = any)
         self.max_size = max(1, max_size)
         self.max_delay = max(0.0, max_delay_ms) / 1000
         self._queue: deque[_Pending] = deque()
@@ -166,7 +168,8 @@ class Batcher:
             inputs = {k: np.concatenate([p.inputs[k] for p in batch]) for k in batch[0].inputs}
         total = sum(p.size for p in batch)
         t0 = time.perf_counter()
-        outputs = getattr(self.model, "run", self.model.predict)(inputs)  # run(): fixed-batch artifacts
+        run = getattr(self.model, "run", None)  # ModelRuntime.run slices (fixed batch, memory)
+        outputs = run(inputs) if run else in_runs(self.model.predict, inputs, self.run_max)
         self._inference.observe(time.perf_counter() - t0)
         self._batch_size.observe(total)
         for name, arr in outputs.items():

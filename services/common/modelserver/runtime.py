@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -84,14 +85,11 @@ class ModelRuntime(ABC):
                                          f"{dim} {size}: they must agree")  # fmt: skip
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """predict() on the whole batch, or in runs of the artifact's fixed batch size (e.g. a
-        TFLite LSTM converted with batch 1 so that its sequence stays dynamic)."""
-        step = self.max_batch
-        n = len(next(iter(inputs.values())))
-        if not step or n <= step:
-            return self.predict(inputs)
-        parts = [self.predict({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, n, step)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        """predict() in runs of at most settings.run_max_batch samples, or of the artifact's fixed
+        batch size if less (e.g. a TFLite LSTM converted with batch 1 so that its sequence stays
+        dynamic)."""
+        step = min(self.max_batch or self.settings.run_max_batch, self.settings.run_max_batch)
+        return in_runs(self.predict, inputs, step)
 
     def warm_up(self) -> None:
         """One run on the first row of the model's reference batch (cut to the artifact's fixed
@@ -113,6 +111,20 @@ class ModelRuntime(ABC):
         missing = [s.name for s in self.outputs if s.name not in outputs]
         if missing:
             raise RuntimeError(f"warm-up returned no output(s) {missing}")
+
+
+def in_runs(
+    predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    inputs: dict[str, np.ndarray],
+    step: int,
+) -> dict[str, np.ndarray]:
+    """predict() over slices of at most `step` samples, outputs concatenated: a runtime's working
+    memory (arenas it never gives back) is then that of a `step`-sample run, whatever the request."""
+    n = len(next(iter(inputs.values()))) if inputs else 0
+    if step < 1 or n <= step:
+        return predict(inputs)
+    parts = [predict({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, n, step)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def load_models(
