@@ -31,11 +31,22 @@ ROUTES = [
 
 
 def runner(path: Path, signature):
+    """serving_default run the way TF Serving runs it: the SavedModel loaded into a session by the
+    TF1 loader, its feeds and fetches through one session callable. A SavedModel that only works
+    eagerly (a Keras 3 model inside a plain tf.Module: its variables are missing from the session,
+    tensorflow/serving#2226) then fails its certificate here, not later in TF Serving."""
     import tensorflow as tf
+    from tensorflow.python.util import deprecation
 
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    session = tf.compat.v1.Session(graph=tf.Graph())
+    with session.graph.as_default(), deprecation.silence():
+        meta = tf.compat.v1.saved_model.load(session, ["serve"], str(path))
+    sig = meta.signature_def["serving_default"]
+    feeds, fetches = sorted(sig.inputs), list(sig.outputs)
+    call = session.make_callable([sig.outputs[k].name for k in fetches],
+                                 [sig.inputs[k].name for k in feeds])  # fmt: skip
 
     def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in x.items()}).items()}
+        return dict(zip(fetches, call(*(np.asarray(x[k]) for k in feeds))))
 
     return run

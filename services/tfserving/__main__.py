@@ -1,5 +1,5 @@
 """python -m services.tfserving: exec tensorflow_model_server if it is on PATH, else run the
-stand-in (TF Serving's REST + gRPC API over tf.saved_model.load)."""
+stand-in (TF Serving's REST + gRPC API over TensorFlow sessions)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,27 @@
-"""The stand-in's servables: SavedModels loaded with TensorFlow's own loader, their SignatureDefs
-read from saved_model.pb (exactly what TF Serving reports), requests validated against them before
-TensorFlow runs, and errors carrying TF Serving's status codes and messages."""
+"""The stand-in's servables: SavedModels run the way tensorflow_model_server runs them (the
+SavedModel loaded into a TensorFlow session, each signature's tensors fed and fetched through a
+callable the session builds once: Session::MakeCallable), their SignatureDefs read from
+saved_model.pb (exactly what TF Serving reports), requests validated against them before
+TensorFlow runs, and errors carrying TF Serving's status codes and messages.
+
+Why a session and not tf.saved_model.load + eager signature calls: that is TF Serving's execution
+path, and the eager call costs more per request (measured per call, batch 1, 1 thread:
+digits-cnn-keras 0.69 -> 0.43 ms, digits-mlp-torch 0.46 -> 0.21 ms, digits-transformer-keras
+1.08 -> 0.47 ms; MobileNetV2 33 ms either way; outputs bit-identical)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf.json_format import MessageToDict
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from services.tfserving.config import SavedModelEntry
@@ -18,7 +29,11 @@ from services.tfserving.config import SavedModelEntry
 log = logging.getLogger("tfserving-standin")
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAVAILABLE": 503, "INTERNAL": 500}
+# TF Serving's own table (model_servers/http_server.cc, ToHTTPStatusCode); other codes: 500.
+HTTP_STATUS = {"CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+               "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403,
+               "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400, "ABORTED": 409,
+               "UNAVAILABLE": 503, "INTERNAL": 500}
 
 
 class ServingError(Exception):
@@ -65,7 +80,7 @@ def _shape_str(info: meta_graph_pb2.TensorInfo) -> str:
 class Servable:
     """One version of one model."""
 
-    def __init__(self, entry: SavedModelEntry):
+    def __init__(self, entry: SavedModelEntry, session_config: tf.compat.v1.ConfigProto):
         self.name, self.version, self.path = entry.name, entry.version, entry.version_dir
         saved = saved_model_pb2.SavedModel()
         saved.ParseFromString((self.path / "saved_model.pb").read_bytes())
@@ -73,14 +88,31 @@ class Servable:
         if not graphs:
             raise ValueError(f"{self.path}: no MetaGraph tagged 'serve'")
         self.signature_defs = graphs[0].signature_def
-        self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
-        self._functions = self._loaded.signatures
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph, config=session_config)
+        # The TF1 loader is TF Serving's; its "use tf.saved_model.load" notice is for training code.
+        with graph.as_default(), deprecation.silence():
+            tf.compat.v1.saved_model.load(self._session, ["serve"], str(self.path))
+        # (signature, input aliases, output aliases) -> the session's callable for them
+        self._callables: dict[tuple, Callable[..., list[np.ndarray]]] = {}
+        self._callables_lock = threading.Lock()
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         name = name or DEFAULT_SIGNATURE
-        if name not in self.signature_defs or name not in self._functions:
+        if name not in self.signature_defs:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')
         return self.signature_defs[name]
+
+    def _callable(self, sig: meta_graph_pb2.SignatureDef, key: tuple) -> Callable[..., list]:
+        """The session's callable feeding key[1] and fetching key[2] (built once per key: building
+        one prunes the graph, running it is then one C++ call)."""
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._callables_lock:
+                fn = self._callables.get(key) or self._session.make_callable(
+                    [sig.outputs[k].name for k in key[2]], [sig.inputs[k].name for k in key[1]])
+                self._callables[key] = fn
+        return fn
 
     def input_dtypes(self, signature_name: str) -> dict[str, np.dtype]:
         return {k: numpy_dtype(v) for k, v in self.signature(signature_name).inputs.items()}
@@ -127,10 +159,13 @@ class Servable:
         for alias in output_filter:
             if alias not in sig.outputs:
                 raise invalid(f"output tensor alias not found in signature: {alias}")
-        fn = self._functions[signature_name or DEFAULT_SIGNATURE]
-        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        keys = list(output_filter) or list(sig.outputs)
-        return {k: result[k].numpy() for k in keys}
+        keys = tuple(output_filter) or tuple(sig.outputs)
+        aliases = tuple(sorted(inputs))
+        fn = self._callable(sig, (signature_name or DEFAULT_SIGNATURE, aliases, keys))
+        try:
+            return dict(zip(keys, fn(*(inputs[a] for a in aliases))))
+        except tf.errors.OpError as e:  # TensorFlow's status, as TF Serving returns it
+            raise ServingError(error_codes_pb2.Code.Name(e.error_code), e.message) from None
 
 
 @dataclass
@@ -139,7 +174,8 @@ class Registry:
     failed: dict[str, str] = field(default_factory=dict)  # model -> why it did not load
 
     @classmethod
-    def load(cls, entries: list[SavedModelEntry]) -> Registry:
+    def load(cls, entries: list[SavedModelEntry],
+             session_config: tf.compat.v1.ConfigProto | None = None) -> Registry:  # fmt: skip
         """Every servable that loads; one that does not is unavailable with its reason (503, as
         our OIP servers answer) and never keeps the others from being served."""
         servables: dict[str, dict[int, Servable]] = {}
@@ -147,7 +183,8 @@ class Registry:
         for e in entries:
             log.info("loading %s version %d from %s", e.name, e.version, e.version_dir)
             try:
-                servables.setdefault(e.name, {})[e.version] = Servable(e)
+                servable = Servable(e, session_config or tf.compat.v1.ConfigProto())
+                servables.setdefault(e.name, {})[e.version] = servable
             except Exception as err:  # noqa: BLE001 - reported per model
                 failed[e.name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                 log.error("model %s failed to load: %s", e.name, failed[e.name])

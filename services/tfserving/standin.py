@@ -1,4 +1,5 @@
-"""The TF Serving stand-in: TF Serving's REST and gRPC APIs over tf.saved_model.load, for machines
+"""The TF Serving stand-in: TF Serving's REST and gRPC APIs over TensorFlow sessions (the
+SavedModel loader + one callable per signature, as tensorflow_model_server runs them), for machines
 without tensorflow_model_server. It names itself "tfserving-standin" in every response."""
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from services.tfserving.config import savedmodel_entries
 log = logging.getLogger("tfserving-standin")
 
 
-def configure_tensorflow(settings: StackSettings) -> None:
-    """Thread pools must be sized before TensorFlow runs its first op."""
+def session_config(settings: StackSettings):
+    """TensorFlow's thread pools, as tensorflow_model_server's --tensorflow_intra_op_parallelism /
+    --tensorflow_inter_op_parallelism set them: the first session creates them for the process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(settings.runtime_intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(settings.runtime_inter_op_threads)
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=settings.runtime_intra_op_threads,
+        inter_op_parallelism_threads=settings.runtime_inter_op_threads,
+    )
 
 
 async def serve(
     store: Path, host: str, rest_port: int, grpc_port: int | None, settings: StackSettings
 ) -> None:
-    configure_tensorflow(settings)
+    config = session_config(settings)
     import tensorflow as tf
 
     from services.tfserving import grpc_service, rest
@@ -39,10 +43,10 @@ async def serve(
     entries = savedmodel_entries(store)
     log.warning(
         "TF Serving STAND-IN (tensorflow_model_server not on PATH): TF Serving's REST%s API over "
-        "tf.saved_model.load, TensorFlow %s, %d model(s) from %s",
+        "TensorFlow %s sessions, %d model(s) from %s",
         " and gRPC" if grpc_port else "", tf.__version__, len(entries), store,
     )  # fmt: skip
-    registry = Registry.load(entries)
+    registry = Registry.load(entries, config)
     # One TF thread for unbatched work (other signatures); each model's batcher has its own.
     executor = ThreadPoolExecutor(1, thread_name_prefix="tf")
     predictor = Predictor(registry, executor, settings)
@@ -50,7 +54,8 @@ async def serve(
     about = {
         "served_by": rest.SERVED_BY,
         "description": "Stand-in for TensorFlow Serving: its REST (and gRPC) API implemented in "
-        "Python over tf.saved_model.load, because tensorflow_model_server is not on PATH. "
+        "Python over TensorFlow sessions (SavedModel loader + one callable per signature, as "
+        "tensorflow_model_server runs them), because tensorflow_model_server is not on PATH. "
         "Latency and throughput are not TF Serving's.",
         "tensorflow_version": tf.__version__,
         "models": {n: sorted(v) for n, v in registry.servables.items()},

@@ -43,21 +43,15 @@ def build_tiny_store(store: Path) -> None:
         [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
     )
 
-    # model.export() names the output "output_0"; the contract wants "logits".
-    class Serving(tf.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="input")])
-        def serve(self, input):
-            return {"logits": self.m(input)}
-
+    # model.export() names the output "output_0"; the contract wants "logits". Keras' own
+    # ExportArchive, as the exporters use it: a Keras 3 model inside a plain tf.Module saves a
+    # SavedModel that TF Serving's session cannot run (test_keras_in_a_tf_module_fails_as_in_tf_serving).
     root = store / NAME
-    module = Serving(model)
-    tf.saved_model.save(
-        module, str(root / "savedmodel" / "1"), signatures={"serving_default": module.serve}
-    )
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda input: {"logits": model(input)},
+                         input_signature=[tf.TensorSpec([None, 4], tf.float32, name="input")])
+    archive.write_out(str(root / "savedmodel" / "1"))
     x = np.random.RandomState(0).randn(32, 4).astype(np.float32)
     ref = save_reference(root, {"input": x}, {"logits": model(x).numpy()}, None)
     parity = Parity(ok=True, runtime="tensorflow", batch_sizes=[1, 32], tolerance=TOL)
@@ -432,3 +426,34 @@ def test_real_store_models(real_standin, real_store, batch):
         for k, v in y.items():
             got = np.asarray(out[k], dtype=v.dtype)
             np.testing.assert_allclose(got, v[:batch], atol=TOL, err_msg=f"{name} {k}")
+
+
+def test_keras_in_a_tf_module_fails_as_in_tf_serving(tmp_path):
+    """The stand-in runs SavedModels in a TF session as TF Serving does, so it fails where TF
+    Serving fails: a Keras 3 model saved inside a plain tf.Module has its variables missing from
+    the session (tensorflow/serving#2226, keras-team/keras#19274). The error is TF Serving's:
+    FAILED_PRECONDITION (HTTP 400) naming the variable, not a bare 500."""
+    import keras
+    import tensorflow as tf
+
+    from services.tfserving.config import SavedModelEntry
+    from services.tfserving.models import Registry, ServingError
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+    class Wrapper(tf.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="input")])
+        def serve(self, input):
+            return {"logits": self.m(input)}
+
+    module = Wrapper(model)
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+    registry = Registry.load([SavedModelEntry("wrapped", 1, tmp_path, "wrapped/savedmodel")])
+    with pytest.raises(ServingError) as err:
+        registry.get("wrapped").run("", {"input": np.ones((1, 4), np.float32)})
+    assert err.value.code == "FAILED_PRECONDITION" and err.value.http_status == 400
+    assert "Could not find variable" in err.value.message
