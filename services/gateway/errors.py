@@ -69,6 +69,11 @@ class BackendTimeout(GatewayError):
     status = 504
 
 
+def internal_message(e: Exception) -> str:
+    """What a client is told about an unexpected exception (it is logged with its traceback)."""
+    return f"internal error: {type(e).__name__}: {e}"
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps({"error": message}),
@@ -100,7 +105,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> Response:
-        return error_response(500, f"internal error: {type(e).__name__}: {e}")
+        return error_response(500, internal_message(e))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> Response:
