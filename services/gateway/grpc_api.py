@@ -184,7 +184,8 @@ class GrpcServer:
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as e:
-            raise RuntimeError(f"gateway: cannot listen for gRPC on {address}: {e}") from None
+            raise RuntimeError(f"gateway: cannot listen for gRPC on {address} ({e}); free the "
+                               "port or set GATEWAY_GRPC_PORT (0: no gRPC)") from None
 
     async def start(self) -> None:
         await self.server.start()

@@ -6,6 +6,10 @@ limits, auth, metrics and access log as REST."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from typing import Any, Iterator
 
 import grpc
@@ -17,7 +21,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from contract.codec import InferRequest
-from tests.conftest import wait_for
+from tests.conftest import REPO, free_port, wait_for
 from tests.gateway.test_multi_io import NAMES, SERVED, answer, assert_outputs, runtime_of, sample
 
 RPC = "/inference.GRPCInferenceService/"
@@ -296,3 +300,18 @@ def test_metrics_in_flight_and_access_log(gateway, stub) -> None:
     assert record["status"] == 200 and record["served_by"] == "tflite"
     assert set(record) == {"ts", "method", "path", "model", "runtime", "served_by", "status",
                            "duration_ms", "request_id"}
+
+
+def test_a_busy_grpc_port_stops_the_gateway_saying_so(store) -> None:
+    """gRPC does not share a busy port (no SO_REUSEPORT): the gateway exits, naming the port."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "STACK_MODEL_STORE": str(store)}
+        r = subprocess.run([sys.executable, "-m", "services.gateway", "--host", "127.0.0.1",
+                            "--port", str(free_port()), "--grpc-port", str(port)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in r.stderr
+    assert "GATEWAY_GRPC_PORT" in r.stderr
