@@ -2,8 +2,9 @@
 
 One request type and one response type, each with from_*/to_* per wire form (KServe's
 protocol/infer_type.py is the model): OIP JSON tensors, the OIP binary tensor extension, TF Serving
-REST (row "instances" or columnar "inputs"), and plain arrays. Every server of the stack, the
-TorchServe handler (the .mar carries a copy of this file), the gateway and the load tests use it.
+REST (row "instances" or columnar "inputs"), OIP gRPC messages (duck-typed: this module imports
+neither grpc nor protobuf), and plain arrays. Every server of the stack, the TorchServe handler
+(the .mar carries a copy of this file), the gateway and the load tests use it.
 
 Validation against a signature (validate()) needs only the JSON header: names, datatypes, shapes
 (dynamic dims free, fixed dims exact), element counts, binary sizes, batch and size limits. It
@@ -25,7 +26,14 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
-from contract.datatypes import OIP_TO_NUMPY, DatatypeError, numpy_dtype, oip_datatype
+from contract.datatypes import (
+    GRPC_CONTENTS_FIELDS,
+    OIP_TO_GRPC_CONTENTS,
+    OIP_TO_NUMPY,
+    DatatypeError,
+    numpy_dtype,
+    oip_datatype,
+)
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 DEFAULT_MAX_ELEMENTS = 64 * 1024 * 1024  # per request, all inputs together
@@ -200,6 +208,32 @@ def header_length(value: str | bytes | None) -> int | None:
 # --- tensors ------------------------------------------------------------------------------------
 
 
+def _itemsize(name: str, datatype: str) -> int:
+    """Bytes per element of a served datatype; CodecError naming the tensor otherwise."""
+    try:
+        return numpy_dtype(datatype).itemsize
+    except DatatypeError as e:
+        raise CodecError(f"tensor {name!r}: {e}") from None
+
+
+def _check_byte_size(name: str, datatype: str, shape: list[int], size: int, what: str) -> None:
+    """Raw bytes must be exactly shape x itemsize; `what` says where the size came from."""
+    need = element_count(shape) * _itemsize(name, datatype)
+    if size != need:
+        raise CodecError(f"tensor {name!r}: shape {shape} of {datatype} needs {need} bytes, "
+                         f"{what} {size}")
+
+
+def _check_names(tensors: list["Tensor"], what: str) -> None:
+    if not tensors:
+        raise CodecError(f"'{what}' must be a non-empty list of tensors")
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise CodecError(f"tensor {t.name!r} appears twice")
+        seen.add(t.name)
+
+
 @dataclass(slots=True)
 class Tensor:
     """One tensor of a message: its header, and its values as JSON data, raw bytes or an array."""
@@ -225,10 +259,7 @@ class Tensor:
         datatype = t.get("datatype")
         if type(datatype) is not str:
             raise CodecError(f"tensor {name!r} is missing its 'datatype'")
-        try:
-            itemsize = numpy_dtype(datatype).itemsize
-        except DatatypeError as e:
-            raise CodecError(f"tensor {name!r}: {e}") from None
+        _itemsize(name, datatype)
         size = _params(t, f"tensor {name!r}").get("binary_data_size")
         if size is None:
             if "data" not in t:
@@ -239,12 +270,7 @@ class Tensor:
                 f"tensor {name!r}: binary_data_size {size!r} exceeds the {len(binary) - offset} "
                 "binary bytes left in the body"
             )
-        need = element_count(shape) * itemsize
-        if size != need:
-            raise CodecError(
-                f"tensor {name!r}: shape {shape} of {datatype} needs {need} bytes, "
-                f"binary_data_size is {size}"
-            )
+        _check_byte_size(name, datatype, shape, size, "binary_data_size is")
         return cls(name, datatype, shape, raw=binary[offset : offset + size]), offset + size
 
     @classmethod
@@ -291,13 +317,11 @@ class Tensor:
 def _tensors(items: Any, binary: Any, what: str) -> list[Tensor]:
     if type(items) is not list or not items:
         raise CodecError(f"'{what}' must be a non-empty list of tensors")
-    out, offset, seen = [], 0, set()
+    out, offset = [], 0
     for t in items:
         tensor, offset = Tensor.from_json(t, binary, offset)
-        if tensor.name in seen:
-            raise CodecError(f"tensor {tensor.name!r} appears twice")
-        seen.add(tensor.name)
         out.append(tensor)
+    _check_names(out, what)
     if offset != len(binary):
         raise CodecError(
             f"the binary_data_size of the tensors add up to {offset} bytes, the body carries "
@@ -321,6 +345,69 @@ def _encode_message(head: dict[str, Any], key: str, tensors: list[Tensor], binar
     if not blobs:
         return body, None
     return body + b"".join(blobs), len(body)
+
+
+# --- OIP gRPC messages (KServe v2 / Triton inference.GRPCInferenceService), duck-typed ----------
+# The gateway passes the generated protobuf messages in; they are read and filled by attribute
+# only, so this module still imports with numpy and orjson alone (the TorchServe .mar copy).
+INT64_MAX = 2**63 - 1
+
+
+def _grpc_params(params: Any) -> dict[str, Any]:
+    """A map<string, InferParameter> -> {key: bool | int | float | str}."""
+    out = {}
+    for key, p in params.items():
+        which = p.WhichOneof("parameter_choice")
+        out[key] = None if which is None else getattr(p, which)
+    return out
+
+
+def _set_grpc_params(target: Any, params: dict[str, Any]) -> None:
+    """{key: value} -> a map<string, InferParameter>; anything but a scalar as its JSON text."""
+    for key, value in params.items():
+        p = target[key]
+        if type(value) is bool:
+            p.bool_param = value
+        elif type(value) is int:
+            if value > INT64_MAX:
+                p.uint64_param = value
+            else:
+                p.int64_param = value
+        elif type(value) is float:
+            p.double_param = value
+        elif type(value) is str:
+            p.string_param = value
+        else:
+            p.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _grpc_input(t: Any, raw: bytes | None) -> Tensor:
+    """One InferInputTensor with its raw_input_contents entry (None: none was sent)."""
+    name, datatype, shape = t.name, t.datatype, list(t.shape)
+    if not name:
+        raise CodecError("every input needs a 'name'")
+    if any(d < 0 for d in shape):
+        raise CodecError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
+    typed = [f for f in GRPC_CONTENTS_FIELDS if len(getattr(t.contents, f))]
+    if raw is not None:
+        if typed:
+            raise CodecError(f"input {name!r} is sent both as raw_input_contents and as typed "
+                             f"contents.{typed[0]}; send one of them")
+        _check_byte_size(name, datatype, shape, len(raw), "its raw_input_contents entry has")
+        return Tensor(name, datatype, shape, raw=raw)
+    _itemsize(name, datatype)  # a datatype this stack serves (BYTES is refused here)
+    field_name = OIP_TO_GRPC_CONTENTS.get(datatype)
+    if field_name is None:
+        raise CodecError(f"input {name!r}: {datatype} has no typed contents field; send it as "
+                         "raw_input_contents")
+    wrong = [f for f in typed if f != field_name]
+    if wrong:
+        raise CodecError(f"input {name!r}: {datatype} values go in contents.{field_name}, the "
+                         f"request sets contents.{wrong[0]}")
+    # The typed values are checked like JSON data (count against the shape, range of the
+    # datatype); booleans can only come from bool_contents.
+    return Tensor(name, datatype, shape, data=list(getattr(t.contents, field_name)),
+                  maybe_bools=False)
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -402,6 +489,24 @@ class InferRequest:
         dtypes = {s.name: s.numpy_dtype for s in signature.inputs}
         arrays, row_format = decode_tfserving_predict(doc, dtypes, has_bool_literal(body))
         return cls.from_arrays(arrays), row_format
+
+    @classmethod
+    def from_grpc(cls, msg: Any) -> "InferRequest":
+        """A ModelInferRequest: each input as typed `contents` or as raw_input_contents (then one
+        entry per input, in input order, as Triton requires), never both. Raw bytes are kept as
+        they are (little-endian, like the binary extension)."""
+        raw, inputs = msg.raw_input_contents, msg.inputs
+        if raw and len(raw) != len(inputs):
+            if len(raw) < len(inputs):
+                raise CodecError(f"input {inputs[len(raw)].name!r} has no raw_input_contents "
+                                 f"entry: the request has {len(raw)} for {len(inputs)} inputs "
+                                 "(one per input, in input order, or none)")
+            raise CodecError(f"the request has {len(raw)} raw_input_contents entries for "
+                             f"{len(inputs)} inputs (one per input, in input order, or none)")
+        tensors = [_grpc_input(t, raw[i] if raw else None) for i, t in enumerate(inputs)]
+        _check_names(tensors, "inputs")
+        requested = [RequestedOutput(o.name) for o in msg.outputs] or None
+        return cls(tensors, msg.id or None, _grpc_params(msg.parameters), requested)
 
     # --- checks ---
 
@@ -585,6 +690,23 @@ class InferResponse:
 
     def to_tfserving(self, row_format: bool) -> bytes:
         return _dumps(encode_tfserving_predict(self.arrays(), row_format))
+
+    def to_grpc(self, msg: Any) -> Any:
+        """Fill a ModelInferResponse and return it: every output as raw_output_contents, in
+        output order (Triton's form; tritonclient.grpc reads only that)."""
+        msg.model_name = self.model_name
+        if self.model_version is not None:
+            msg.model_version = self.model_version
+        if self.id is not None:
+            msg.id = self.id
+        _set_grpc_params(msg.parameters, self.parameters)
+        for t in self.outputs:
+            _, raw = t.to_binary()
+            out = msg.outputs.add()
+            out.name, out.datatype = t.name, t.datatype
+            out.shape.extend(t.shape)
+            msg.raw_output_contents.append(raw)
+        return msg
 
 
 # --- TF Serving REST :predict -------------------------------------------------------------------

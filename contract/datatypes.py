@@ -31,6 +31,15 @@ OIP_TO_TF: dict[str, str] = {
     "BYTES": "DT_STRING",
 }  # fmt: skip
 TF_TO_OIP: dict[str, str] = {v: k for k, v in OIP_TO_TF.items()}
+# KServe v2 / Triton gRPC: the InferTensorContents field that carries a datatype's typed values.
+# FP16 has none (it travels as raw bytes only).
+OIP_TO_GRPC_CONTENTS: dict[str, str] = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "INT8": "int_contents",
+    "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
+GRPC_CONTENTS_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(OIP_TO_GRPC_CONTENTS.values()))
 UNSERVED = {"BYTES": "string tensors (BYTES) are not served by this stack's runtimes"}
 
 

@@ -66,11 +66,18 @@ def deployment(name: str, component: str, pod: Obj, replicas: int | None = 1) ->
             "spec": spec}
 
 
+def service_port(name: str, port: int) -> Obj:
+    """A Service port; one named grpc says so in appProtocol (HTTP/2 for meshes and gateways)."""
+    out: Obj = {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+    if name == "grpc":
+        out["appProtocol"] = "grpc"
+    return out
+
+
 def service(name: str, component: str, ports: list[tuple[str, int]]) -> Obj:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, component),
             "spec": {"type": "ClusterIP", "selector": selector(name),
-                     "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"}
-                               for n, p in ports]}}
+                     "ports": [service_port(n, p) for n, p in ports]}}
 
 
 def hpa(name: str, component: str, lo: int, hi: int, cpu_percent: int) -> Obj:

@@ -44,6 +44,8 @@ STORE_MOUNT = "/models"
 # (services/torchserve/config.py), and no Service or NetworkPolicy opens them.
 PRIVATE_PORTS = {"torchserve_management_port", "torchserve_metrics_port",
                  "torchserve_grpc_inference_port", "torchserve_grpc_management_port"}
+# The gateway's ports: REST, and OIP gRPC (GATEWAY_GRPC_PORT=0 turns it off: no port then).
+GATEWAY_PORT_KEYS = ("gateway_port", "gateway_grpc_port")
 # The official TF Serving image defines no user (it would run as root): run it as our images' user.
 IMAGE_USER = {"tfserving": (10001, 10001)}
 # What a live (not ready) process answers, per protocol; TF Serving has no health endpoint.
@@ -108,9 +110,15 @@ def port_name(service: str, key: str) -> str:
     return key.removesuffix("_port").removeprefix(service).strip("_").replace("_", "-") or "http"
 
 
+def port_keys(src: Source, service: str) -> list[str]:
+    """The settings keys of every port a service's container listens on."""
+    keys = RUNTIMES[service].port_keys if service in RUNTIMES else GATEWAY_PORT_KEYS
+    return [key for key in keys if src.port(key)]
+
+
 def service_ports(src: Source, service: str) -> list[tuple[str, int]]:
-    keys = RUNTIMES[service].port_keys if service in RUNTIMES else ("gateway_port",)
-    return [(port_name(service, key), src.port(key)) for key in keys if key not in PRIVATE_PORTS]
+    return [(port_name(service, key), src.port(key)) for key in port_keys(src, service)
+            if key not in PRIVATE_PORTS]
 
 
 # --- configuration and storage -------------------------------------------------------------------
@@ -142,7 +150,7 @@ def _container(src: Source, service: str, liveness: k.Obj) -> k.Obj:
         "imagePullPolicy": "IfNotPresent",
         "envFrom": [{"configMapRef": {"name": STACK_CONFIG}}],
         "ports": [{"name": port_name(service, key), "containerPort": src.port(key), "protocol": "TCP"}
-                  for key in (RUNTIMES[service].port_keys if service in RUNTIMES else ("gateway_port",))],
+                  for key in port_keys(src, service)],
         # The supervisor's probe: a real inference per model (compose's healthcheck). The start-up
         # probe polls it fast while the models load, the readiness probe rarely after.
         "startupProbe": k.exec_probe(command, period=5, timeout=t["timeout"],

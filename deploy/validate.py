@@ -27,7 +27,7 @@ import yaml
 
 from contract.runtimes import RUNTIMES
 from deploy import tools
-from deploy.render import OUT, PRIVATE_PORTS, Source, service_ports
+from deploy.render import OUT, PRIVATE_PORTS, Source, port_keys, service_ports
 
 K8S_VERSION = "1.36.0"
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -210,9 +210,9 @@ def port_errors(docs: list[dict], src: Source) -> list[str]:
                               f"{service_ports(src, name)}")
     for dep, labels, spec in pods:
         name = dep["metadata"]["name"]
-        if name not in RUNTIMES:
+        if name not in RUNTIMES and name != "gateway":
             continue
-        want = sorted(src.port(key) for key in RUNTIMES[name].port_keys)
+        want = sorted(src.port(key) for key in port_keys(src, name))
         got = sorted(cp["containerPort"] for c in spec["containers"] for cp in c.get("ports", []))
         if got != want:
             errors.append(f"Deployment/{name}: container ports {got} differ from services/stack.env "

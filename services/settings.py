@@ -25,6 +25,7 @@ class StackSettings(BaseSettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    gateway_grpc_port: int = 8001  # OIP gRPC (Triton's convention); 0: no gRPC front end
     onnxruntime_host: str = "127.0.0.1"
     onnxruntime_port: int = 8100
     tflite_host: str = "127.0.0.1"

@@ -66,8 +66,9 @@ def python_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def real_store() -> Path:
-    """The store of the examples that `make export` builds (built here if it is missing)."""
-    store = REPO / "model_store"
+    """The store of the examples that `make export` builds (built here if it is missing);
+    $SERVEBENCH_STORE names one built elsewhere (a git worktree sharing its main checkout's)."""
+    store = Path(os.environ.get("SERVEBENCH_STORE") or REPO / "model_store")
     if not all((store / m / "manifest.json").exists() for m in EXAMPLES):
         subprocess.run([sys.executable, "-m", "exporters", "examples", "--store", str(store)],
                        cwd=REPO, env=python_env(), check=True)  # fmt: skip
@@ -75,7 +76,8 @@ def real_store() -> Path:
 
 
 PORT_VARS = (
-    "GATEWAY_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT",
+    "GATEWAY_PORT", "GATEWAY_GRPC_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT",
+    "TFSERVING_REST_PORT",
     "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
     "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
 )  # fmt: skip
@@ -95,6 +97,7 @@ def running_stack(store: Path, run_dir: Path):
         url = lambda var: f"http://127.0.0.1:{ports[var]}"  # noqa: E731
         yield {
             "gateway_url": url("GATEWAY_PORT"),
+            "gateway_grpc": f"127.0.0.1:{ports['GATEWAY_GRPC_PORT']}",  # OIP gRPC
             "store": store,
             "run_dir": run_dir,
             "env": env,

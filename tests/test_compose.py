@@ -34,7 +34,7 @@ EXPOSED = {
     "tfserving": ["TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT"],
     "torchserve": ["TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT",
                    "TORCHSERVE_METRICS_PORT"],
-    "gateway": ["GATEWAY_PORT"],
+    "gateway": ["GATEWAY_PORT", "GATEWAY_GRPC_PORT"],  # REST, OIP gRPC
 }
 
 
@@ -116,13 +116,14 @@ def test_services_are_the_runtime_registry_plus_the_gateway(services):
         assert all(k.upper() in STACK_ENV for k in r.port_keys), name
 
 
-def test_only_the_gateway_publishes_a_port(services):
+def test_only_the_gateway_publishes_its_ports(services):
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert list(published) == ["gateway"]
-    (port,) = published["gateway"]
-    assert port["target"] == int(STACK_ENV["GATEWAY_PORT"])
-    assert int(port["published"]) == int(STACK_ENV["GATEWAY_PORT"])
-    assert port["host_ip"] == "127.0.0.1"  # GATEWAY_PUBLISH_ADDRESS=0.0.0.0 opens it up
+    want = [int(STACK_ENV[k]) for k in EXPOSED["gateway"]]  # REST and gRPC
+    assert [p["target"] for p in published["gateway"]] == want
+    assert [int(p["published"]) for p in published["gateway"]] == want
+    for port in published["gateway"]:  # GATEWAY_PUBLISH_ADDRESS=0.0.0.0 opens them up
+        assert port["host_ip"] == "127.0.0.1"
 
 
 def test_ports_equal_stack_env(services):
@@ -291,7 +292,8 @@ def test_gateway_is_told_where_it_is_published(services):
     r = _compose("config", "--format", "json", GATEWAY_PUBLISH_ADDRESS="0.0.0.0")
     assert r.returncode == 0, r.stderr
     gateway = json.loads(r.stdout)["services"]["gateway"]
-    assert gateway["ports"][0]["host_ip"] == "0.0.0.0"
+    # Both ports (REST, gRPC) follow the one address the gateway's start-up check sees.
+    assert [p["host_ip"] for p in gateway["ports"]] == ["0.0.0.0", "0.0.0.0"]
     assert gateway["environment"]["GATEWAY_PUBLISH_ADDRESS"] == "0.0.0.0"
 
 

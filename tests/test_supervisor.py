@@ -270,6 +270,9 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
     assert by["onnxruntime"].probe["url"] == "http://127.0.0.1:18100"
     assert by["tfserving"].ports == {"TFSERVING_REST_PORT": settings.tfserving_rest_port,
                                      "TFSERVING_GRPC_PORT": settings.tfserving_grpc_port}
+    assert by["gateway"].ports == {"GATEWAY_PORT": settings.gateway_port,
+                                   "GATEWAY_GRPC_PORT": settings.gateway_grpc_port}
+    assert by["gateway"].argv[-2:] == ["--grpc-port", str(settings.gateway_grpc_port)]
     assert by["torchserve"].probe["kind"] == "torchserve"
     assert by["torchserve"].env["TMPDIR"].startswith(str(tmp_path))
     for s in specs:
@@ -281,6 +284,9 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
         spec.select(specs, ["nope"])
     seq = spec.sequential(spec.default_specs(settings, tmp_path))
     assert seq[1].after == ["onnxruntime"]
+    monkeypatch.setenv("GATEWAY_GRPC_PORT", "0")  # no gRPC front end: no port to check or free
+    (gateway,) = spec.select(spec.default_specs(StackSettings(), tmp_path), ["gateway"])
+    assert gateway.ports == {"GATEWAY_PORT": settings.gateway_port}
 
 
 # --- probes: real inference requests, built from the manifest ----------------------------------

@@ -1,4 +1,4 @@
-"""python -m services.gateway [--host H] [--port P]"""
+"""python -m services.gateway [--host H] [--port P] [--grpc-port G]"""
 
 from __future__ import annotations
 
@@ -22,11 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__)
     p.add_argument("--host", default=settings.stack_bind_host)
     p.add_argument("--port", type=int, default=settings.gateway_port)
+    p.add_argument("--grpc-port", type=int, default=settings.gateway_grpc_port,
+                   help="OIP gRPC port on the same host (0: no gRPC)")
     args = p.parse_args(argv)
+    settings = settings.model_copy(update={"gateway_grpc_port": args.grpc_port})
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, grpc_host=args.host),
         host=args.host,
         port=args.port,
         loop="uvloop",

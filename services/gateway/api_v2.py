@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from contract.codec import InferRequest, header_length
-from services.gateway.backends.base import Call
+from services.gateway import operations as ops
 from services.gateway.errors import BadRequest, GatewayError
-from services.gateway.routing import Target
 from services.gateway.transport import (
     context,
     gateway,
@@ -40,8 +39,7 @@ INFER_DOC: dict[str, Any] = {
 
 @router.get("/v2", summary="Server metadata")
 async def server_metadata() -> Response:
-    return json_response({"name": "servebench-gateway", "version": "0.1.0",
-                          "extensions": ["binary_tensor_data", "model_repository"]})
+    return json_response(ops.SERVER_METADATA)
 
 
 @router.get("/v2/health/live", summary="Server live (no API key needed)")
@@ -58,35 +56,12 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": True})
 
 
-def _metadata(t: Target, name: str, targets: list[Target]) -> dict[str, Any]:
-    m = t.model
-    spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": s.shape}  # noqa: E731
-    return {
-        "name": name,
-        "versions": [t.version],
-        "platform": t.runtime,
-        "inputs": [spec(s) for s in m.signature.inputs],
-        "outputs": [spec(s) for s in m.signature.outputs],
-        "parameters": {
-            "runtime": t.runtime,
-            "target": t.name,
-            "candidates": [c.name for c in targets],
-            "parity": {a.format: a.parity.model_dump() for a in m.artifacts.values()},
-            "parity_ok": t.artifact.parity.ok,
-            "source": m.source.model_dump(exclude_none=True),
-        },
-    }
-
-
 @router.get("/v2/models/{model}", summary="Model metadata (signature, parity, backend view)")
 @router.get("/v2/models/{model}" + VERSIONED, summary="Model metadata of one version")
 async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
     gw, ctx = gateway(request), context(request)
     ctx.endpoint = "metadata"
-    targets = gw.router.resolve(model, version)
-    t = targets[0]
-    ctx.model, ctx.runtime, ctx.served_by = t.model.name, t.runtime, t.runtime
-    doc = _metadata(t, model, targets)
+    doc, t = ops.describe(gw, ctx, model, version)
     if gw.health.available(t.runtime):
         try:
             doc["parameters"]["backend_metadata"] = await gw.backends[t.runtime].metadata(t.model)
@@ -100,12 +75,9 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
 async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
     gw, ctx = gateway(request), context(request)
     ctx.endpoint = "ready"
-    targets = gw.router.resolve(model, version)
-    ctx.model = targets[0].model.name
-    t, reason = await gw.first_ready(targets)
-    if t is None:
+    ok, reason = await ops.readiness(gw, ctx, model, version)
+    if not ok:
         raise GatewayError(f"{model} is not ready: {reason}", status=400)
-    ctx.runtime = ctx.served_by = t.runtime
     return json_response({"name": model, "ready": True})
 
 
@@ -116,23 +88,15 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     gw, ctx = gateway(request), context(request)
     ctx.endpoint = "infer"
     s = gw.settings
-    targets = gw.router.resolve(model, version)
-    manifest = targets[0].model
-    sig = manifest.signature
-    ctx.model = manifest.name
+    targets = ops.infer_targets(gw, ctx, model, version)
     body = await read_body(request, s.gateway_max_payload_bytes, s.http_body_timeout_s)
-    # Header-level checks only (names, datatypes, shapes, counts, binary sizes): values are
-    # decoded only when a backend needs another wire form.
     req = InferRequest.from_oip(body, header_length(header(request, b"inference-header-content-length")))
-    batch = req.validate(sig, gw.limits(manifest))
-    target, answer = await gw.infer(targets, Call(manifest, req, batch, ctx.request_id), ctx)
-    binary = req.binary_outputs(sig)
+    target, answer = await ops.infer(gw, ctx, targets, req)
+    binary = req.binary_outputs(target.model.signature)
     if answer.body is not None and (answer.binary_ok or not binary):
         content, hl = answer.body, answer.header_length  # the backend's answer fits: as is
     else:
-        resp = answer.decoded().select(req.output_names(sig))
-        resp.id, resp.model_version = req.id, target.version
-        content, hl = resp.to_oip(binary)
+        content, hl = ops.shaped(answer, req, target).to_oip(binary)
     if hl is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",
@@ -147,7 +111,4 @@ async def repository_index(request: Request) -> Response:
     doc = parse_json(body) if body.strip() else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
         raise BadRequest('the index request must be a JSON object like {"ready": true}')
-    entries = await gw.index()
-    if isinstance(doc, dict) and doc.get("ready"):
-        entries = [e for e in entries if e["state"] == "READY"]
-    return json_response(entries)
+    return json_response(await ops.repository_index(gw, doc.get("ready", False)))

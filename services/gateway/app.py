@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from services.gateway import api_v1, api_v2, errors, openapi
 from services.gateway.core import Gateway
+from services.gateway.grpc_api import GrpcServer
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.settings import GatewaySettings
 
@@ -32,16 +33,26 @@ FAST_ROUTES = [
 ]
 
 
-def create_app(settings: GatewaySettings | None = None) -> GatewayMiddleware:
-    """The ASGI app to serve: the FastAPI app (`.app`) inside the gateway's own outer layer."""
+def create_app(settings: GatewaySettings | None = None,
+               grpc_host: str | None = None) -> GatewayMiddleware:  # fmt: skip
+    """The ASGI app to serve: the FastAPI app (`.app`) inside the gateway's own outer layer.
+    Its lifespan also runs the gRPC front end on GATEWAY_GRPC_PORT (0: none), bound to
+    `grpc_host` (the REST server's host; default STACK_BIND_HOST), on the same event loop."""
     gw = Gateway(settings or GatewaySettings())
+    s = gw.settings
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        grpc_server = None
         try:
+            if s.gateway_grpc_port:
+                grpc_server = GrpcServer(gw, grpc_host or s.stack_bind_host, s.gateway_grpc_port)
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await gw.close()
 
     app = FastAPI(title="servebench gateway", version="0.1.0", description=DESCRIPTION,

@@ -64,6 +64,19 @@ class Gateway:
         for b in self.backends.values():
             await b.close()
 
+    def record(self, method: str, path: str, ctx: RequestContext, status: int,
+               seconds: float) -> None:  # fmt: skip
+        """A finished request of either front end: its metrics and its access-log line (status:
+        the HTTP status, or the HTTP equivalent of a gRPC answer)."""
+        self.metrics.observe(ctx.endpoint, ctx.model, ctx.runtime, status, seconds)
+        if self.access_log is not None:
+            self.access_log.write({
+                "ts": round(time.time(), 3), "method": method, "path": path,
+                "model": ctx.model, "runtime": ctx.runtime, "served_by": ctx.served_by,
+                "status": status, "duration_ms": round(seconds * 1000, 3),
+                "request_id": ctx.request_id,
+            })
+
     def limits(self, model: Manifest) -> Limits:
         """The codec's limits for a model: MAX_BATCH_SIZE, or its fixed batch dimension if less."""
         lim = self._limits.get(model.name)

@@ -1,10 +1,12 @@
 """Every failure is a GatewayError carrying its HTTP status; the body is always {"error": "..."}
-(what tritonclient and TF Serving clients expect)."""
+(what tritonclient and TF Serving clients expect). The gRPC front end answers the same failures
+with the status code GRPC_STATUS gives for their HTTP status, and the same message."""
 
 from __future__ import annotations
 
 import orjson
 from fastapi import FastAPI, Request
+from grpc import StatusCode
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -69,6 +71,33 @@ class BackendTimeout(GatewayError):
     status = 504
 
 
+# HTTP status -> gRPC status code; anything else is INTERNAL. 413 (a batch above MAX_BATCH_SIZE
+# or a model's fixed batch, too many elements) is RESOURCE_EXHAUSTED: gRPC itself answers a message
+# above GATEWAY_MAX_PAYLOAD_BYTES so, and the request is well-formed, only too big (a smaller one
+# succeeds), which INVALID_ARGUMENT would not say. 499: the client went away (cancelled, deadline).
+GRPC_STATUS: dict[int, StatusCode] = {
+    400: StatusCode.INVALID_ARGUMENT,
+    401: StatusCode.UNAUTHENTICATED,
+    404: StatusCode.NOT_FOUND,
+    408: StatusCode.DEADLINE_EXCEEDED,
+    413: StatusCode.RESOURCE_EXHAUSTED,
+    499: StatusCode.CANCELLED,
+    501: StatusCode.UNIMPLEMENTED,
+    502: StatusCode.UNAVAILABLE,
+    503: StatusCode.UNAVAILABLE,
+    504: StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_status(http_status: int) -> StatusCode:
+    return GRPC_STATUS.get(http_status, StatusCode.INTERNAL)
+
+
+def internal_message(e: Exception) -> str:
+    """What a client is told about an unexpected exception (it is logged with its traceback)."""
+    return f"internal error: {type(e).__name__}: {e}"
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps({"error": message}),
@@ -100,7 +129,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> Response:
-        return error_response(500, f"internal error: {type(e).__name__}: {e}")
+        return error_response(500, internal_message(e))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> Response:

@@ -1,8 +1,10 @@
 """The gateway refuses to be published beyond loopback without an API key.
 
-compose publishes the gateway on ${GATEWAY_PUBLISH_ADDRESS:-127.0.0.1}:8000 and passes the same
-address into the container, where the gateway itself binds 0.0.0.0 (its private network): only
-the published address says who can reach it. Unset (local mode, Kubernetes), nothing is checked.
+compose publishes the gateway's REST and gRPC ports (8000, 8001) on
+${GATEWAY_PUBLISH_ADDRESS:-127.0.0.1} and passes the same address into the container, where the
+gateway itself binds 0.0.0.0 (its private network): only the published address says who can reach
+it. The check runs before either listener starts, so a refusal keeps both closed. Unset (local
+mode, Kubernetes), nothing is checked.
 """
 
 from __future__ import annotations

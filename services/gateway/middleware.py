@@ -8,10 +8,7 @@ forward to the backend. Those routes stay declared in FastAPI (OpenAPI docs, sam
 
 from __future__ import annotations
 
-import hmac
-import itertools
 import logging
-import os
 import re
 import time
 from typing import Any, Awaitable, Callable
@@ -21,24 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from contract.codec import CodecError
-from services.gateway.context import CTX, RequestContext
+from services.gateway.auth import expected_bearer, refusal
+from services.gateway.context import CTX, RequestContext, request_id
 from services.gateway.core import Gateway
-from services.gateway.errors import GatewayError, error_response, gateway_error_response
+from services.gateway.errors import (
+    GatewayError,
+    error_response,
+    gateway_error_response,
+    internal_message,
+)
 
 PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 FastRoute = tuple[str, "re.Pattern[str]", Callable[..., Awaitable[Response]]]
 
 log = logging.getLogger("services.gateway")
-
-# Generated request ids: a per-process random prefix and a counter (uuid4 costs more).
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
-
-
-def _request_id(value: bytes | None) -> str:
-    if value and len(value) <= 128 and value.isascii() and value.decode().isprintable():
-        return value.decode()
-    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 class GatewayMiddleware:
@@ -46,16 +39,14 @@ class GatewayMiddleware:
         self.app = app
         self.gateway = gateway
         self.fast_routes = fast_routes
-        key = gateway.settings.gateway_api_key
-        self.bearer = f"Bearer {key}".encode() if key else None
-        self.access_log = gateway.access_log
+        self.bearer = expected_bearer(gateway.settings.gateway_api_key)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)  # lifespan
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        ctx = scope[CTX] = RequestContext(headers, _request_id(headers.get(b"x-request-id")))
+        ctx = scope[CTX] = RequestContext(headers, request_id(headers.get(b"x-request-id")))
         status = 500
         started = False
 
@@ -71,16 +62,11 @@ class GatewayMiddleware:
         metrics = self.gateway.metrics
         metrics.in_flight.inc()
         try:
-            if sum(1 for k, _ in scope["headers"] if k == b"authorization") > 1:
-                # Proxies and servers disagree on which one counts: refuse rather than guess.
-                await error_response(400, "more than one Authorization header")(
-                    scope, receive, send_with_headers)
-            elif not self._authorized(scope, headers):
-                resp = error_response(
-                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-                await resp(scope, receive, send_with_headers)
+            keys = [v for k, v in scope["headers"] if k == b"authorization"]
+            if refused := refusal(keys, self.bearer, scope["path"] in PUBLIC_PATHS):
+                code, message = refused
+                extra = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+                await error_response(code, message, extra)(scope, receive, send_with_headers)
             elif (fast := self._fast_route(scope)) is not None:
                 handler, params = fast
                 scope["app"] = self.app  # what FastAPI would set: handlers find the gateway there
@@ -97,25 +83,11 @@ class GatewayMiddleware:
         except Exception as e:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not started:
-                await error_response(500, f"internal error: {type(e).__name__}: {e}")(
-                    scope, receive, send_with_headers
-                )
+                await error_response(500, internal_message(e))(scope, receive, send_with_headers)
         finally:
             metrics.in_flight.dec()
-            seconds = time.perf_counter() - start
-            metrics.observe(ctx.endpoint, ctx.model, ctx.runtime, status, seconds)
-            if self.access_log is not None:
-                self.access_log.write({
-                    "ts": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
-                    "model": ctx.model, "runtime": ctx.runtime, "served_by": ctx.served_by,
-                    "status": status, "duration_ms": round(seconds * 1000, 3),
-                    "request_id": ctx.request_id,
-                })
-
-    def _authorized(self, scope: dict, headers: dict[bytes, bytes]) -> bool:
-        if self.bearer is None or scope["path"] in PUBLIC_PATHS:
-            return True
-        return hmac.compare_digest(headers.get(b"authorization", b""), self.bearer)
+            self.gateway.record(scope["method"], scope["path"], ctx, status,
+                                time.perf_counter() - start)
 
     def _fast_route(self, scope: dict) -> tuple[Callable[..., Awaitable[Response]], dict] | None:
         for method, pattern, handler in self.fast_routes:

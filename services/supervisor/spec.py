@@ -131,9 +131,12 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
     gateway = ServiceSpec(
         name="gateway",
         module="services.gateway",
-        argv=[py, "-m", "services.gateway", "--host", bind, "--port", str(s.gateway_port)],
+        argv=[py, "-m", "services.gateway", "--host", bind, "--port", str(s.gateway_port),
+              "--grpc-port", str(s.gateway_grpc_port)],
         host=bind,
-        ports={"GATEWAY_PORT": s.gateway_port},
+        # REST, and OIP gRPC unless GATEWAY_GRPC_PORT=0 turned it off
+        ports={"GATEWAY_PORT": s.gateway_port,
+               **({"GATEWAY_GRPC_PORT": s.gateway_grpc_port} if s.gateway_grpc_port else {})},
         url=gw_url,
         probe={"kind": "http", "url": f"{gw_url}/v2/health/ready"},
         after=[b.name for b in backends],

@@ -99,6 +99,13 @@ def test_names_and_ports_agree_across_local_mode_compose_and_kubernetes(src, bui
         service = sorted(p["port"] for p in find(small, "Service", name)["spec"]["ports"])
         assert set(service) <= set(exposed) <= set(k8s[name]), name
         assert not set(service) & {src.port(key) for key in PRIVATE_PORTS}, name
+    # The gateway: REST and OIP gRPC, both in its Service (gRPC marked as such) and its ingress.
+    gw = {p["name"]: p for p in find(small, "Service", "gateway")["spec"]["ports"]}
+    assert gw["http"]["port"] == src.port("gateway_port") == 8000
+    assert gw["grpc"]["port"] == src.port("gateway_grpc_port") == 8001
+    assert gw["grpc"]["appProtocol"] == "grpc" and "appProtocol" not in gw["http"]
+    (rule,) = find(small, "NetworkPolicy", "gateway-ingress")["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [8000, 8001]
 
 
 def test_configuration_is_stack_env_with_compose_container_overrides(src, builds):

@@ -1,7 +1,7 @@
 """Every example model on every runtime through the gateway, against the real backends.
 
-Needs the `real_stack` fixture (tests/conftest.py): {"gateway_url", "store", "runtimes", and
-optionally "api_key", "max_payload_bytes"}. Outputs must match the manifest's reference outputs.
+Needs the `real_stack` fixture (tests/conftest.py): {"gateway_url", "gateway_grpc", "store",
+"runtimes", and optionally "api_key", "max_payload_bytes"}. Outputs must match the manifest's reference outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
 
 from contract.codec import InferRequest, InferResponse, decode_tfserving_outputs, header_length
 from contract.manifest import Manifest, load_store
@@ -21,6 +23,7 @@ from services.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.real_stack
 BATCHES = (1, 32)
+GRPC_BATCH = 2  # gRPC vs REST: the same data path, so one small batch per pair suffices
 TOLERANCE = 1e-4
 
 
@@ -134,3 +137,40 @@ def test_tritonclient(real_stack, binary: bool) -> None:
             outputs = [triton.InferRequestedOutput(s.name, binary_data=binary) for s in m.signature.outputs]
             result = client.infer(name, inputs, outputs=outputs, headers=headers)
             _check({s.name: result.as_numpy(s.name) for s in m.signature.outputs}, _batch(y, batch), m, rt)
+
+
+def test_grpc_answers_as_rest(real_stack) -> None:
+    """For every example model on every runtime it has a certified artifact on, OIP gRPC
+    (tritonclient.grpc, raw tensors) answers the same request with the same values as OIP REST
+    (binary tensors both ways), value for value; uncertified pairs are NOT_FOUND on both."""
+    key = real_stack.get("api_key")
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    client = triton_grpc.InferenceServerClient(real_stack["gateway_grpc"])
+    assert client.is_server_ready()
+    with _client(real_stack) as c:
+        for m, rt in _cases(real_stack):
+            name = f"{m.name}@{rt}"
+            x, y, _ = m.load_reference(Path(real_stack["store"]))
+            x, y = _batch(x, GRPC_BATCH), _batch(y, GRPC_BATCH)
+            inputs = []
+            for spec in m.signature.inputs:
+                inp = triton_grpc.InferInput(spec.name, list(x[spec.name].shape), spec.datatype)
+                inp.set_data_from_numpy(x[spec.name].astype(spec.numpy_dtype))
+                inputs.append(inp)
+            if not m.passed(FORMAT_OF_RUNTIME[rt]):
+                with pytest.raises(InferenceServerException) as e:
+                    client.infer(name, inputs, headers=headers)
+                assert e.value.status() == "StatusCode.NOT_FOUND", name
+                continue
+            body, hl = InferRequest.from_arrays(x, binary_output=True).to_oip(binary=True)
+            r = c.post(f"/v2/models/{name}/infer", content=body,
+                       headers={"Inference-Header-Content-Length": str(hl)})
+            assert r.status_code == 200, (name, r.text[:300])
+            rest = _oip(r)
+            result = client.infer(name, inputs, headers=headers)
+            got = {s.name: result.as_numpy(s.name) for s in m.signature.outputs}
+            assert list(got) == list(rest), name
+            for k, want in rest.items():
+                assert got[k].dtype == want.dtype, (name, k)
+                np.testing.assert_array_equal(got[k], want, err_msg=f"{name} {k}")
+            _check(got, y, m, rt)
