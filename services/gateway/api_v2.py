@@ -112,3 +112,13 @@ async def repository_index(request: Request) -> Response:
     if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
         raise BadRequest('the index request must be a JSON object like {"ready": true}')
     return json_response(await ops.repository_index(gw, doc.get("ready", False)))
+
+
+@router.get("/v2/shadow", summary="Shadow traffic: live parity per (model, primary, shadow)")
+async def shadow_report(request: Request) -> Response:
+    """Totals since start per (model, primary runtime, shadow runtime): compared, failed and
+    skipped shadow requests, rows compared, top-1 disagreements and their rate, the largest
+    absolute difference seen, the last failure. Empty unless GATEWAY_SHADOW is set."""
+    gw, ctx = gateway(request), context(request)
+    ctx.endpoint = "shadow"
+    return json_response(gw.shadow.report())

@@ -25,6 +25,7 @@ from services.gateway.health import HealthMonitor
 from services.gateway.metrics import Metrics
 from services.gateway.routing import Router, Target
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadow
 
 
 class Gateway:
@@ -49,6 +50,8 @@ class Gateway:
             self.health.available,
         )
         self.metrics = Metrics()
+        self.shadow = Shadow(settings.gateway_shadow, settings.gateway_shadow_max_in_flight,
+                             self.router, self.backends, self.metrics)  # fmt: skip
         self._index: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self.access_log = AccessLog() if settings.gateway_access_log else None
 
@@ -58,6 +61,7 @@ class Gateway:
             self.access_log.start()
 
     async def close(self) -> None:
+        await self.shadow.close()
         await self.health.stop()
         if self.access_log:
             await self.access_log.stop()
@@ -137,6 +141,7 @@ class Gateway:
             breaker.success()
             self.health.answered(t.runtime)
             ctx.served_by = resp.served_by
+            self.shadow.submit(t, call, resp)  # in the background, if sampled
             return t, resp
         assert error is not None
         raise error

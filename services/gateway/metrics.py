@@ -40,6 +40,25 @@ class Metrics:
             ["runtime"], registry=r,
         )
 
+        # Shadow traffic (shadow.py): the parity certificate checked on live requests.
+        pair = ["model", "primary", "shadow"]
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests", "Shadowed requests by outcome (compared, failed, skipped)",
+            [*pair, "outcome"], registry=r,
+        )
+        self.shadow_rows = Counter(
+            "gateway_shadow_rows", "Output rows compared for top-1 agreement", pair, registry=r,
+        )
+        self.shadow_top1 = Counter(
+            "gateway_shadow_top1_disagreements", "Compared rows whose arg-max differs", pair,
+            registry=r,
+        )
+        self.shadow_error = Histogram(
+            "gateway_shadow_max_abs_error", "Per compared request: largest absolute difference "
+            "between the primary's and the shadow's outputs", pair,
+            buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0), registry=r,
+        )
+
         self._children: dict[tuple, Any] = {}
 
     def observe(self, endpoint: str, model: str, runtime: str, code: int, seconds: float) -> None:
@@ -63,6 +82,15 @@ class Metrics:
         if child is None:
             child = self._children[(model, runtime)] = self.backend_latency.labels(model, runtime)
         child.observe(seconds)
+
+    def observe_shadow(self, pair: Any, outcome: str, max_abs_error: float = 0.0, rows: int = 0,
+                       top1_disagreements: int = 0) -> None:  # fmt: skip
+        labels = (pair.model, pair.primary, pair.shadow)
+        self.shadow_requests.labels(*labels, outcome).inc()
+        if outcome == "compared":
+            self.shadow_error.labels(*labels).observe(max_abs_error)
+            self.shadow_rows.labels(*labels).inc(rows)
+            self.shadow_top1.labels(*labels).inc(top1_disagreements)
 
     def render(self, up: dict[str, bool | None], circuits: dict[str, str]) -> bytes:
         for rt, ok in up.items():

@@ -35,6 +35,10 @@ class GatewaySettings(StackSettings):
     # KServe's raw-deployment Service, contract.runtimes.predictor_url
     # (http://{isvc}-predictor.{namespace}.svc.cluster.local).
     gateway_kserve_url_template: str = ""
+    # Shadow traffic (shadow.py), per model or "*": {"<model>": {"fraction": 0.1, "runtime":
+    # "tflite"}}; runtime optional (default: the first other parity-passed runtime). {} = off.
+    gateway_shadow: dict[str, dict[str, float | str]] = {}
+    gateway_shadow_max_in_flight: int = 4  # shadow requests at once; beyond: skipped, counted
 
     @field_validator("gateway_policy")
     @classmethod
@@ -67,6 +71,15 @@ class GatewaySettings(StackSettings):
                 f"gateway_default_runtime {self.gateway_default_runtime!r} is not in "
                 f"gateway_runtimes {self.runtimes}"
             )
+        for model, rule in self.gateway_shadow.items():
+            fraction, runtime = rule.get("fraction", 0.0), rule.get("runtime")
+            if set(rule) - {"fraction", "runtime"} or not isinstance(fraction, (int, float)) \
+                    or not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"gateway_shadow[{model!r}] = {rule}: expected "
+                                 '{"fraction": 0..1, "runtime": "<runtime>" (optional)}')
+            if runtime is not None and runtime not in self.runtimes:
+                raise ValueError(f"gateway_shadow[{model!r}]: runtime {runtime!r} is not in "
+                                 f"gateway_runtimes {self.runtimes}")
         return self
 
     @property

@@ -192,6 +192,14 @@ class FakeBackend:
         except CodecError as e:
             return e.status, {}, orjson.dumps({"error": e.message})
 
+    def _compute(self, model: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's exact outputs; mode "skew": float outputs with their columns reversed (a
+        wrong runtime: arg-max moves, for shadow traffic to catch)."""
+        out = compute(model, arrays)
+        if self.mode == "skew":
+            out = {k: v[..., ::-1].copy() if v.dtype.kind == "f" else v for k, v in out.items()}
+        return out
+
     def _model(self, name: str) -> str:
         return self.names.get(name, name)
 
@@ -215,7 +223,7 @@ class FakeBackend:
         sig = SIGNATURES[model]
         req = InferRequest.from_oip(body, header_length(headers.get("Inference-Header-Content-Length")))
         req.validate(sig)
-        answer = InferResponse.from_arrays(name, compute(model, req.arrays(sig)), "1", req.id)
+        answer = InferResponse.from_arrays(name, self._compute(model, req.arrays(sig)), "1", req.id)
         out, hl = answer.select(req.output_names(sig)).to_oip(req.binary_outputs(sig))
         return 200, ({} if hl is None else {"Inference-Header-Content-Length": str(hl)}), out
 
@@ -235,7 +243,7 @@ class FakeBackend:
         sig = SIGNATURES[model]
         req, row = InferRequest.from_tfserving(body, sig)
         req.validate(sig)
-        return 200, {}, InferResponse.from_arrays(name, compute(model, req.arrays(sig))).to_tfserving(row)
+        return 200, {}, InferResponse.from_arrays(name, self._compute(model, req.arrays(sig))).to_tfserving(row)
 
     def _torchserve(self, method: str, path: str, headers: Any, body: bytes):
         if path == "/ping":
@@ -255,7 +263,7 @@ class FakeBackend:
         sig = SIGNATURES[model]
         req = InferRequest.from_oip(body)
         req.validate(sig)
-        answer = InferResponse.from_arrays(name, compute(model, req.arrays(sig)), "1", req.id)
+        answer = InferResponse.from_arrays(name, self._compute(model, req.arrays(sig)), "1", req.id)
         return 200, {}, answer.select(req.output_names(sig)).to_oip()[0]
 
 
