@@ -596,16 +596,22 @@ class InferRequest:
                                for o in self.outputs]  # fmt: skip
         return head
 
-    def to_oip(self, binary: bool = False) -> tuple[bytes, int | None]:
+    def to_oip(self, binary: bool = False, binary_outputs: bool = False) -> tuple[bytes, int | None]:
         """(body, Inference-Header-Content-Length or None): the received body when there is one
-        and its form fits, else encoded (binary=True: every input as raw bytes)."""
-        if self.body is not None and (self.header_length is not None) == binary:
+        and its form fits, else encoded (binary=True: every input as raw bytes; binary_outputs:
+        every output asked for as raw bytes too, for a caller that re-encodes the answer)."""
+        if self.body is not None and (self.header_length is not None) == binary and not binary_outputs:
             return bytes(self.body), self.header_length
         names = {t.name for t in self.inputs} if binary else set()
         for tensor in self.inputs:  # re-encoded: JSON cannot carry NaN / Inf
             if tensor.name not in names:
                 check_finite(tensor.name, tensor.decode())
-        return _encode_message(self._head(), "inputs", self.inputs, names)
+        head = self._head()
+        if binary_outputs:
+            head["parameters"] = {**self.parameters, "binary_data_output": True}
+            if self.outputs is not None:
+                head["outputs"] = [{"name": o.name} for o in self.outputs]
+        return _encode_message(head, "inputs", self.inputs, names)
 
     def to_tfserving(self, signature=None) -> bytes:
         """The columnar TF Serving body {"inputs": {name: nested list}} (values checked against

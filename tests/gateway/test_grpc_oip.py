@@ -129,6 +129,19 @@ def test_infer_raw_equals_rest_on_every_runtime(gateway, client, stub, name) -> 
     assert trailing["x-served-by"] == SERVED[runtime_of(name)]
 
 
+def test_grpc_requests_reach_oip_backends_as_binary_tensors(fakes, stub) -> None:
+    """No float text on the way: a gRPC request goes to our OIP servers with binary inputs and
+    binary outputs asked for (its answer is re-encoded for the client anyway)."""
+    arrays = sample(2, 3, seed=9)
+    result = tgrpc.InferResult(stub.ModelInfer(raw_request("tiny-pair@tflite", arrays)))
+    assert_outputs(outputs_of(result, ["logits", "total"]), arrays)
+    headers, body = fakes["tflite"].last("/infer")
+    head_len = int(headers["inference-header-content-length"])
+    head = json.loads(body[:head_len])
+    assert head["parameters"]["binary_data_output"] is True
+    assert all("data" not in t and t["parameters"]["binary_data_size"] > 0 for t in head["inputs"])
+
+
 def test_infer_typed_contents(stub) -> None:
     arrays = sample(2, 5, seed=2)
     msg = pb.ModelInferRequest(model_name="tiny-pair@torchserve")

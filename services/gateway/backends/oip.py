@@ -1,9 +1,9 @@
 """Open Inference Protocol v2 REST backends: our ONNX Runtime and TFLite servers.
 
-The request goes out in the form the client chose, as received when there is a received OIP body
-(binary tensor extension included: bytes forwarded, nothing decoded), JSON-encoded by the codec
-when it came through the TF Serving API. Our servers honour `outputs`, `id`, binary_data and
-answer with model_version, so their answer fits the client unchanged.
+A received OIP REST body goes out as received (binary tensor extension included: bytes forwarded,
+nothing decoded); our servers honour `outputs`, `id`, binary_data and answer with model_version,
+so their answer fits the client unchanged. A request that came in another wire form (OIP gRPC,
+TF Serving's API) goes as binary tensors asking for binary outputs (base.as_received).
 """
 
 from __future__ import annotations
