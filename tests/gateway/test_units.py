@@ -106,3 +106,29 @@ def test_missed_probes_open_the_circuit_unless_the_backend_just_answered():
 
     assert asyncio.run(run(answered=False)) == OPEN  # two misses in a row: out at once
     assert asyncio.run(run(answered=True)) == CLOSED
+
+
+def test_fast_routes_are_the_documented_routes():
+    """One route table: the middleware's fast inference routes are the routers' own (those
+    /openapi.json documents), with the same path parameters."""
+    from services.gateway import api_v1, api_v2
+    from services.gateway.app import fast_routes
+
+    routes = fast_routes(api_v2.router, api_v1.router)
+
+    def match(method: str, path: str):
+        for m, pattern, handler in routes:
+            if m == method and (found := pattern.fullmatch(path)):
+                return handler.__name__, {k: v for k, v in found.groupdict().items()}
+        return None
+
+    assert match("POST", "/v2/models/m@tflite/infer") == ("infer", {"model": "m@tflite"})
+    assert match("POST", "/v2/models/m/versions/3/infer") == ("infer", {"model": "m", "version": "3"})
+    assert match("POST", "/v1/models/m:predict") == ("predict", {"model": "m"})
+    assert match("POST", "/v1/models/m/versions/2:predict") == ("predict", {"model": "m", "version": "2"})
+    assert match("GET", "/v2/models/m/infer") is None and match("POST", "/v2/models/m/ready") is None
+    documented = {r.path for router in (api_v2.router, api_v1.router) for r in router.routes
+                  if r.endpoint in (api_v2.infer, api_v1.predict)}  # fmt: skip
+    assert {p.pattern for _, p, _ in routes} == {
+        r.path_regex.pattern for router in (api_v2.router, api_v1.router) for r in router.routes
+        if r.path in documented}  # fmt: skip
