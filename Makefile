@@ -35,7 +35,7 @@ export: $(STORE)/.examples.stamp ## train + export the example models into model
 
 demo: export ## the main job: install, export, serve, quick load test, report, down
 	@$(PY) -m exporters show --store $(STORE)
-	$(PY) -m services.supervisor up
+	GATEWAY_SHADOW='{"*": {"fraction": 0.01}}' $(PY) -m services.supervisor up
 	@$(PY) -m loadtests bench --profile quick; rc=$$?; $(PY) -m services.supervisor down; exit $$rc
 
 test: export ## run the test suite (installs and exports first)

@@ -52,6 +52,17 @@ def gateway_url(settings: StackSettings) -> str:
     return f"http://{settings.gateway_host}:{settings.gateway_port}"
 
 
+def shadow_report(settings: StackSettings) -> list[dict] | None:
+    """The gateway's shadow traffic totals (GET /v2/shadow) after the bench: live parity between
+    runtimes on the bench's own requests; None when the gateway does not say."""
+    try:
+        r = httpx.get(gateway_url(settings) + "/v2/shadow", timeout=3.0,
+                      headers=payloads.auth_headers(settings))
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def check_stack(settings: StackSettings) -> str | None:
     """Raises if the gateway does not answer; returns why it is not ready, if it is not (the
     preflight then finds out which targets are missing)."""
@@ -373,6 +384,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         "ceiling_of": ceiling_of,
         "open_rates": rates,
         "skipped": skipped,
+        "shadow": shadow_report(settings),
         "runs": runs,
     }
     path = out_dir / "results.json"

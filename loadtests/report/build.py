@@ -192,6 +192,22 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
                                *[FORMAT_NAMES[f] for f in formats]], arow)],
                        img(plots.artifact_sizes(mods, plot_dir / "artifacts.png"))))
 
+    shadow = results.get("shadow")
+    if shadow:
+        srows = [[p["model"], labels.get(p["primary"], p["primary"]),
+                  labels.get(p["shadow"], p["shadow"]), str(p["compared"]), str(p["failed"]),
+                  str(p["skipped"]),
+                  "–" if p["top1_disagreement_rate"] is None
+                  else f"{p['top1_disagreement_rate']:.2%} of {p['rows']}",
+                  f"{p['max_abs_error']:.2e}"] for p in shadow]  # fmt: skip
+        out.append(Section("Live parity (shadow traffic)", [
+            "During the bench the gateway sent a sample of the requests it had answered again, in "
+            "the background, to another runtime whose artifact of the same model passed parity "
+            "(GATEWAY_SHADOW), and compared the answers: the parity certificate checked on the "
+            "bench's own traffic. The shadow requests are extra load on the shadow runtime."],
+            [Table(["model", "primary", "shadow", "compared", "failed", "skipped",
+                    "top-1 disagreement", "max abs error"], srows)]))
+
     noisy = sorted(([r["id"], r["cpu"].get("other_pct", 0.0)] for r in results.get("runs", [])
                     if r.get("noisy")), key=lambda row: -row[1])
     n_noisy = len(noisy)

@@ -52,3 +52,21 @@ def test_report_has_a_transformer_column_measured_at_the_reference_concurrency_o
     assert "digits-transformer" in header
     section = md.split("## Throughput at 8 users")[1].split("\n## ")[0]
     assert "digits-transformer-torch" in section and "digits-transformer-keras" in section
+
+
+def test_report_shows_live_parity_from_shadow_traffic(tmp_path):
+    results = synthetic.results()
+    results["shadow"] = [
+        {"model": "digits-cnn-torch", "primary": "onnxruntime", "shadow": "tflite", "compared": 40,
+         "failed": 1, "skipped": 2, "rows": 40, "top1_disagreements": 1, "max_abs_error": 2.5e-6,
+         "last_error": "", "top1_disagreement_rate": 0.025}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    build_report(path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Live parity (shadow traffic)" in md
+    assert "| digits-cnn-torch | ONNX Runtime | TFLite | 40 | 1 | 2 | 2.50% of 40 | 2.50e-06 |" in md
+    results.pop("shadow")
+    path.write_text(json.dumps(results))
+    build_report(path)
+    assert "Live parity" not in (tmp_path / "report.md").read_text()  # no shadow: no section
