@@ -130,6 +130,26 @@ def has_bool_literal(raw: bytes | memoryview) -> bool:
     return b"true" in raw or b"false" in raw
 
 
+def _wrong_kind(kind: str, dtype: np.dtype, values: Any, maybe_bools: bool) -> str | None:
+    """None if JSON values that numpy read as `kind` may become `dtype` (true/false for BOOL,
+    integers for integer types, numbers for floats), else the kind they are: "b" also when
+    true/false hide among numbers (numpy reads [1, true] as integers)."""
+    if dtype.kind == "b":
+        return None if kind == "b" else kind
+    if kind not in ("iu" if dtype.kind in "iu" else "iuf"):
+        return kind
+    return "b" if maybe_bools and _has_bool(values) else None
+
+
+def _out_of_range(arr: np.ndarray, dtype: np.dtype) -> int | None:
+    """A value of the integer array `arr` that `dtype` cannot hold, if there is one."""
+    if dtype.kind not in "iu" or not arr.size or arr.dtype == dtype:
+        return None
+    info = np.iinfo(dtype)
+    lo, hi = int(arr.min()), int(arr.max())
+    return lo if lo < info.min else hi if hi > info.max else None
+
+
 def decode_json_data(data: Any, datatype: str, shape: list[int], name: str,
                      maybe_bools: bool = True) -> np.ndarray:  # fmt: skip
     """`data` of an OIP JSON tensor -> array of `shape` and `datatype`; CodecError if not exact."""
@@ -147,23 +167,14 @@ def decode_json_data(data: Any, datatype: str, shape: list[int], name: str,
         return np.zeros(shape, dtype)
     if dtype == np.uint64 and kind == "f":  # numpy mixes >= 2**63 and smaller ints into float64
         arr, kind = _exact_uint64(data, arr)
-    if dtype.kind == "b":
-        ok = kind == "b"
-    elif dtype.kind in "iu":
-        ok = kind in "iu"
-    else:
-        ok = kind in "iuf"
-    if ok and dtype.kind != "b" and kind != "b" and maybe_bools and _has_bool(data):
-        ok, kind = False, "b"  # true/false among the numbers
-    if not ok or arr.size != need:
-        what = {"b": "booleans", "U": "strings", "O": "nulls or mixed values", "f": "floats"}.get(kind, kind)
+    wrong = _wrong_kind(kind, dtype, data, maybe_bools)
+    if wrong is not None or arr.size != need:
+        wrong = wrong or kind
+        what = {"b": "booleans", "U": "strings", "O": "nulls or mixed values", "f": "floats"}.get(wrong, wrong)
         want = "true/false" if dtype.kind == "b" else "integers" if dtype.kind in "iu" else "numbers"
         raise CodecError(f"tensor {name!r}: {datatype} data must be {want}, got {what}")
-    if dtype.kind in "iu" and arr.size and arr.dtype != dtype:
-        info = np.iinfo(dtype)
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < info.min or hi > info.max:
-            raise CodecError(f"tensor {name!r}: value {lo if lo < info.min else hi} is out of range for {datatype}")
+    if (bad := _out_of_range(arr, dtype)) is not None:
+        raise CodecError(f"tensor {name!r}: value {bad} is out of range for {datatype}")
     with np.errstate(over="ignore"):  # 1e39 as FP32 is Inf: InferRequest.arrays refuses it
         return arr.astype(dtype, copy=False).reshape(shape)
 
@@ -731,17 +742,11 @@ def _tf_array(value: Any, dtype: np.dtype, name: str, maybe_bools: bool = True) 
         deep = f" (nested {depth if depth <= 64 else 'more than 64'} levels deep)" if depth > 8 else ""
         raise CodecError(f"{where}: not a regular array of {dtype} values{deep}") from None
     # Checked first: with dtype=float32 numpy turns null into NaN and "1.5" into 1.5 silently.
-    kind = arr.dtype.kind
-    ok = kind == "b" if dtype.kind == "b" else kind in "iu" if dtype.kind in "iu" else kind in "iuf"
-    if ok and dtype.kind != "b" and kind != "b" and maybe_bools and _has_bool(value):
-        ok = False  # true/false among the numbers
-    if not ok:
+    if _wrong_kind(arr.dtype.kind, dtype, value, maybe_bools) is not None:
         raise CodecError(f"{where}: values must be {'true/false' if dtype.kind == 'b' else 'numbers'} "
                          f"of one shape ({dtype} tensor)")  # fmt: skip
-    if dtype.kind in "iu" and arr.size and arr.dtype != dtype:
-        info = np.iinfo(dtype)
-        if int(arr.min()) < info.min or int(arr.max()) > info.max:
-            raise CodecError(f"{where}: a value is out of range for {dtype}")
+    if _out_of_range(arr, dtype) is not None:
+        raise CodecError(f"{where}: a value is out of range for {dtype}")
     with np.errstate(over="ignore"):  # 1e39 as float32 is Inf: check_finite says so
         out = arr.astype(dtype, copy=False)
     check_finite(name, out)
