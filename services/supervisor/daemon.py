@@ -220,7 +220,7 @@ class Daemon:
             if failures >= self.policy.live_failures and child.generation == generation:
                 log.error("%s: no answer to %d liveness checks in a row: killing pid %s to "
                           "restart it", child.spec.name, failures, child.pid)
-                child.info["hung_kills"] = child.info.get("hung_kills", 0) + 1
+                child.info["hung_kills"] += 1
                 proc.kill_group(child.pid)
                 return
 
