@@ -54,13 +54,19 @@ def gateway_url(settings: StackSettings) -> str:
 
 def shadow_report(settings: StackSettings) -> list[dict] | None:
     """The gateway's shadow traffic totals (GET /v2/shadow) after the bench: live parity between
-    runtimes on the bench's own requests; None when the gateway does not say."""
+    runtimes on the bench's own requests; None when the gateway does not say (or is not ours:
+    anything but a list of pair records)."""
     try:
         r = httpx.get(gateway_url(settings) + "/v2/shadow", timeout=3.0,
                       headers=payloads.auth_headers(settings))
-        return r.json() if r.status_code == 200 else None
+        doc = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+    keys = {"model", "primary", "shadow", "compared", "failed", "skipped", "rows",
+            "top1_disagreement_rate", "max_abs_error"}
+    if isinstance(doc, list) and all(isinstance(p, dict) and keys <= p.keys() for p in doc):
+        return doc
+    return None
 
 
 def check_stack(settings: StackSettings) -> str | None:
