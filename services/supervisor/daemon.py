@@ -27,7 +27,7 @@ class Policy:
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
     max_restarts: int = 5  # per restart_window; then the service is marked failed
     restart_window: float = 60.0
-    backoff_base: float = 0.25  # doubles per recent crash, up to backoff_max
+    backoff_base: float = 0.25  # doubles per exit in a crash loop (see _exited), up to backoff_max
     backoff_max: float = 30.0
     stable_after: float = 10.0  # ready this long: its next exit is not part of a crash loop
     dep_timeout: float = 300.0  # start a service anyway once its dependencies took this long
