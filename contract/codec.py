@@ -455,7 +455,15 @@ def _tensorproto_input(name: str, t: Any) -> Tensor:
         arr = _tf_array(list(values), dtype, name, maybe_bools=False)
     else:  # the field's own type is the datatype's (finite floats: checked by arrays())
         arr = np.asarray(values, dtype=dtype)
-    return Tensor(name, datatype, shape, array=np.broadcast_to(arr, shape) if n else arr.reshape(shape))
+    arr = arr.reshape(shape) if len(values) == n else np.broadcast_to(arr, shape)
+    return Tensor(name, datatype, shape, array=arr)
+
+
+def check_tf_signature_name(sig_name: str) -> None:
+    """TF Serving's signature_name: empty or serving_default, the only one our models have."""
+    if sig_name not in ("", "serving_default"):
+        raise CodecError(f'Serving signature name: "{sig_name}" not found in signature def; this '
+                         "model has serving_default only")
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -529,11 +537,7 @@ class InferRequest:
         sig_name = doc.get("signature_name", "")
         if type(sig_name) is not str:
             raise CodecError("'signature_name' must be a string")
-        if sig_name not in ("", "serving_default"):
-            raise CodecError(
-                f'Serving signature name: "{sig_name}" not found in signature def; this model '
-                "has serving_default only"
-            )
+        check_tf_signature_name(sig_name)
         dtypes = {s.name: s.numpy_dtype for s in signature.inputs}
         arrays, row_format = decode_tfserving_predict(doc, dtypes, has_bool_literal(body))
         return cls.from_arrays(arrays), row_format

@@ -58,6 +58,11 @@ def test_half_val_bit_patterns() -> None:
     assert got.dtype == np.float16 and np.array_equal(got, [h])
 
 
+def test_typed_values_take_the_shape() -> None:
+    got = decode(proto(1, [2, 3], float_val=list(range(6))))
+    assert got.shape == (2, 3) and got.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
 def test_one_value_is_broadcast() -> None:
     got = decode(proto(1, [2, 3], float_val=[4.0]))
     assert got.shape == (2, 3) and (got == 4.0).all()
