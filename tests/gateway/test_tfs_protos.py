@@ -24,7 +24,7 @@ def test_descriptor_set_matches_installed_tensorflow_serving_api():
 
 def test_gateway_grpc_modules_do_not_import_tensorflow():
     got = _run("import sys, json\n"
-               "import services.gateway.grpc_api\n"
+               "import services.gateway.grpc_api, services.gateway.tfs_grpc\n"
                "from services.gateway.protos import load\n"
                "n = len(load())\n"
                "print(json.dumps({'n': n, 'tf': sorted(m for m in sys.modules"
