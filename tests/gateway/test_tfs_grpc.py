@@ -203,3 +203,23 @@ def test_metrics_and_access_log(gateway, predict) -> None:
         text = c.get("/metrics").text
     assert 'endpoint="tfs_grpc_predict"' in text
     assert "/tensorflow.serving.PredictionService/Predict" in gateway.log.read_text()
+
+
+def test_backend_down_status_unknown_and_predict_fails_over(broken_gateway) -> None:
+    """onnxruntime refuses connections: GetModelStatus says UNKNOWN with the REST route's
+    reason, a pinned Predict is UNAVAILABLE, a bare one fails over (to torchserve)."""
+    g, _ = broken_gateway
+    with grpc.insecure_channel(g.tfs_grpc_url) as ch:
+        models = model_service_pb2_grpc.ModelServiceStub(ch)
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = "tiny-mlp@onnxruntime"
+        (st,) = models.GetModelStatus(req).model_version_status
+        assert st.state == get_model_status_pb2.ModelVersionStatus.UNKNOWN
+        assert st.status.error_code == 14 and st.status.error_message  # UNAVAILABLE, the reason
+        x = {"x": np.ones((1, 4), np.float32)}
+        e = rpc_error(predict.Predict, request("tiny-mlp@onnxruntime", x))
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and e.details().startswith("backend onnxruntime")
+        resp, call = predict.Predict.with_call(request("tiny-mlp", x))
+        assert outputs(resp)["y"].shape == (1, 3)
+        assert dict(call.trailing_metadata())["x-served-by"] != "onnxruntime"
