@@ -30,6 +30,11 @@ from contract.datatypes import (
     GRPC_CONTENTS_FIELDS,
     OIP_TO_GRPC_CONTENTS,
     OIP_TO_NUMPY,
+    OIP_TO_TENSORPROTO_FIELD,
+    OIP_TO_TF,
+    OIP_TO_TF_ENUM,
+    TENSORPROTO_FIELDS,
+    TF_ENUM_TO_OIP,
     DatatypeError,
     numpy_dtype,
     oip_datatype,
@@ -421,6 +426,57 @@ def _grpc_input(t: Any, raw: bytes | None) -> Tensor:
                   maybe_bools=False)
 
 
+# --- TF Serving gRPC TensorProto, duck-typed ----------------------------------------------------
+
+
+def _tensorproto_input(name: str, t: Any) -> Tensor:
+    """One TensorProto: dtype (tensorflow.DataType number), tensor_shape.dim[].size, and its values
+    as tensor_content (raw little-endian bytes) or as the dtype's typed repeated field (one value
+    is broadcast to the whole shape, as TensorFlow does)."""
+    datatype = TF_ENUM_TO_OIP.get(t.dtype)
+    if datatype is None:
+        raise CodecError(f"input {name!r}: unsupported dtype {t.dtype} (tensorflow.DataType); "
+                         f"expected one of {', '.join(OIP_TO_TF[d] for d in OIP_TO_NUMPY)}")
+    if t.tensor_shape.unknown_rank:
+        raise CodecError(f"input {name!r}: tensor_shape must be known (unknown_rank is set)")
+    shape = [d.size for d in t.tensor_shape.dim]
+    if any(d < 0 for d in shape):
+        raise CodecError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
+    _itemsize(name, datatype)  # a datatype this stack serves (DT_STRING is refused here)
+    typed = [f for f in TENSORPROTO_FIELDS if len(getattr(t, f))]
+    if t.tensor_content:
+        if typed:
+            raise CodecError(f"input {name!r} is sent both as tensor_content and as {typed[0]}; "
+                             "send one of them")
+        _check_byte_size(name, datatype, shape, len(t.tensor_content), "its tensor_content has")
+        return Tensor(name, datatype, shape, raw=t.tensor_content)
+    field_name = OIP_TO_TENSORPROTO_FIELD[datatype]
+    wrong = [f for f in typed if f != field_name]
+    if wrong:
+        raise CodecError(f"input {name!r}: {OIP_TO_TF[datatype]} values go in {field_name}, the "
+                         f"request sets {wrong[0]}")
+    values, n = getattr(t, field_name), element_count(shape)
+    if len(values) not in (n, 1) or (n == 0 and values):
+        raise CodecError(f"input {name!r}: shape {shape} needs {n} elements, {field_name} has "
+                         f"{len(values)}")
+    dtype = numpy_dtype(datatype)
+    if datatype == "FP16":  # half_val: the float16 bit patterns, as int32
+        arr = np.asarray(values, dtype=np.uint16).view(np.float16)
+    elif field_name == "int_val" and datatype != "INT32":  # int32 values for a narrower type
+        arr = _tf_array(list(values), dtype, name, maybe_bools=False)
+    else:  # the field's own type is the datatype's (finite floats: checked by arrays())
+        arr = np.asarray(values, dtype=dtype)
+    arr = arr.reshape(shape) if len(values) == n else np.broadcast_to(arr, shape)
+    return Tensor(name, datatype, shape, array=arr)
+
+
+def check_tf_signature_name(sig_name: str) -> None:
+    """TF Serving's signature_name: empty or serving_default, the only one our models have."""
+    if sig_name not in ("", "serving_default"):
+        raise CodecError(f'Serving signature name: "{sig_name}" not found in signature def; this '
+                         "model has serving_default only")
+
+
 # --- requests -----------------------------------------------------------------------------------
 
 
@@ -492,11 +548,7 @@ class InferRequest:
         sig_name = doc.get("signature_name", "")
         if type(sig_name) is not str:
             raise CodecError("'signature_name' must be a string")
-        if sig_name not in ("", "serving_default"):
-            raise CodecError(
-                f'Serving signature name: "{sig_name}" not found in signature def; this model '
-                "has serving_default only"
-            )
+        check_tf_signature_name(sig_name)
         dtypes = {s.name: s.numpy_dtype for s in signature.inputs}
         arrays, row_format = decode_tfserving_predict(doc, dtypes, has_bool_literal(body))
         return cls.from_arrays(arrays), row_format
@@ -518,6 +570,14 @@ class InferRequest:
         _check_names(tensors, "inputs")
         requested = [RequestedOutput(o.name) for o in msg.outputs] or None
         return cls(tensors, msg.id or None, _grpc_params(msg.parameters), requested)
+
+    @classmethod
+    def from_tensorproto(cls, inputs: Any, output_filter: Iterable[str] = ()) -> "InferRequest":
+        """TF Serving gRPC PredictRequest.inputs (map<string, TensorProto>) and output_filter."""
+        tensors = [_tensorproto_input(k, v) for k, v in inputs.items()]
+        _check_names(tensors, "inputs")
+        requested = [RequestedOutput(n) for n in output_filter] or None
+        return cls(tensors, None, {}, requested)
 
     # --- checks ---
 
@@ -724,6 +784,19 @@ class InferResponse:
             out.shape.extend(t.shape)
             msg.raw_output_contents.append(raw)
         return msg
+
+
+    def to_tensorproto(self, outputs: Any) -> Any:
+        """Fill a PredictResponse.outputs map (TensorProto: dtype, tensor_shape, tensor_content as
+        little-endian bytes) and return it."""
+        for t in self.outputs:
+            _, raw = t.to_binary()
+            out = outputs[t.name]
+            out.dtype = OIP_TO_TF_ENUM[t.datatype]
+            for d in t.shape:
+                out.tensor_shape.dim.add().size = d
+            out.tensor_content = raw
+        return outputs
 
 
 # --- TF Serving REST :predict -------------------------------------------------------------------

@@ -31,6 +31,20 @@ OIP_TO_TF: dict[str, str] = {
     "BYTES": "DT_STRING",
 }  # fmt: skip
 TF_TO_OIP: dict[str, str] = {v: k for k, v in OIP_TO_TF.items()}
+# TF Serving gRPC: tensorflow.DataType enum numbers (tensorflow/core/framework/types.proto) and the
+# TensorProto field that carries a datatype's typed values (FP16: half_val holds the bit patterns).
+OIP_TO_TF_ENUM: dict[str, int] = {
+    "FP32": 1, "FP64": 2, "INT32": 3, "UINT8": 4, "INT16": 5, "INT8": 6, "BYTES": 7, "INT64": 9,
+    "BOOL": 10, "UINT16": 17, "FP16": 19, "UINT32": 22, "UINT64": 23,
+}  # fmt: skip
+TF_ENUM_TO_OIP: dict[int, str] = {v: k for k, v in OIP_TO_TF_ENUM.items()}
+OIP_TO_TENSORPROTO_FIELD: dict[str, str] = {
+    "FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "UINT8": "int_val",
+    "INT16": "int_val", "INT8": "int_val", "UINT16": "int_val", "INT64": "int64_val",
+    "BOOL": "bool_val", "FP16": "half_val", "UINT32": "uint32_val", "UINT64": "uint64_val",
+    "BYTES": "string_val",
+}  # fmt: skip
+TENSORPROTO_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(OIP_TO_TENSORPROTO_FIELD.values()))
 # KServe v2 / Triton gRPC: the InferTensorContents field that carries a datatype's typed values.
 # FP16 has none (it travels as raw bytes only).
 OIP_TO_GRPC_CONTENTS: dict[str, str] = {

@@ -67,9 +67,10 @@ def deployment(name: str, component: str, pod: Obj, replicas: int | None = 1) ->
 
 
 def service_port(name: str, port: int) -> Obj:
-    """A Service port; one named grpc says so in appProtocol (HTTP/2 for meshes and gateways)."""
+    """A Service port; one named grpc or *-grpc says so in appProtocol (HTTP/2 for meshes and
+    gateways)."""
     out: Obj = {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
-    if name == "grpc":
+    if name == "grpc" or name.endswith("-grpc"):
         out["appProtocol"] = "grpc"
     return out
 

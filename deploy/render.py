@@ -44,8 +44,9 @@ STORE_MOUNT = "/models"
 # (services/torchserve/config.py), and no Service or NetworkPolicy opens them.
 PRIVATE_PORTS = {"torchserve_management_port", "torchserve_metrics_port",
                  "torchserve_grpc_inference_port", "torchserve_grpc_management_port"}
-# The gateway's ports: REST, and OIP gRPC (GATEWAY_GRPC_PORT=0 turns it off: no port then).
-GATEWAY_PORT_KEYS = ("gateway_port", "gateway_grpc_port")
+# The gateway's ports: REST, OIP gRPC and TF Serving gRPC (GATEWAY_GRPC_PORT=0,
+# GATEWAY_TFS_GRPC_PORT=0 turn them off: no port then).
+GATEWAY_PORT_KEYS = ("gateway_port", "gateway_grpc_port", "gateway_tfs_grpc_port")
 # The official TF Serving image defines no user (it would run as root): run it as our images' user.
 IMAGE_USER = {"tfserving": (10001, 10001)}
 # What a live (not ready) process answers, per protocol; TF Serving has no health endpoint.

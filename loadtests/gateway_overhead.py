@@ -116,7 +116,7 @@ def start_stack(args: argparse.Namespace, workdir: Path) -> Stack:
     genv = {**env, f"{args.runtime.upper()}_HOST": "127.0.0.1",
             f"{args.runtime.upper()}_PORT": str(bport), "GATEWAY_RUNTIMES": args.runtime,
             "GATEWAY_DEFAULT_RUNTIME": args.runtime, "GATEWAY_API_KEY": "",
-            "GATEWAY_GRPC_PORT": "0",  # REST is measured; no gRPC port to collide with
+            "GATEWAY_GRPC_PORT": "0", "GATEWAY_TFS_GRPC_PORT": "0",  # REST is measured
             "GATEWAY_ACCESS_LOG": "false" if args.no_access_log else "true"}
     gateway_log = open(workdir / "gateway.log", "wb")
     gateway = subprocess.Popen(

@@ -26,6 +26,9 @@ class StackSettings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_grpc_port: int = 8001  # OIP gRPC (Triton's convention); 0: no gRPC front end
+    # TF Serving gRPC (PredictionService, ModelService). Not TF Serving's 8500: locally the TF
+    # Serving stand-in has that one (TFSERVING_GRPC_PORT) on the same host. 0: off.
+    gateway_tfs_grpc_port: int = 8510
     onnxruntime_host: str = "127.0.0.1"
     onnxruntime_port: int = 8100
     tflite_host: str = "127.0.0.1"

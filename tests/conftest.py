@@ -76,7 +76,7 @@ def real_store() -> Path:
 
 
 PORT_VARS = (
-    "GATEWAY_PORT", "GATEWAY_GRPC_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT",
+    "GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT",
     "TFSERVING_REST_PORT",
     "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
     "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
@@ -98,6 +98,7 @@ def running_stack(store: Path, run_dir: Path):
         yield {
             "gateway_url": url("GATEWAY_PORT"),
             "gateway_grpc": f"127.0.0.1:{ports['GATEWAY_GRPC_PORT']}",  # OIP gRPC
+            "gateway_tfs_grpc": f"127.0.0.1:{ports['GATEWAY_TFS_GRPC_PORT']}",  # TF Serving gRPC
             "store": store,
             "run_dir": run_dir,
             "env": env,

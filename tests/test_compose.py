@@ -34,7 +34,7 @@ EXPOSED = {
     "tfserving": ["TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT"],
     "torchserve": ["TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT",
                    "TORCHSERVE_METRICS_PORT"],
-    "gateway": ["GATEWAY_PORT", "GATEWAY_GRPC_PORT"],  # REST, OIP gRPC
+    "gateway": ["GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT"],  # REST, gRPC x2
 }
 
 
@@ -292,8 +292,9 @@ def test_gateway_is_told_where_it_is_published(services):
     r = _compose("config", "--format", "json", GATEWAY_PUBLISH_ADDRESS="0.0.0.0")
     assert r.returncode == 0, r.stderr
     gateway = json.loads(r.stdout)["services"]["gateway"]
-    # Both ports (REST, gRPC) follow the one address the gateway's start-up check sees.
-    assert [p["host_ip"] for p in gateway["ports"]] == ["0.0.0.0", "0.0.0.0"]
+    # Every port (REST, OIP gRPC, TF Serving gRPC) follows the one address the gateway's start-up
+    # check sees.
+    assert [p["host_ip"] for p in gateway["ports"]] == ["0.0.0.0"] * 3
     assert gateway["environment"]["GATEWAY_PUBLISH_ADDRESS"] == "0.0.0.0"
 
 

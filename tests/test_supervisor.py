@@ -271,7 +271,9 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
     assert by["tfserving"].ports == {"TFSERVING_REST_PORT": settings.tfserving_rest_port,
                                      "TFSERVING_GRPC_PORT": settings.tfserving_grpc_port}
     assert by["gateway"].ports == {"GATEWAY_PORT": settings.gateway_port,
-                                   "GATEWAY_GRPC_PORT": settings.gateway_grpc_port}
+                                   "GATEWAY_GRPC_PORT": settings.gateway_grpc_port,
+                                   "GATEWAY_TFS_GRPC_PORT": settings.gateway_tfs_grpc_port}
+    assert by["gateway"].argv[-4:-2] == ["--tfs-grpc-port", str(settings.gateway_tfs_grpc_port)]
     assert by["gateway"].argv[-2:] == ["--grpc-port", str(settings.gateway_grpc_port)]
     assert by["torchserve"].probe["kind"] == "torchserve"
     assert by["torchserve"].env["TMPDIR"].startswith(str(tmp_path))
@@ -285,6 +287,7 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
     seq = spec.sequential(spec.default_specs(settings, tmp_path))
     assert seq[1].after == ["onnxruntime"]
     monkeypatch.setenv("GATEWAY_GRPC_PORT", "0")  # no gRPC front end: no port to check or free
+    monkeypatch.setenv("GATEWAY_TFS_GRPC_PORT", "0")
     (gateway,) = spec.select(spec.default_specs(StackSettings(), tmp_path), ["gateway"])
     assert gateway.ports == {"GATEWAY_PORT": settings.gateway_port}
 

@@ -1,4 +1,4 @@
-"""python -m services.gateway [--host H] [--port P] [--grpc-port G]"""
+"""python -m services.gateway [--host H] [--port P] [--grpc-port G] [--tfs-grpc-port T]"""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=settings.gateway_port)
     p.add_argument("--grpc-port", type=int, default=settings.gateway_grpc_port,
                    help="OIP gRPC port on the same host (0: no gRPC)")
+    p.add_argument("--tfs-grpc-port", type=int, default=settings.gateway_tfs_grpc_port,
+                   help="TF Serving gRPC port on the same host (0: none)")
     args = p.parse_args(argv)
-    settings = settings.model_copy(update={"gateway_grpc_port": args.grpc_port})
+    settings = settings.model_copy(update={"gateway_grpc_port": args.grpc_port,
+                                           "gateway_tfs_grpc_port": args.tfs_grpc_port})
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from contract.codec import InferRequest
-from contract.datatypes import OIP_TO_TF
-from contract.manifest import TensorSpec
+from services.gateway import operations as ops
 from services.gateway.backends.base import Call
 from services.gateway.transport import context, gateway, json_response, read_body
 
@@ -49,43 +48,18 @@ async def predict(request: Request, model: str, version: str | None = None) -> R
 @router.get("/v1/models/{model}", summary="Model status")
 @router.get("/v1/models/{model}" + VERSIONED, summary="Model version status")
 async def model_status(request: Request, model: str, version: str | None = None) -> Response:
-    gw, ctx = gateway(request), context(request)
+    ctx = context(request)
     ctx.endpoint = "status"
-    targets = gw.router.resolve(model, version)
-    ctx.model = targets[0].model.name
-    t, reason = await gw.first_ready(targets)
-    if t is not None:
-        ctx.runtime = ctx.served_by = t.runtime
-    state, code = ("AVAILABLE", "OK") if t else ("UNKNOWN", "UNAVAILABLE")
-    return json_response({"model_version_status": [{
-        "version": (t or targets[0]).version,
-        "state": state,
-        "status": {"error_code": code, "error_message": reason},
-    }]})
-
-
-def _tf_tensor(spec: TensorSpec) -> dict[str, Any]:
-    return {
-        "dtype": OIP_TO_TF[spec.datatype],
-        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape],
-                         "unknown_rank": False},
-        "name": spec.name,
-    }
+    return json_response(await ops.tf_model_status(gateway(request), ctx, model, version))
 
 
 @router.get("/v1/models/{model}/metadata", summary="Model metadata (serving_default signature)")
 @router.get("/v1/models/{model}" + VERSIONED + "/metadata", summary="Model version metadata")
 async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
-    gw, ctx = gateway(request), context(request)
+    ctx = context(request)
     ctx.endpoint = "metadata"
-    t = gw.router.resolve(model, version)[0]
-    ctx.model, ctx.runtime, ctx.served_by = t.model.name, t.runtime, t.runtime
-    sig = t.model.signature
+    t = ops.describe_target(gateway(request), ctx, model, version)
     return json_response({
         "model_spec": {"name": model, "signature_name": "", "version": t.version},
-        "metadata": {"signature_def": {"signature_def": {"serving_default": {
-            "inputs": {s.name: _tf_tensor(s) for s in sig.inputs},
-            "outputs": {s.name: _tf_tensor(s) for s in sig.outputs},
-            "method_name": "tensorflow/serving/predict",
-        }}}},
+        "metadata": {"signature_def": ops.signature_def_map(t.model.signature)},
     })

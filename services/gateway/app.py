@@ -40,7 +40,8 @@ def fast_routes(*routers: APIRouter) -> list[FastRoute]:
 def create_app(settings: GatewaySettings | None = None,
                grpc_host: str | None = None) -> GatewayMiddleware:  # fmt: skip
     """The ASGI app to serve: the FastAPI app (`.app`) inside the gateway's own outer layer.
-    Its lifespan also runs the gRPC front end on GATEWAY_GRPC_PORT (0: none), bound to
+    Its lifespan also runs the gRPC front ends on GATEWAY_GRPC_PORT (OIP) and
+    GATEWAY_TFS_GRPC_PORT (TF Serving) (0: none), bound to
     `grpc_host` (the REST server's host; default STACK_BIND_HOST), on the same event loop."""
     gw = Gateway(settings or GatewaySettings())
     s = gw.settings
@@ -50,8 +51,9 @@ def create_app(settings: GatewaySettings | None = None,
         await gw.start()
         grpc_server = None
         try:
-            if s.gateway_grpc_port:
-                grpc_server = GrpcServer(gw, grpc_host or s.stack_bind_host, s.gateway_grpc_port)
+            if s.gateway_grpc_port or s.gateway_tfs_grpc_port:
+                grpc_server = GrpcServer(gw, grpc_host or s.stack_bind_host, s.gateway_grpc_port,
+                                         s.gateway_tfs_grpc_port)
                 await grpc_server.start()
             yield
         finally:

@@ -1,6 +1,6 @@
 """The gateway refuses to be published beyond loopback without an API key.
 
-compose publishes the gateway's REST and gRPC ports (8000, 8001) on
+compose publishes the gateway's REST and gRPC ports (8000, 8001, 8510) on
 ${GATEWAY_PUBLISH_ADDRESS:-127.0.0.1} and passes the same address into the container, where the
 gateway itself binds 0.0.0.0 (its private network): only the published address says who can reach
 it. The check runs before either listener starts, so a refusal keeps both closed. Unset (local

@@ -44,12 +44,12 @@ def _bytes(value: str | bytes) -> bytes:
 
 def rpc(endpoint: str) -> Callable[[Handler], Callable[..., Awaitable[Any]]]:
     """Turn `handler(self, request, ctx) -> reply` into the servicer method of the same name,
-    run inside Servicer.serve (auth, request id, errors, metrics, access log)."""
+    run inside RpcServicer.serve (auth, request id, errors, metrics, access log)."""
 
     def wrap(handler: Handler) -> Callable[..., Awaitable[Any]]:
         method = handler.__name__
 
-        async def serve(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def serve(self: RpcServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await self.serve(method, endpoint, handler, request, context)
 
         serve.__name__ = serve.__qualname__ = method
@@ -58,7 +58,13 @@ def rpc(endpoint: str) -> Callable[[Handler], Callable[..., Awaitable[Any]]]:
     return wrap
 
 
-class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+class RpcServicer:
+    """What every gRPC service of the gateway does around an RPC (its methods are made with
+    @rpc): OIP's GRPCInferenceService here, TF Serving's services in tfs_grpc.py."""
+
+    SERVICE = ""  # the full service name, for metrics and the access log
+    PUBLIC: frozenset[str] = frozenset()  # methods open without the API key
+
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.bearer = expected_bearer(gw.settings.gateway_api_key)
@@ -74,7 +80,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         gw.metrics.in_flight.inc()
         try:
             keys = [_bytes(v) for k, v in metadata if k == "authorization"]
-            if refused := refusal(keys, self.bearer, method in PUBLIC):
+            if refused := refusal(keys, self.bearer, method in self.PUBLIC):
                 status, message = refused
             else:
                 reply = await handler(self, request, ctx)
@@ -88,16 +94,20 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             status = CLIENT_GONE
             raise
         except Exception as e:
-            log.exception("unhandled error on gRPC /%s/%s", SERVICE, method)
+            log.exception("unhandled error on gRPC /%s/%s", self.SERVICE, method)
             status, message = 500, internal_message(e)
         finally:
             gw.metrics.in_flight.dec()
-            gw.record("gRPC", f"/{SERVICE}/{method}", ctx, status, time.perf_counter() - start)
+            gw.record("gRPC", f"/{self.SERVICE}/{method}", ctx, status, time.perf_counter() - start)
         trailing = (("x-request-id", ctx.request_id), ("x-served-by", ctx.served_by))
         if status != 200:
             await context.abort(grpc_status(status), message, trailing_metadata=trailing)
         context.set_trailing_metadata(trailing)
         return reply
+
+
+class Servicer(RpcServicer, pb_grpc.GRPCInferenceServiceServicer):
+    SERVICE, PUBLIC = SERVICE, PUBLIC
 
     @rpc("grpc_live")
     async def ServerLive(self, request: Any, ctx: RequestContext) -> Any:
@@ -162,9 +172,12 @@ for _name in dir(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """The gRPC listener: started and stopped with the app's lifespan, on its event loop."""
+    """The gRPC listener: started and stopped with the app's lifespan, on its event loop. One
+    grpc.aio server: OIP's service on `port`, TF Serving's (tfs_grpc.py) on `tfs_port` (0: none).
+    gRPC serves every registered service on every port of a server, so when both are on, each
+    port also answers the other protocol's RPCs (same checks, same data path)."""
 
-    def __init__(self, gw: Gateway, host: str, port: int) -> None:
+    def __init__(self, gw: Gateway, host: str, port: int, tfs_port: int = 0) -> None:
         s = gw.settings
         self.server = grpc.aio.server(
             options=[
@@ -179,13 +192,23 @@ class GrpcServer:
             # Beyond this many RPCs at once, RESOURCE_EXHAUSTED (REST: 503 beyond the same cap).
             maximum_concurrent_rpcs=s.http_max_connections,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(gw), self.server)
+        self.port = self.tfs_port = 0
+        if port:
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(gw), self.server)
+            self.port = self._listen(host, port, "GATEWAY_GRPC_PORT")
+        if tfs_port:
+            from services.gateway import tfs_grpc  # it builds on this module
+
+            self.server.add_generic_rpc_handlers(tfs_grpc.handlers(gw))
+            self.tfs_port = self._listen(host, tfs_port, "GATEWAY_TFS_GRPC_PORT")
+
+    def _listen(self, host: str, port: int, setting: str) -> int:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            return self.server.add_insecure_port(address)
         except RuntimeError as e:
             raise RuntimeError(f"gateway: cannot listen for gRPC on {address} ({e}); free the "
-                               "port or set GATEWAY_GRPC_PORT (0: no gRPC)") from None
+                               f"port or set {setting} (0: none)") from None
 
     async def start(self) -> None:
         await self.server.start()

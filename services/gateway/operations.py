@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from contract.codec import InferRequest, InferResponse
+from contract.datatypes import OIP_TO_TF
+from contract.manifest import Signature, TensorSpec
 from services.gateway.backends.base import Answer, Call
 from services.gateway.context import RequestContext
 from services.gateway.core import Gateway
@@ -41,13 +43,58 @@ def _metadata(t: Target, name: str, targets: list[Target]) -> dict[str, Any]:
     }
 
 
+def describe_target(gw: Gateway, ctx: RequestContext, name: str, version: str | None,
+                    targets: list[Target] | None = None) -> Target:  # fmt: skip
+    """The target a request on `name` would go to first (whose manifest metadata describes)."""
+    t = (targets or gw.router.resolve(name, version))[0]
+    ctx.model, ctx.runtime, ctx.served_by = t.model.name, t.runtime, t.runtime
+    return t
+
+
 def describe(gw: Gateway, ctx: RequestContext, name: str,
              version: str | None) -> tuple[dict[str, Any], Target]:  # fmt: skip
     """Model metadata from the manifest, for the target a request would go to first."""
     targets = gw.router.resolve(name, version)
-    t = targets[0]
-    ctx.model, ctx.runtime, ctx.served_by = t.model.name, t.runtime, t.runtime
+    t = describe_target(gw, ctx, name, version, targets)
     return _metadata(t, name, targets), t
+
+
+# --- TF Serving (REST api_v1.py, gRPC tfs_grpc.py) ---
+
+
+def _tf_tensor(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "dtype": OIP_TO_TF[spec.datatype],
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape],
+                         "unknown_rank": False},
+        "name": spec.name,
+    }
+
+
+def signature_def_map(sig: Signature) -> dict[str, Any]:
+    """TF Serving's SignatureDefMap (its JSON form) of a manifest's signature: serving_default."""
+    return {"signature_def": {"serving_default": {
+        "inputs": {s.name: _tf_tensor(s) for s in sig.inputs},
+        "outputs": {s.name: _tf_tensor(s) for s in sig.outputs},
+        "method_name": "tensorflow/serving/predict",
+    }}}
+
+
+async def tf_model_status(gw: Gateway, ctx: RequestContext, name: str,
+                          version: str | None) -> dict[str, Any]:  # fmt: skip
+    """TF Serving's GetModelStatusResponse (its JSON form): AVAILABLE when a target of the name is
+    ready, else UNKNOWN with the reason."""
+    targets = gw.router.resolve(name, version)
+    ctx.model = targets[0].model.name
+    t, reason = await gw.first_ready(targets)
+    if t is not None:
+        ctx.runtime = ctx.served_by = t.runtime
+    state, code = ("AVAILABLE", "OK") if t else ("UNKNOWN", "UNAVAILABLE")
+    return {"model_version_status": [{
+        "version": (t or targets[0]).version,
+        "state": state,
+        "status": {"error_code": code, "error_message": reason},
+    }]}
 
 
 async def readiness(gw: Gateway, ctx: RequestContext, name: str,

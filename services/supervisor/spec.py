@@ -132,11 +132,14 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
         name="gateway",
         module="services.gateway",
         argv=[py, "-m", "services.gateway", "--host", bind, "--port", str(s.gateway_port),
+              "--tfs-grpc-port", str(s.gateway_tfs_grpc_port),
               "--grpc-port", str(s.gateway_grpc_port)],
         host=bind,
-        # REST, and OIP gRPC unless GATEWAY_GRPC_PORT=0 turned it off
+        # REST, OIP gRPC and TF Serving gRPC unless GATEWAY_GRPC_PORT / GATEWAY_TFS_GRPC_PORT=0
         ports={"GATEWAY_PORT": s.gateway_port,
-               **({"GATEWAY_GRPC_PORT": s.gateway_grpc_port} if s.gateway_grpc_port else {})},
+               **({"GATEWAY_GRPC_PORT": s.gateway_grpc_port} if s.gateway_grpc_port else {}),
+               **({"GATEWAY_TFS_GRPC_PORT": s.gateway_tfs_grpc_port}
+                  if s.gateway_tfs_grpc_port else {})},
         url=gw_url,
         probe={"kind": "http", "url": f"{gw_url}/v2/health/ready"},
         after=[b.name for b in backends],

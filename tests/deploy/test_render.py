@@ -103,9 +103,11 @@ def test_names_and_ports_agree_across_local_mode_compose_and_kubernetes(src, bui
     gw = {p["name"]: p for p in find(small, "Service", "gateway")["spec"]["ports"]}
     assert gw["http"]["port"] == src.port("gateway_port") == 8000
     assert gw["grpc"]["port"] == src.port("gateway_grpc_port") == 8001
-    assert gw["grpc"]["appProtocol"] == "grpc" and "appProtocol" not in gw["http"]
+    assert gw["tfs-grpc"]["port"] == src.port("gateway_tfs_grpc_port") == 8510
+    assert gw["grpc"]["appProtocol"] == gw["tfs-grpc"]["appProtocol"] == "grpc"
+    assert "appProtocol" not in gw["http"]
     (rule,) = find(small, "NetworkPolicy", "gateway-ingress")["spec"]["ingress"]
-    assert sorted(p["port"] for p in rule["ports"]) == [8000, 8001]
+    assert sorted(p["port"] for p in rule["ports"]) == [8000, 8001, 8510]
 
 
 def test_configuration_is_stack_env_with_compose_container_overrides(src, builds):

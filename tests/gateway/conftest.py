@@ -20,16 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 class GatewayProcess:
     def __init__(self, env: dict[str, str], log: Path, api_key: str = "") -> None:
-        self.port, self.grpc_port = free_ports(2)
+        self.port, self.grpc_port, self.tfs_grpc_port = free_ports(3)
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"  # OIP gRPC (tritonclient.grpc's form)
+        self.tfs_grpc_url = f"127.0.0.1:{self.tfs_grpc_port}"  # TF Serving gRPC
         self.log = log
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         full = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_API_KEY": api_key, **env}
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1",
-             "--port", str(self.port), "--grpc-port", str(self.grpc_port)],
+             "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+             "--tfs-grpc-port", str(self.tfs_grpc_port)],
             cwd=REPO, env=full, stdout=self._out, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30

@@ -1,6 +1,7 @@
 """Every example model on every runtime through the gateway, against the real backends.
 
-Needs the `real_stack` fixture (tests/conftest.py): {"gateway_url", "gateway_grpc", "store",
+Needs the `real_stack` fixture (tests/conftest.py): {"gateway_url", "gateway_grpc",
+"gateway_tfs_grpc", "store",
 "runtimes", and optionally "api_key", "max_payload_bytes"}. Outputs must match the manifest's reference outputs.
 """
 
@@ -162,15 +163,63 @@ def test_grpc_answers_as_rest(real_stack) -> None:
                     client.infer(name, inputs, headers=headers)
                 assert e.value.status() == "StatusCode.NOT_FOUND", name
                 continue
-            body, hl = InferRequest.from_arrays(x, binary_output=True).to_oip(binary=True)
-            r = c.post(f"/v2/models/{name}/infer", content=body,
-                       headers={"Inference-Header-Content-Length": str(hl)})
-            assert r.status_code == 200, (name, r.text[:300])
-            rest = _oip(r)
             result = client.infer(name, inputs, headers=headers)
             got = {s.name: result.as_numpy(s.name) for s in m.signature.outputs}
-            assert list(got) == list(rest), name
-            for k, want in rest.items():
-                assert got[k].dtype == want.dtype, (name, k)
-                np.testing.assert_array_equal(got[k], want, err_msg=f"{name} {k}")
+            _assert_same_as_rest(c, name, x, got)
+            _check(got, y, m, rt)
+
+
+def _assert_same_as_rest(c: httpx.Client, name: str, x: dict[str, np.ndarray],
+                         got: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """`got` (a gRPC answer) equals OIP REST's answer to `x` (binary tensors both ways), value
+    for value, datatypes included."""
+    body, hl = InferRequest.from_arrays(x, binary_output=True).to_oip(binary=True)
+    r = c.post(f"/v2/models/{name}/infer", content=body,
+               headers={"Inference-Header-Content-Length": str(hl)})
+    assert r.status_code == 200, (name, r.text[:300])
+    rest = _oip(r)
+    assert list(got) == list(rest), name
+    for k, want in rest.items():
+        assert got[k].dtype == want.dtype, (name, k)
+        np.testing.assert_array_equal(got[k], want, err_msg=f"{name} {k}")
+
+
+def test_tfserving_grpc_answers_as_rest(real_stack) -> None:
+    """The same for TF Serving gRPC (the unmodified tensorflow-serving-api stub, inputs as
+    tensor_content): every certified (model, runtime) pair answers as OIP REST does, value for
+    value; uncertified pairs are NOT_FOUND."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from contract.datatypes import OIP_TO_TF_ENUM
+
+    key = real_stack.get("api_key")
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with grpc.insecure_channel(real_stack["gateway_tfs_grpc"]) as channel, _client(real_stack) as c:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for m, rt in _cases(real_stack):
+            name = f"{m.name}@{rt}"
+            x, y, _ = m.load_reference(Path(real_stack["store"]))
+            x, y = _batch(x, GRPC_BATCH), _batch(y, GRPC_BATCH)
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = name
+            for t in InferRequest.from_arrays(x).inputs:
+                proto = req.inputs[t.name]
+                proto.dtype = OIP_TO_TF_ENUM[t.datatype]
+                for d in t.shape:
+                    proto.tensor_shape.dim.add().size = d
+                proto.tensor_content = t.to_binary()[1]
+            if not m.passed(FORMAT_OF_RUNTIME[rt]):
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.Predict(req, metadata=metadata)
+                assert e.value.code() == grpc.StatusCode.NOT_FOUND, name
+                continue
+            outputs = stub.Predict(req, metadata=metadata).outputs
+            got = {}
+            for s in m.signature.outputs:
+                t = outputs[s.name]
+                assert t.dtype == OIP_TO_TF_ENUM[s.datatype], (name, s.name)
+                got[s.name] = np.frombuffer(t.tensor_content, s.numpy_dtype.newbyteorder("<")).reshape(
+                    [d.size for d in t.tensor_shape.dim]).astype(s.numpy_dtype)
+            _assert_same_as_rest(c, name, x, got)
             _check(got, y, m, rt)

@@ -315,16 +315,22 @@ def test_metrics_in_flight_and_access_log(gateway, stub) -> None:
                            "duration_ms", "request_id"}
 
 
-def test_a_busy_grpc_port_stops_the_gateway_saying_so(store) -> None:
-    """gRPC does not share a busy port (no SO_REUSEPORT): the gateway exits, naming the port."""
+@pytest.mark.parametrize("busy_flag,other_flag,setting", [
+    ("--grpc-port", "--tfs-grpc-port", "GATEWAY_GRPC_PORT"),
+    ("--tfs-grpc-port", "--grpc-port", "GATEWAY_TFS_GRPC_PORT"),
+])  # fmt: skip
+def test_a_busy_grpc_port_stops_the_gateway_saying_so(store, busy_flag, other_flag, setting) -> None:
+    """gRPC does not share a busy port (no SO_REUSEPORT): the gateway exits, naming the port
+    (OIP's or TF Serving's) and its setting."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         env = {**os.environ, "PYTHONPATH": str(REPO), "STACK_MODEL_STORE": str(store)}
         r = subprocess.run([sys.executable, "-m", "services.gateway", "--host", "127.0.0.1",
-                            "--port", str(free_port()), "--grpc-port", str(port)],
+                            "--port", str(free_port()), busy_flag, str(port),
+                            other_flag, str(free_port())],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in r.stderr
-    assert "GATEWAY_GRPC_PORT" in r.stderr
+    assert f"set {setting} (0: none)" in r.stderr
