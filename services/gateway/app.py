@@ -5,15 +5,15 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.routing import APIRoute
+from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from services.common.fastroutes import FastRoutes
 from services.gateway import api_v1, api_v2, errors, openapi
 from services.gateway.core import Gateway
 from services.gateway.grpc_api import GrpcServer
-from services.gateway.middleware import FastRoute, GatewayMiddleware
+from services.gateway.middleware import GatewayMiddleware
 from services.gateway.settings import GatewaySettings
 
 DESCRIPTION = """One endpoint for every model on every runtime.
@@ -28,13 +28,6 @@ open)."""
 # dependency solving (they cost about as much CPU as the whole forward to the backend). Their
 # paths come from the routers' own table (the one /openapi.json documents): one route table.
 FAST_ENDPOINTS = (api_v2.infer, api_v1.predict)
-
-
-def fast_routes(*routers: APIRouter) -> list[FastRoute]:
-    return [(method, route.path_regex, route.endpoint)
-            for router in routers for route in router.routes
-            if isinstance(route, APIRoute) and route.endpoint in FAST_ENDPOINTS
-            for method in sorted(route.methods)]  # fmt: skip
 
 
 def create_app(settings: GatewaySettings | None = None,
@@ -76,4 +69,5 @@ def create_app(settings: GatewaySettings | None = None,
 
     openapi.install(app)
 
-    return GatewayMiddleware(app, gw, fast_routes(api_v2.router, api_v1.router))
+    routes = [*api_v2.router.routes, *api_v1.router.routes]  # included without a prefix
+    return GatewayMiddleware(app, gw, FastRoutes(routes, FAST_ENDPOINTS))

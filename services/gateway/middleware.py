@@ -9,15 +9,14 @@ forward to the backend. Those routes stay declared in FastAPI (OpenAPI docs, sam
 from __future__ import annotations
 
 import logging
-import re
 import time
-from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from contract.codec import CodecError
+from services.common.fastroutes import FastRoutes
 from services.gateway.auth import expected_bearer, refusal
 from services.gateway.context import CTX, RequestContext, request_id
 from services.gateway.core import Gateway
@@ -29,13 +28,12 @@ from services.gateway.errors import (
 )
 
 PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
-FastRoute = tuple[str, "re.Pattern[str]", Callable[..., Awaitable[Response]]]
 
 log = logging.getLogger("services.gateway")
 
 
 class GatewayMiddleware:
-    def __init__(self, app: Any, gateway: Gateway, fast_routes: list[FastRoute]) -> None:
+    def __init__(self, app: Any, gateway: Gateway, fast_routes: FastRoutes) -> None:
         self.app = app
         self.gateway = gateway
         self.fast_routes = fast_routes
@@ -67,7 +65,7 @@ class GatewayMiddleware:
                 code, message = refused
                 extra = {"WWW-Authenticate": "Bearer"} if code == 401 else None
                 await error_response(code, message, extra)(scope, receive, send_with_headers)
-            elif (fast := self._fast_route(scope)) is not None:
+            elif (fast := self.fast_routes.match(scope)) is not None:
                 handler, params = fast
                 scope["app"] = self.app  # what FastAPI would set: handlers find the gateway there
                 request = Request(scope, receive)
@@ -88,14 +86,3 @@ class GatewayMiddleware:
             metrics.in_flight.dec()
             self.gateway.record(scope["method"], scope["path"], ctx, status,
                                 time.perf_counter() - start)
-
-    def _fast_route(self, scope: dict) -> tuple[Callable[..., Awaitable[Response]], dict] | None:
-        for method, pattern, handler in self.fast_routes:
-            if scope["method"] == method and (m := pattern.fullmatch(scope["path"])):
-                params = m.groupdict()
-                if params.get("version") is None and scope["query_string"]:
-                    # ?version= as FastAPI's routes take it (the OpenAPI documents it)
-                    params["version"] = parse_qs(scope["query_string"].decode("latin-1")).get(
-                        "version", [None])[-1]
-                return handler, params
-        return None

@@ -109,26 +109,30 @@ def test_missed_probes_open_the_circuit_unless_the_backend_just_answered():
 
 
 def test_fast_routes_are_the_documented_routes():
-    """One route table: the middleware's fast inference routes are the routers' own (those
+    """One route table: the middleware's fast inference routes are the app's own (those
     /openapi.json documents), with the same path parameters."""
+    import pytest
+
+    from services.common.fastroutes import FastRoutes
     from services.gateway import api_v1, api_v2
-    from services.gateway.app import fast_routes
+    from services.gateway.app import FAST_ENDPOINTS, create_app
 
-    routes = fast_routes(api_v2.router, api_v1.router)
+    routes = create_app().fast_routes
 
-    def match(method: str, path: str):
-        for m, pattern, handler in routes:
-            if m == method and (found := pattern.fullmatch(path)):
-                return handler.__name__, {k: v for k, v in found.groupdict().items()}
-        return None
+    def match(method: str, path: str, query: bytes = b""):
+        found = routes.match({"method": method, "path": path, "query_string": query})
+        return found and (found[0].__name__, {k: v for k, v in found[1].items() if v is not None})
 
     assert match("POST", "/v2/models/m@tflite/infer") == ("infer", {"model": "m@tflite"})
     assert match("POST", "/v2/models/m/versions/3/infer") == ("infer", {"model": "m", "version": "3"})
+    assert match("POST", "/v2/models/m/infer", b"version=4") == ("infer", {"model": "m", "version": "4"})
     assert match("POST", "/v1/models/m:predict") == ("predict", {"model": "m"})
     assert match("POST", "/v1/models/m/versions/2:predict") == ("predict", {"model": "m", "version": "2"})
     assert match("GET", "/v2/models/m/infer") is None and match("POST", "/v2/models/m/ready") is None
     documented = {r.path for router in (api_v2.router, api_v1.router) for r in router.routes
-                  if r.endpoint in (api_v2.infer, api_v1.predict)}  # fmt: skip
-    assert {p.pattern for _, p, _ in routes} == {
+                  if r.endpoint in FAST_ENDPOINTS}  # fmt: skip
+    assert {p.pattern for _, p, _ in routes.table} == {
         r.path_regex.pattern for router in (api_v2.router, api_v1.router) for r in router.routes
         if r.path in documented}  # fmt: skip
+    with pytest.raises(ValueError, match="no route declared for"):
+        FastRoutes(api_v1.router.routes, FAST_ENDPOINTS)  # api_v2.infer is not among them

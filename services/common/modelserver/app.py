@@ -21,6 +21,7 @@ from contract.codec import (
     Limits,
     header_length,
 )
+from services.common.fastroutes import FastRoutes
 from services.common.http_bounds import BodyError, read_body
 from services.common.modelserver.batching import Batcher
 from services.common.modelserver.metrics import UNKNOWN_MODEL, Metrics
@@ -68,7 +69,8 @@ class ModelServer:
         self.limits = Limits(max_batch=settings.max_batch_size)
         self.metrics = Metrics()
         self.batchers = {
-            name: Batcher(m, settings.batch_max_size, settings.batch_max_delay_ms, self.metrics)
+            name: Batcher(m, settings.batch_max_size, settings.batch_max_delay_ms, self.metrics,
+                          inline_below_ms=settings.batch_inline_below_ms)
             for name, m in models.items()
         }
         for m in models.values():
@@ -161,7 +163,32 @@ class ModelServer:
         return sorted(rows, key=lambda r: r["name"])
 
 
-def create_app(server: ModelServer) -> FastAPI:
+def _internal_error(exc: Exception) -> Response:
+    log.error("internal error", exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class FastInference:
+    """The outermost ASGI layer: serves the infer routes without FastAPI's per-request routing,
+    middleware and dependency solving (services/common/fastroutes.py: at digits size they cost
+    more CPU than decoding, inference and encoding together); everything else goes to FastAPI."""
+
+    def __init__(self, app: FastAPI, endpoints: tuple) -> None:
+        self.app = app
+        self.routes = FastRoutes(app.routes, endpoints)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (found := self.routes.match(scope)) is None:
+            return await self.app(scope, receive, send)
+        endpoint, params = found
+        try:
+            response = await endpoint(Request(scope, receive), **params)
+        except Exception as e:  # noqa: BLE001 - as FastAPI's handler below: a 500 that says why
+            response = _internal_error(e)
+        await response(scope, receive, send)
+
+
+def create_app(server: ModelServer) -> FastInference:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         for b in server.batchers.values():
@@ -183,7 +210,7 @@ def create_app(server: ModelServer) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _internal_error(exc)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -227,4 +254,4 @@ def create_app(server: ModelServer) -> FastAPI:
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=server.metrics.content_type)
 
-    return app
+    return FastInference(app, (infer,))
