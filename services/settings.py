@@ -49,6 +49,7 @@ class StackSettings(BaseSettings):
 
     batch_max_size: int = 8
     batch_max_delay_ms: float = 2.0
+    batch_inline_below_ms: float = 0.5  # expected run time under which a batch runs on the loop
     run_max_batch: int = 32  # samples per model run: larger requests run in slices (memory bound)
 
     torchserve_workers: int = 1

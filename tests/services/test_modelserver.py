@@ -856,3 +856,44 @@ def test_large_requests_run_in_slices() -> None:
     calls.clear()
     in_runs(predict, {"a": a[:4], "b": b[:4]}, 4)
     assert calls == [4]  # within the limit: one run
+
+
+def test_fast_models_run_on_the_loop_slow_ones_on_the_thread() -> None:
+    """A batch expected to take under BATCH_INLINE_BELOW_MS runs on the event loop's thread (the
+    hand-over costs more than the run); a slow model, or a batch too large, goes to the inference
+    thread; the first batch of a model (time unknown) always goes to the thread."""
+    import asyncio
+    import threading
+    import time
+
+    from services.common.modelserver.batching import Batcher
+    from services.common.modelserver.metrics import Metrics
+
+    class Model:
+        name = "m"
+
+        def __init__(self, per_sample_s: float) -> None:
+            self.per_sample_s, self.threads = per_sample_s, []
+
+        def predict(self, inputs):
+            n = len(inputs["x"])
+            self.threads.append((n, threading.current_thread().name))
+            time.sleep(self.per_sample_s * n)
+            return {"y": inputs["x"] * 2}
+
+    async def serve(model: Model, sizes: list[int], inline_below_ms: float) -> list[str]:
+        batcher = Batcher(model, 64, 0.0, Metrics(), inline_below_ms=inline_below_ms)
+        batcher.start()
+        loop_thread = threading.current_thread().name
+        for n in sizes:
+            x = np.arange(n, dtype=np.float32).reshape(n, 1)
+            out = await batcher.submit({"x": x}, n)
+            np.testing.assert_array_equal(out["y"], x * 2)
+        await batcher.close()
+        return ["loop" if t == loop_thread else "thread" for _, t in model.threads]
+
+    # 0.1 ms per sample against a 5 ms bound: batches of 1-8 inline once measured, 100 not.
+    fast = asyncio.run(serve(Model(0.0001), [1, 1, 8, 100, 1], 5.0))
+    assert fast == ["thread", "loop", "loop", "thread", "loop"]
+    assert asyncio.run(serve(Model(0.01), [1, 1, 1], 5.0)) == ["thread"] * 3  # 10 ms: slow
+    assert asyncio.run(serve(Model(0.0001), [1, 1, 1], 0.0)) == ["thread"] * 3  # 0 = off

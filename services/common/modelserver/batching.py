@@ -1,4 +1,5 @@
-"""Adaptive batching for one model: requests queue, one task forms batches, one thread runs them.
+"""Adaptive batching for one model: requests queue, one task forms batches, one thread runs them
+(or the event loop itself, for a model fast enough that the hand-over to a thread costs more).
 
 A batch is dispatched as soon as one of these holds:
 - it is full (settings.batch_max_size samples; a larger request runs on its own),
@@ -26,6 +27,7 @@ from services.common.modelserver.runtime import ModelRuntime, in_runs
 log = logging.getLogger(__name__)
 
 
+
 @dataclass(eq=False)
 class _Pending:
     inputs: dict[str, np.ndarray]
@@ -39,12 +41,16 @@ class _Pending:
 class Batcher:
     def __init__(
         self, model: ModelRuntime, max_size: int, max_delay_ms: float, metrics: Metrics,
-        run_max: int = 0,
+        run_max: int = 0, inline_below_ms: float = 0.0,
     ) -> None:
         self.model = model
         self.run_max = run_max  # samples per predict() of a model without run() (0 = any)
         self.max_size = max(1, max_size)
         self.max_delay = max(0.0, max_delay_ms) / 1000
+        # A batch expected to run in under this runs on the event loop itself: handing it to the
+        # inference thread and back (a thread wake-up, then a loop wake-up) costs more CPU than a
+        # small model's inference, and the loop is blocked no longer than parsing a request takes.
+        self.inline_below = max(0.0, inline_below_ms) / 1000
         self._queue: deque[_Pending] = deque()
         self._queued_samples = 0
         self._receiving = 0  # requests for this model whose body is still being read
@@ -53,6 +59,8 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{model.name}")
         self._task: asyncio.Task | None = None
+        # Running means of inference time per batch and per sample (inf: not measured yet).
+        self._batch_s = self._sample_s = float("inf")
         self._batch_size = metrics.batch_size.labels(model.name)
         self._inference = metrics.inference.labels(model.name)
         self._depth = metrics.queue_depth.labels(model.name)
@@ -147,7 +155,10 @@ class Batcher:
                 continue
             self._running = True
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, batch)
+                if self._inline(sum(p.size for p in batch)):
+                    outputs = self._run(batch)
+                else:
+                    outputs = await loop.run_in_executor(self._executor, self._run, batch)
             except Exception as e:  # noqa: BLE001 - delivered to every request of the batch
                 log.exception("model %s: inference failed", self.model.name)
                 for p in batch:
@@ -160,6 +171,11 @@ class Batcher:
             finally:
                 self._running = False
 
+    def _inline(self, samples: int) -> bool:
+        """Run on the loop? Only if a batch usually takes under inline_below and this one,
+        scaled by its samples, should too (neither a fixed nor a per-sample cost can hide)."""
+        return self._batch_s < self.inline_below and self._sample_s * samples < self.inline_below
+
     def _run(self, batch: list[_Pending]) -> list[dict[str, np.ndarray]]:
         """In the inference thread: concatenate, predict, split back per request."""
         if len(batch) == 1:
@@ -170,7 +186,10 @@ class Batcher:
         t0 = time.perf_counter()
         run = getattr(self.model, "run", None)  # ModelRuntime.run slices (fixed batch, memory)
         outputs = run(inputs) if run else in_runs(self.model.predict, inputs, self.run_max)
-        self._inference.observe(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self._inference.observe(took)
+        self._batch_s = _mean(self._batch_s, took)
+        self._sample_s = _mean(self._sample_s, took / total)
         self._batch_size.observe(total)
         for name, arr in outputs.items():
             if arr.ndim == 0 or arr.shape[0] != total:
@@ -184,3 +203,8 @@ class Batcher:
             split.append({k: v[start : start + p.size] for k, v in outputs.items()})
             start += p.size
         return split
+
+
+def _mean(mean: float, x: float) -> float:
+    """Exponential running mean over ~20 values; the first value replaces inf (unknown)."""
+    return x if mean == float("inf") else 0.95 * mean + 0.05 * x
