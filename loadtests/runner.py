@@ -261,9 +261,14 @@ def models_info(manifests: dict[str, Manifest]) -> dict:
             "architecture": m.source.architecture,
             "weights": m.source.weights,
             "artifacts": {
-                fmt: {"bytes": a.bytes, "parity_ok": a.parity.ok, "route": a.route}
+                fmt: {"bytes": a.bytes, "parity_ok": a.parity.ok, "route": a.route,
+                      "parity_max_abs_error": a.parity.max_abs_error,
+                      "parity_error": a.parity.error}
                 for fmt, a in m.artifacts.items()
             },
+            # Formats the exporter could not produce, and why: the report's ranking says why a
+            # runtime did not serve the model instead of dropping its row.
+            "failed": {fmt: f.error for fmt, f in m.failed.items()},
         }
         for name, m in manifests.items()
     }
