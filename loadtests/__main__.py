@@ -33,6 +33,8 @@ def bench(
     from loadtests.report.build import build_report
 
     try:
+        if models:
+            runner.check_models(_csv(models), StackSettings().model_store)
         prof = scenarios.get_profile(profile, models=_csv(models), runtimes=_csv(runtimes),
                                      repeats=repeats, window_s=window_s, warmup_s=warmup_s)
         results = runner.bench(prof, StackSettings(), out)

@@ -25,7 +25,7 @@ import httpx
 
 from loadtests import monitor, payloads
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
-from contract.manifest import Manifest
+from contract.manifest import Manifest, load_store
 from services.settings import REPO_ROOT, StackSettings
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -67,6 +67,21 @@ def shadow_report(settings: StackSettings) -> list[dict] | None:
     if isinstance(doc, list) and all(isinstance(p, dict) and keys <= p.keys() for p in doc):
         return doc
     return None
+
+
+def check_models(models: tuple[str, ...], store: Path) -> None:
+    """Models the user named (--models / MODELS=) must be in the store, the source of truth for
+    what the stack serves: a typo fails here, before a bench that would skip it and measure
+    nothing (a profile's own models may be absent from a store; those are skipped with a note)."""
+    known = load_store(store)
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise BenchError(
+            f"not in the model store {store}: {', '.join(unknown)}. The store has: "
+            f"{', '.join(sorted(known)) or 'no models'}. Check the name, or export the model "
+            "first (`make export` for the examples, `python -m exporters export ...` for your "
+            "own; see README.md)."
+        )
 
 
 def check_stack(settings: StackSettings) -> str | None:
