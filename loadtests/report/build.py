@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from loadtests.report import plots
+from loadtests.report import plots, ranking
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, runtime_label, verdict
 
@@ -52,6 +52,23 @@ def _tfserving_line(results: dict) -> str:
     return f"TF Serving used: {what}. Evidence: {tfs.get('detail', 'none')}."
 
 
+def your_model_sections(results: dict, points: list[Point], users: int | None,
+                        labels: dict[str, str]) -> list[Section]:
+    """First in the report: per model, its runtimes ranked, with a recommendation
+    (ranking.py)."""
+    label = lambda rt: labels.get(rt, rt)  # noqa: E731
+    headers = [h.format(users=users) for h in ranking.HEADERS]
+    out = []
+    for i, model in enumerate(ranking.models_to_rank(results, points)):
+        ranked = ranking.rows(results, points, model, users)
+        text = [ranking.recommend(ranked, users, label),
+                ranking.note(results, users) if i == 0
+                else "Columns and caveats as in the first \"Your model\" section."]
+        out.append(Section(f"Your model: {model}", text,
+                           [Table(headers, ranking.table_rows(ranked, label))]))
+    return out
+
+
 def sections(results: dict, out_dir: Path) -> list[Section]:
     points = aggregate(results)
     users = ref_users(results, points)
@@ -65,6 +82,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
     def img(path: Path | None) -> list[str]:
         return [str(path.relative_to(out_dir))] if path else []
 
+    out += your_model_sections(results, points, users, labels)
     out.append(Section("Summary", [
         f"Profile **{prof.get('name')}**: {prof.get('repeats')} repeats of every point, "
         f"{prof.get('warmup_s')} s warm-up (excluded) + {prof.get('window_s')} s measurement "

@@ -110,6 +110,10 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     html = build_report(path)
     assert "<strong>" in html.read_text() and (path.parent / "report.md").exists()
     assert (path.parent / "plots" / "latency_digits-cnn-torch.png").exists()
+    # The report opens with the model's ranking; only TFLite was measured, the rest say why not.
+    md = (path.parent / "report.md").read_text()
+    assert md.split("\n## ")[1].startswith("Your model: digits-cnn-torch")
+    assert "**Recommendation: TFLite**" in md and "not in this bench's runtimes" in md
 
 
 def test_bench_says_the_stack_is_not_up(tmp_path, fake_stack_settings):
