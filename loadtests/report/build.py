@@ -57,7 +57,7 @@ def your_model_sections(results: dict, points: list[Point], users: int | None,
     """First in the report: per model, its runtimes ranked, with a recommendation
     (ranking.py)."""
     label = lambda rt: labels.get(rt, rt)  # noqa: E731
-    headers = [h.format(users=users) for h in ranking.HEADERS]
+    headers = [h.format(users=ranking.n_users(users)) for h in ranking.HEADERS]
     out = []
     for i, model in enumerate(ranking.models_to_rank(results, points)):
         ranked = ranking.rows(results, points, model, users)

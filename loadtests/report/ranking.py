@@ -70,7 +70,7 @@ def why_not_served(results: dict, model: str, runtime: str, users: int | None) -
         return f"no {FORMAT_NAMES.get(fmt, fmt)} artifact in the store"
     if runtime not in ((results.get("profile") or {}).get("runtimes") or RUNTIMES):
         return "not in this bench's runtimes"
-    return f"not measured at {users} users"
+    return f"not measured at {n_users(users)}"
 
 
 def rows(results: dict, points: list[Point], model: str, users: int | None) -> list[Row]:
@@ -98,6 +98,10 @@ def rows(results: dict, points: list[Point], model: str, users: int | None) -> l
               for r in measured]
     ranked.sort(key=lambda r: (r.rank, -r.rps.median))
     return ranked + [r for r in out if not r.rps]
+
+
+def n_users(n: int | None) -> str:
+    return f"{n} user" + ("" if n == 1 else "s")
 
 
 def num(x: float) -> str:
@@ -132,13 +136,13 @@ def recommend(ranked: list[Row], users: int | None, label) -> str:
     rest = [r for r in measured if r is not pick]
     if len(top) > 1:
         others = ", ".join(f"{label(r.runtime)} {num(r.rps.median)}" for r in top if r is not pick)
-        reasons = [f"throughput at {users} users a tie within noise "
+        reasons = [f"throughput at {n_users(users)} a tie within noise "
                    f"({num(pick.rps.median)} req/s vs {others})"]
     elif rest:
-        reasons = [f"highest throughput at {users} users ({num(pick.rps.median)} req/s vs "
+        reasons = [f"highest throughput at {n_users(users)} ({num(pick.rps.median)} req/s vs "
                    f"{num(rest[0].rps.median)} next)"]
     else:
-        reasons = [f"the only runtime measured ({num(pick.rps.median)} req/s at {users} users)"]
+        reasons = [f"the only runtime measured ({num(pick.rps.median)} req/s at {n_users(users)})"]
     apart = [c for c in (
         _clearly_lowest(measured, lambda r: r.single and r.single.p99, pick,
                         "lowest p99 at 1 user", "ms"),
@@ -160,7 +164,7 @@ def recommend(ranked: list[Row], users: int | None, label) -> str:
     return f"**Recommendation: {label(pick.runtime)}** ({fmt} artifact): {'; '.join(reasons)}."
 
 
-HEADERS = ["rank", "runtime", "artifact", "parity", "req/s at {users} users",
+HEADERS = ["rank", "runtime", "artifact", "parity", "req/s at {users}",
            "p50 / p99 ms at 1 user", "service RSS peak MB", "failed requests"]
 
 
@@ -208,7 +212,7 @@ def note(results: dict, users: int | None) -> str:
               f"{SINGLE_RUN_NOISE:.0%} of each other share a rank" if repeats == 1 else
               f"median of {repeats} repeats [min–max]; runtimes whose ranges overlap share "
               "a rank")
-    return (f"Ranked by throughput through the gateway at {users} users, closed loop ({spread}: "
+    return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop ({spread}: "
             "a tie within noise). p50 / p99 at 1 user: single-stream latency, one request at a "
             "time. RSS is the runtime's whole service at its peak with every model of the store "
             "loaded, not this model alone. Parity is the exporter's certificate against the "
