@@ -138,6 +138,8 @@ def test_response_forms(method: str, response: bytes, status: int, body: bytes,
             assert (got[0], got[2]) == (status, body)
             assert await pool.request("GET", "/") == (200, {"content-length": "4"}, b"next")
             assert s.accepts == (1 if reused else 2)
+            await asyncio.sleep(0.02)
+            assert s.eofs == ([] if reused else [1])  # not left open either
 
     run(main())
 

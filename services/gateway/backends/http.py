@@ -218,7 +218,9 @@ class HTTPPool:
                 conn.close()
             self._give_back(None)
             raise
-        self._give_back(conn if conn.keep_alive else None)
+        if not conn.keep_alive:  # Connection: close, HTTP/1.0, a body delimited by EOF
+            conn.close()
+        self._give_back(conn)
         return answer
 
     def _head(self, method: str, path: str, body: bytes,
@@ -241,7 +243,7 @@ class HTTPPool:
         now = self._loop.time()  # type: ignore[union-attr]
         while self._idle:
             conn = self._idle.pop()
-            if conn.closed:  # by the server, while idle
+            if conn.closed or conn.transport.is_closing():  # by the server, while idle
                 continue
             if now - conn.idle_since < IDLE_S:
                 return conn
