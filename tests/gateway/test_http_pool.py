@@ -441,6 +441,16 @@ def test_pool_outlives_an_event_loop() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("host, port, url, line", [
+    ("127.0.0.1", 8000, "http://127.0.0.1:8000", "Host: 127.0.0.1:8000"),
+    ("backend.svc", 80, "http://backend.svc:80", "Host: backend.svc"),
+    ("::1", 8000, "http://[::1]:8000", "Host: [::1]:8000"),
+])
+def test_url_and_host_line(host: str, port: int, url: str, line: str) -> None:
+    pool = HTTPPool(host, port, 1, 1.0)
+    assert pool.url == url and pool._host_line == line + "\r\n"
+
+
 def test_line_breaks_in_headers_are_refused() -> None:
     async def main() -> None:
         pool = HTTPPool("127.0.0.1", free_port(), 1, 1.0)

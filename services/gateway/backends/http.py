@@ -174,9 +174,9 @@ class HTTPPool:
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.max_body = max_body
-        self.url = f"http://{host}:{port}"
-        authority = host if port == 80 else f"{host}:{port}"
-        self._host_line = f"Host: {authority}\r\n"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed as in URLs
+        self.url = f"http://{name}:{port}"
+        self._host_line = f"Host: {name if port == 80 else f'{name}:{port}'}\r\n"
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
