@@ -2,10 +2,10 @@
 
     python -m loadtests.passthrough --backend http://127.0.0.1:8100 --port 8009
 
-Same parts as the gateway (uvicorn with uvloop + httptools, a raw ASGI app, one pooled aiohttp
-ClientSession) and none of its work: no routing, validation, protocol conversion, metrics, access
-log or auth; the body and the two OIP headers go through untouched. What it costs per request is
-what any Python gateway built from these parts costs on this machine, so
+Same parts as the gateway (uvicorn with uvloop + httptools, a raw ASGI app, the gateway's own
+HTTPPool to the backend) and none of its work: no routing, validation, protocol conversion,
+metrics, access log or auth; the body and the two OIP headers go through untouched. What it
+costs per request is what any Python gateway built from these parts costs on this machine, so
 loadtests.gateway_overhead measures it beside the gateway (`--floor`). A measuring instrument,
 not a service: never expose it.
 """
@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import uvicorn
 
+from services.gateway.backends.http import HTTPPool
+
 FORWARDED = (b"content-type", b"inference-header-content-length")
+RETURNED = ("content-type", "inference-header-content-length")
 
 
 class Passthrough:
     def __init__(self, backend: str) -> None:
-        self.backend = backend.rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
+        u = urlsplit(backend)
+        self.pool = HTTPPool(u.hostname or "127.0.0.1", u.port or 80, max_connections=64,
+                             connect_timeout=5.0)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -36,25 +40,18 @@ class Passthrough:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in FORWARDED}
-        assert self.session is not None
-        async with self.session.request(scope["method"], self.backend + scope["path"],
-                                        data=body, headers=headers) as r:
-            data = await r.read()
-            out = [(k.encode(), r.headers[k].encode()) for k in
-                   ("Content-Type", "Inference-Header-Content-Length") if k in r.headers]
-            status = r.status
+        status, got, data = await self.pool.request(scope["method"], scope["path"], body, headers)
+        out = [(k.encode(), got[k].encode()) for k in RETURNED if k in got]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": data})
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+            if message["type"] == "lifespan.startup":  # the pool binds to the loop on first use
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.session is not None:
-                    await self.session.close()
+                await self.pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -7,8 +7,8 @@ Transport: a keep-alive connection pool per backend (backends/http.py). Transpor
 become GatewayErrors: nothing reached the backend -> BackendUnavailable (503, safe to fail over),
 the backend answers 503 for the model (it failed to load there, or has no worker) ->
 ModelUnavailable (503, safe to fail over: the backend is up, the model is not), no answer in time
--> BackendTimeout (504), 5xx or a broken response -> BackendFailed (502), 4xx -> passed through
-as BackendRejected.
+-> BackendTimeout (504), 5xx or a broken response (one above the pool's max_body included) ->
+BackendFailed (502), 4xx -> passed through as BackendRejected.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 
 from contract.codec import CodecError, InferRequest, InferResponse
 from contract.manifest import Manifest
-from services.gateway.backends.http import ConnectTimeout, Disconnected, HTTPPool
+from services.gateway.backends.http import ConnectTimeout, Disconnected, HTTPPool, ResponseTooLarge
 from services.gateway.errors import (
     BackendFailed,
     BackendLost,
@@ -168,6 +168,8 @@ class Backend(ABC):
             raise BackendTimeout(
                 f"backend {rt} did not answer within {timeout} s", runtime=rt
             ) from None
+        except ResponseTooLarge as e:  # a broken answer, and another backend would send it too
+            raise BackendFailed(f"backend {rt} at {where}: {e}", runtime=rt) from None
         except Disconnected as e:  # killed mid-request: no (complete) answer, retry-safe
             raise BackendLost(f"backend {rt} at {where}: {e}", runtime=rt) from None
         except OSError as e:
