@@ -669,6 +669,10 @@ class InferRequest:
             return [o.name for o in self.outputs]
         return signature.output_names()
 
+    def tensor_bytes(self) -> int:
+        """Bytes of every input's values, as raw tensors (what a binary wire form carries)."""
+        return sum(element_count(t.shape) * _itemsize(t.name, t.datatype) for t in self.inputs)
+
     def binary_outputs(self, signature) -> set[str]:
         """Outputs to send as raw bytes: per output parameters.binary_data, else the request's
         binary_data_output (Triton's rule)."""

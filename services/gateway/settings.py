@@ -46,6 +46,11 @@ class GatewaySettings(StackSettings):
     # through the TF Serving REST API, health and metadata use REST either way, and so does
     # KServe (its TF Serving predictors expose REST only).
     gateway_tfserving_transport: str = "grpc"
+    # With grpc: requests whose input tensors are smaller go over REST. Measured on the stand-in,
+    # gRPC's fixed cost per call (grpc.aio on both sides) exceeds the JSON it saves below ~1-2 KiB
+    # (one digit, 256 B: REST cheaper; 32 digits, 8 KiB: gRPC / 3.5 CPU; README.md). 0: every
+    # request over gRPC (the real tensorflow_model_server, C++, may well want that: re-measure).
+    gateway_tfserving_grpc_min_bytes: int = 2048
 
     @field_validator("gateway_policy")
     @classmethod

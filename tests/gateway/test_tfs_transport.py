@@ -190,6 +190,15 @@ def test_an_unreadable_answer_is_the_backends_fault() -> None:
         _run(predict, lambda b: b.infer(_call()))
 
 
+def test_inputs_below_the_threshold_stay_on_rest() -> None:
+    async def check(b: TFServingBackend) -> None:
+        b.grpc_min_bytes = _call().req.tensor_bytes() + 1  # 2x2 FP32 + 2 INT32 = 24 bytes
+        await b.infer(_call())
+
+    with pytest.raises(BackendUnavailable, match="at http://127.0.0.1:1 "):
+        _run(None, check)
+
+
 def test_tf_serving_rest_api_requests_stay_on_rest() -> None:
     """A TF Serving REST body is forwarded as received: over REST even with gRPC configured."""
     call = _call()
@@ -244,6 +253,7 @@ def _gateway(store: Path, log_dir: Path, transport: str, rest: int, grpc_port: i
             "TFSERVING_REST_PORT": str(rest), "TFSERVING_GRPC_PORT": str(grpc_port),
             "GATEWAY_RUNTIMES": "tfserving", "GATEWAY_DEFAULT_RUNTIME": "tfserving",
             "GATEWAY_TFSERVING_TRANSPORT": transport, "GATEWAY_BACKEND_TIMEOUTS": "{}",
+            "GATEWAY_TFSERVING_GRPC_MIN_BYTES": "0",  # every request over the transport tested
             "GATEWAY_BREAKER_FAILURES": "1000", **env}  # fmt: skip
     return GatewayProcess(full, log_dir / f"gateway-{transport}.log")
 
@@ -318,6 +328,21 @@ def test_grpc_port_down_is_503_naming_it_while_rest_is_up(standin, tfs_store: Pa
         gw.stop()
     assert r.status_code == 503, r.text
     assert f"127.0.0.1:{closed}" in r.json()["error"] and "unreachable" in r.json()["error"]
+
+
+def test_inputs_below_grpc_min_bytes_go_over_rest(standin, tfs_store: Path, tmp_path) -> None:
+    """GATEWAY_TFSERVING_GRPC_MIN_BYTES: a digit (256 bytes) goes over REST, a MobileNetV2 image
+    over gRPC (here closed: 503)."""
+    gw = _gateway(tfs_store, tmp_path, "grpc", standin.rest, free_port(),
+                  GATEWAY_TFSERVING_GRPC_MIN_BYTES="4096")
+    try:
+        gw.wait_ready(60)
+        small = _infer(gw, "digits-mlp-keras", {"input": np.zeros((1, 64), np.float32)})
+        large = _infer(gw, "mobilenetv2-keras", {"input": np.zeros((1, 224, 224, 3), np.float32)})
+    finally:
+        gw.stop()
+    assert small.status_code == 200, small.text
+    assert large.status_code == 503 and "unreachable" in large.json()["error"], large.text
 
 
 def test_standin_down_is_503_on_both_transports(tfs_store: Path, tmp_path) -> None:

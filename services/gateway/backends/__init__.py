@@ -56,5 +56,6 @@ def _protocol_settings(settings: GatewaySettings, protocol: str) -> dict[str, ob
         return {"management_url": settings.torchserve_management_url}
     if protocol == "tfserving":  # gRPC messages up to what our servers take as a body
         return {"grpc_target": settings.tfserving_grpc_target,
+                "grpc_min_bytes": settings.gateway_tfserving_grpc_min_bytes,
                 "max_message_bytes": settings.server_max_body_bytes}
     return {}

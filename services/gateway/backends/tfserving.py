@@ -3,10 +3,12 @@
 gRPC (GATEWAY_TFSERVING_TRANSPORT=grpc): PredictionService/Predict with every input as a
 TensorProto's tensor_content (little-endian bytes, InferRequest.to_tensorproto) and the answer read
 back the same way (InferResponse.from_tensorproto): no float text either way, and the outputs'
-datatype and shape come with them. Measured cheaper than REST on both sides (README.md, "Backend
-transports"). The call carries the backend timeout as its deadline; a status TF Serving answers
-is mapped through TF Serving's own HTTP table (TF_CODE_HTTP_STATUS), so both transports raise the
-same errors.
+datatype and shape come with them. Measured (README.md, "Backend transports"): far cheaper for
+large tensors (MobileNetV2: gateway and stand-in CPU / 3.5 and / 4), dearer for tiny ones (a
+digit: gRPC's fixed cost per call exceeds the JSON it saves), so requests whose inputs are below
+GATEWAY_TFSERVING_GRPC_MIN_BYTES still go over REST. The call carries the backend timeout as its
+deadline; a status TF Serving answers is mapped through TF Serving's own HTTP table
+(TF_CODE_HTTP_STATUS), so both transports raise the same errors.
 
 REST: the request goes out as the codec's columnar body {"inputs": {name: nested list}}
 (InferRequest.to_tfserving); the answer carries neither datatype nor shape, so
@@ -47,14 +49,18 @@ class TFServingBackend(Backend):
     live_path = "/v1/models/__gateway_probe__"  # TF Serving has no health route: any answer is life
 
     def __init__(self, runtime: str, url: str | None, *, grpc_target: str | None = None,
-                 max_message_bytes: int = 256 * 1024 * 1024, **kw: Any) -> None:  # fmt: skip
-        """grpc_target (host:port): infer over gRPC there; None: over REST."""
+                 grpc_min_bytes: int = 0, max_message_bytes: int = 256 * 1024 * 1024,
+                 **kw: Any) -> None:  # fmt: skip
+        """grpc_target (host:port): infer over gRPC there, for inputs of grpc_min_bytes or more;
+        None: over REST."""
         super().__init__(runtime, url, **kw)
         self.grpc = GRPCPool(grpc_target, self.connect_timeout, max_message_bytes) \
             if grpc_target else None  # fmt: skip
+        self.grpc_min_bytes = grpc_min_bytes
 
     async def infer(self, call: Call) -> Answer:
-        if self.grpc is None or call.tfs_body is not None:
+        if self.grpc is None or call.tfs_body is not None \
+                or call.req.tensor_bytes() < self.grpc_min_bytes:
             return await self._infer_rest(call)
         return await self._infer_grpc(call, self.grpc)
 
