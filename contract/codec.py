@@ -429,16 +429,26 @@ def _grpc_input(t: Any, raw: bytes | None) -> Tensor:
 # --- TF Serving gRPC TensorProto, duck-typed ----------------------------------------------------
 
 
-def _tensorproto_input(name: str, t: Any) -> Tensor:
+# TF Serving's own table of error codes (tensorflow.error.Code names) to HTTP statuses
+# (model_servers/http_server.cc, ToHTTPStatusCode); other codes: 500. The stand-in answers REST
+# errors with it, the gateway maps a gRPC status from TF Serving onto its errors with it.
+TF_CODE_HTTP_STATUS = {
+    "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400, "ABORTED": 409, "UNAVAILABLE": 503, "INTERNAL": 500,
+}  # fmt: skip
+
+
+def _tensorproto_input(name: str, t: Any, what: str = "input") -> Tensor:
     """One TensorProto: dtype (tensorflow.DataType number), tensor_shape.dim[].size, and its values
     as tensor_content (raw little-endian bytes) or as the dtype's typed repeated field (one value
-    is broadcast to the whole shape, as TensorFlow does)."""
+    is broadcast to the whole shape, as TensorFlow does). `what` names it in errors."""
     datatype = TF_ENUM_TO_OIP.get(t.dtype)
     if datatype is None:
-        raise CodecError(f"input {name!r}: unsupported dtype {t.dtype} (tensorflow.DataType); "
+        raise CodecError(f"{what} {name!r}: unsupported dtype {t.dtype} (tensorflow.DataType); "
                          f"expected one of {', '.join(OIP_TO_TF[d] for d in OIP_TO_NUMPY)}")
     if t.tensor_shape.unknown_rank:
-        raise CodecError(f"input {name!r}: tensor_shape must be known (unknown_rank is set)")
+        raise CodecError(f"{what} {name!r}: tensor_shape must be known (unknown_rank is set)")
     shape = [d.size for d in t.tensor_shape.dim]
     if any(d < 0 for d in shape):
         raise CodecError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
@@ -446,18 +456,18 @@ def _tensorproto_input(name: str, t: Any) -> Tensor:
     typed = [f for f in TENSORPROTO_FIELDS if len(getattr(t, f))]
     if t.tensor_content:
         if typed:
-            raise CodecError(f"input {name!r} is sent both as tensor_content and as {typed[0]}; "
+            raise CodecError(f"{what} {name!r} is sent both as tensor_content and as {typed[0]}; "
                              "send one of them")
         _check_byte_size(name, datatype, shape, len(t.tensor_content), "its tensor_content has")
         return Tensor(name, datatype, shape, raw=t.tensor_content)
     field_name = OIP_TO_TENSORPROTO_FIELD[datatype]
     wrong = [f for f in typed if f != field_name]
     if wrong:
-        raise CodecError(f"input {name!r}: {OIP_TO_TF[datatype]} values go in {field_name}, the "
-                         f"request sets {wrong[0]}")
+        raise CodecError(f"{what} {name!r}: {OIP_TO_TF[datatype]} values go in {field_name}, "
+                         f"the message sets {wrong[0]}")
     values, n = getattr(t, field_name), element_count(shape)
     if len(values) not in (n, 1) or (n == 0 and values):
-        raise CodecError(f"input {name!r}: shape {shape} needs {n} elements, {field_name} has "
+        raise CodecError(f"{what} {name!r}: shape {shape} needs {n} elements, {field_name} has "
                          f"{len(values)}")
     dtype = numpy_dtype(datatype)
     if datatype == "FP16":  # half_val: the float16 bit patterns, as int32
@@ -468,6 +478,19 @@ def _tensorproto_input(name: str, t: Any) -> Tensor:
         arr = np.asarray(values, dtype=dtype)
     arr = arr.reshape(shape) if len(values) == n else np.broadcast_to(arr, shape)
     return Tensor(name, datatype, shape, array=arr)
+
+
+def _fill_tensorproto(protos: Any, tensors: list[Tensor]) -> Any:
+    """Fill a map<string, TensorProto> (PredictRequest.inputs, PredictResponse.outputs): dtype,
+    tensor_shape and tensor_content as little-endian bytes (raw bytes as received, unconverted)."""
+    for t in tensors:
+        _, raw = t.to_binary()
+        out = protos[t.name]
+        out.dtype = OIP_TO_TF_ENUM[t.datatype]
+        for d in t.shape:
+            out.tensor_shape.dim.add().size = d
+        out.tensor_content = raw
+    return protos
 
 
 def check_tf_signature_name(sig_name: str) -> None:
@@ -646,6 +669,10 @@ class InferRequest:
             return [o.name for o in self.outputs]
         return signature.output_names()
 
+    def tensor_bytes(self) -> int:
+        """Bytes of every input's values, as raw tensors (what a binary wire form carries)."""
+        return sum(element_count(t.shape) * _itemsize(t.name, t.datatype) for t in self.inputs)
+
     def binary_outputs(self, signature) -> set[str]:
         """Outputs to send as raw bytes: per output parameters.binary_data, else the request's
         binary_data_output (Triton's rule)."""
@@ -689,6 +716,13 @@ class InferRequest:
         the signature when given, as arrays() does)."""
         arrays = self.arrays(signature) if signature is not None else self.arrays()
         return _dumps({"inputs": {k: np.ascontiguousarray(v) for k, v in arrays.items()}})
+
+    def to_tensorproto(self, inputs: Any, signature=None) -> Any:
+        """Fill a TF Serving gRPC PredictRequest.inputs map (TensorProto with tensor_content) and
+        return it; values are checked against the signature when given, as to_tfserving does."""
+        if signature is not None:
+            self.arrays(signature)  # finite floats, ids in range: refused alike on every path
+        return _fill_tensorproto(inputs, self.inputs)
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
@@ -786,17 +820,29 @@ class InferResponse:
         return msg
 
 
+    @classmethod
+    def from_tensorproto(cls, model_name: str, outputs: Any, signature, batch: int,
+                         id: str | None = None) -> "InferResponse":  # fmt: skip
+        """A TF Serving gRPC PredictResponse.outputs map -> the signature's outputs, in its order,
+        each of its datatype and `batch` samples (tensor_content stays raw bytes: no copy)."""
+        out = []
+        for s in signature.outputs:
+            if s.name not in outputs:
+                raise CodecError(f"TF Serving answer has no output {s.name!r}")
+            t = _tensorproto_input(s.name, outputs[s.name], "output")
+            if t.datatype != s.datatype:
+                raise CodecError(f"TF Serving answer: output {s.name!r} is {t.datatype}, the "
+                                 f"signature says {s.datatype}")
+            if not t.shape or t.shape[0] != batch:
+                raise CodecError(f"TF Serving answer: output {s.name!r} has shape {t.shape}, "
+                                 f"batch {batch} expected")
+            out.append(t)
+        return cls(model_name, out, id=id)
+
     def to_tensorproto(self, outputs: Any) -> Any:
         """Fill a PredictResponse.outputs map (TensorProto: dtype, tensor_shape, tensor_content as
         little-endian bytes) and return it."""
-        for t in self.outputs:
-            _, raw = t.to_binary()
-            out = outputs[t.name]
-            out.dtype = OIP_TO_TF_ENUM[t.datatype]
-            for d in t.shape:
-                out.tensor_shape.dim.add().size = d
-            out.tensor_content = raw
-        return outputs
+        return _fill_tensorproto(outputs, self.outputs)
 
 
 # --- TF Serving REST :predict -------------------------------------------------------------------
@@ -902,7 +948,7 @@ def decode_tfserving_outputs(body: bytes, signature, batch: int) -> dict[str, np
 
 __all__ = [
     "BINARY_HEADER", "CodecError", "InferRequest", "InferResponse", "Limits", "OIP_TO_NUMPY",
-    "RequestedOutput", "Tensor", "check_finite", "decode_json_data", "decode_tfserving_outputs",
+    "RequestedOutput", "TF_CODE_HTTP_STATUS", "Tensor", "check_finite", "decode_json_data", "decode_tfserving_outputs",
     "decode_tfserving_predict", "element_count", "encode_tfserving_predict", "has_bool_literal",
     "header_length",
     "parse_json", "split_binary_body",

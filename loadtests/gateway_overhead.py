@@ -1,16 +1,23 @@
-"""What the gateway costs: the same OIP requests straight to an OIP server and through the gateway.
+"""What the gateway costs: the same requests straight to a runtime's server and through the gateway.
 
     python -m loadtests.gateway_overhead --model digits-cnn-torch [--runtime onnxruntime]
+    python -m loadtests.gateway_overhead --model digits-cnn-keras --runtime tfserving \
+        --backend-transport grpc
 
-Starts the runtime's OIP server (services.<runtime>) on a store holding only that model, and the
-gateway in front of it, on free 127.0.0.1 ports (or uses --backend-url/--gateway-url). Then, in
+Starts the runtime's server on a store holding only that model (our OIP servers, or the TF
+Serving stand-in with REST and gRPC ports), and the gateway in front of it, on free 127.0.0.1
+ports (or uses --backend-url/--gateway-url). The gateway is always asked over OIP REST
+(--encoding json|binary); it reaches TF Serving over --backend-transport (rest: JSON, grpc:
+TensorProto), our OIP servers with what it received. The direct arm asks the server in its own
+API: OIP REST (same body), or TF Serving's REST :predict (columnar JSON). Then, in
 alternating direct/gateway phases (ABBA over --rounds), measures
   - latency at concurrency 1: --requests sequential requests after --warmup, p50/p99;
   - throughput at saturation: --concurrency connections for a --window of seconds;
 and reports the p50 delta (target <= 0.5 ms) and the throughput ratio (target >= 0.9), with the
 CPU each process used in each phase (client, gateway and backend share the machine's cores).
-With --floor (the default) a third arm goes through loadtests.passthrough, a proxy made of the
-gateway's parts that only forwards: the share of the overhead that no gateway logic causes.
+With --floor (the default; OIP runtimes only) a third arm goes through loadtests.passthrough, a
+proxy made of the gateway's parts that only forwards: the share of the overhead that no gateway
+logic causes.
 Client: aiohttp on uvloop, one process, keep-alive connections.
 """
 
@@ -27,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import numpy as np
@@ -35,13 +42,16 @@ import psutil
 import uvloop
 
 from loadtests.runner import free_port
-from contract.codec import InferRequest, InferResponse, header_length
+from contract.codec import InferRequest, InferResponse, decode_tfserving_outputs, header_length
 from contract.manifest import load_manifest
+from contract.runtimes import RUNTIMES
+from services.gateway.settings import GatewaySettings
 from services.settings import REPO_ROOT, get_settings
 
 TARGET_P50_DELTA_MS = 0.5
 TARGET_RATIO = 0.9
 CLIENT = f"aiohttp {aiohttp.__version__} on uvloop {uvloop.__version__}, 1 process, keep-alive"
+OVERHEAD_RUNTIMES = [r.name for r in RUNTIMES.values() if r.protocol in ("oip", "tfserving")]
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -93,6 +103,42 @@ def _pid_listening(url: str) -> int | None:
     return None
 
 
+@dataclass
+class Backend:
+    """How to run the measured runtime's server and reach it."""
+
+    argv: list[str]
+    url: str
+    ready_path: str
+    gateway_env: dict[str, str]  # what points the gateway at it
+
+
+def oip_backend(args: argparse.Namespace, store: Path, workdir: Path) -> Backend:
+    port = free_port()
+    rt = args.runtime.upper()
+    return Backend([sys.executable, "-m", f"services.{args.runtime}", "--host", "127.0.0.1",
+                    "--port", str(port), "--model-store", str(store), "--log-level", "warning"],
+                   f"http://127.0.0.1:{port}", f"/v2/models/{args.model}/ready",
+                   {f"{rt}_HOST": "127.0.0.1", f"{rt}_PORT": str(port)})  # fmt: skip
+
+
+def tfserving_backend(args: argparse.Namespace, store: Path, workdir: Path) -> Backend:
+    """The stand-in as services/supervisor/spec.py starts it, on free REST and gRPC ports."""
+    rest, grpc = free_port(), free_port()
+    return Backend([sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
+                    "--rest-port", str(rest), "--grpc-port", str(grpc), "--model-store", str(store),
+                    "--run-dir", str(workdir / "tfserving")],
+                   f"http://127.0.0.1:{rest}", f"/v1/models/{args.model}",
+                   {"TFSERVING_HOST": "127.0.0.1", "TFSERVING_REST_PORT": str(rest),
+                    "TFSERVING_GRPC_PORT": str(grpc),
+                    "GATEWAY_TFSERVING_TRANSPORT": args.backend_transport,
+                    "GATEWAY_TFSERVING_GRPC_MIN_BYTES": "0"})  # every request: the one measured  # fmt: skip
+
+
+def _spawn(argv: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def start_stack(args: argparse.Namespace, workdir: Path) -> Stack:
     if args.backend_url and args.gateway_url:
         return Stack(args.backend_url, args.gateway_url,
@@ -102,48 +148,43 @@ def start_stack(args: argparse.Namespace, workdir: Path) -> Stack:
     store.mkdir()
     (store / args.model).symlink_to((args.store / args.model).resolve())
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_MODEL_STORE": str(store)}
-    procs: list[subprocess.Popen] = []
-    bport, gport = free_port(), free_port()
-    backend_log = open(workdir / "backend.log", "wb")
-    backend = subprocess.Popen(
-        [sys.executable, "-m", f"services.{args.runtime}", "--host", "127.0.0.1",
-         "--port", str(bport), "--model-store", str(store), "--log-level", "warning"],
-        cwd=REPO_ROOT, env=env, stdout=backend_log, stderr=subprocess.STDOUT,
-    )
-    procs.append(backend)
-    direct = f"http://127.0.0.1:{bport}"
-    _wait(f"{direct}/v2/models/{args.model}/ready", f"services.{args.runtime}", backend)
-    genv = {**env, f"{args.runtime.upper()}_HOST": "127.0.0.1",
-            f"{args.runtime.upper()}_PORT": str(bport), "GATEWAY_RUNTIMES": args.runtime,
-            "GATEWAY_DEFAULT_RUNTIME": args.runtime, "GATEWAY_API_KEY": "",
-            "GATEWAY_GRPC_PORT": "0", "GATEWAY_TFS_GRPC_PORT": "0",  # REST is measured
-            "GATEWAY_ACCESS_LOG": "false" if args.no_access_log else "true"}
-    gateway_log = open(workdir / "gateway.log", "wb")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(gport)],
-        cwd=REPO_ROOT, env=genv, stdout=gateway_log, stderr=subprocess.STDOUT,
-    )
-    procs.append(gateway)
-    gw = f"http://127.0.0.1:{gport}"
-    stack = Stack(direct, gw, {"backend": backend.pid, "gateway": gateway.pid}, procs)
+    plan = (tfserving_backend if args.runtime == "tfserving" else oip_backend)(args, store, workdir)
+    backend = _spawn(plan.argv, env, open(workdir / "backend.log", "wb"))
+    stack = Stack(plan.url, "", {"backend": backend.pid}, [backend])
     try:
-        _wait(f"{gw}/v2/health/ready", "services.gateway", gateway)
+        _wait(plan.url + plan.ready_path, f"services.{args.runtime}", backend, timeout=180)
+        start_gateway(args, stack, {**env, **plan.gateway_env}, workdir)
         if args.floor:
-            pport = free_port()
-            passthrough = subprocess.Popen(
-                [sys.executable, "-m", "loadtests.passthrough", "--backend", direct,
-                 "--port", str(pport)],
-                cwd=REPO_ROOT, env=env, stdout=gateway_log, stderr=subprocess.STDOUT,
-            )
-            procs.append(passthrough)
-            stack.pids["passthrough"] = passthrough.pid
-            stack.passthrough_url = f"http://127.0.0.1:{pport}"
-            _wait(f"{stack.passthrough_url}/v2/models/{args.model}/ready",
-                  "loadtests.passthrough", passthrough)
+            start_floor(args, stack, env, workdir)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def start_gateway(args: argparse.Namespace, stack: Stack, env: dict, workdir: Path) -> None:
+    port = free_port()
+    genv = {**env, "GATEWAY_RUNTIMES": args.runtime, "GATEWAY_DEFAULT_RUNTIME": args.runtime,
+            "GATEWAY_API_KEY": "", "GATEWAY_GRPC_PORT": "0", "GATEWAY_TFS_GRPC_PORT": "0",  # REST is measured
+            "GATEWAY_ACCESS_LOG": "false" if args.no_access_log else "true"}  # fmt: skip
+    gateway = _spawn([sys.executable, "-m", "services.gateway", "--host", "127.0.0.1",
+                      "--port", str(port)], genv, open(workdir / "gateway.log", "wb"))
+    stack.procs.append(gateway)
+    stack.pids["gateway"] = gateway.pid
+    stack.gateway_url = f"http://127.0.0.1:{port}"
+    _wait(f"{stack.gateway_url}/v2/health/ready", "services.gateway", gateway)
+
+
+def start_floor(args: argparse.Namespace, stack: Stack, env: dict, workdir: Path) -> None:
+    port = free_port()
+    passthrough = _spawn([sys.executable, "-m", "loadtests.passthrough", "--backend",
+                          stack.direct_url, "--port", str(port)], env,
+                         open(workdir / "passthrough.log", "wb"))  # fmt: skip
+    stack.procs.append(passthrough)
+    stack.pids["passthrough"] = passthrough.pid
+    stack.passthrough_url = f"http://127.0.0.1:{port}"
+    _wait(f"{stack.passthrough_url}/v2/models/{args.model}/ready", "loadtests.passthrough",
+          passthrough)
 
 
 # --- CPU accounting ---------------------------------------------------------------------------
@@ -204,7 +245,6 @@ async def latency(session, url, body, headers, n: int, warmup: int) -> list[floa
 
 async def throughput(session, url, body, headers, concurrency: int, window: float) -> dict:
     done = errors = 0
-    deadline = time.perf_counter() + window
 
     async def user() -> None:
         nonlocal done, errors
@@ -217,6 +257,7 @@ async def throughput(session, url, body, headers, concurrency: int, window: floa
 
     await asyncio.gather(*(post(session, url, body, headers) for _ in range(concurrency)))  # warm
     t = time.perf_counter()
+    deadline = t + window  # after the warm-up: a slow model's takes longer than a window
     await asyncio.gather(*(user() for _ in range(concurrency)))
     return {"requests": done, "errors": errors, "seconds": time.perf_counter() - t}
 
@@ -228,23 +269,58 @@ def percentiles(xs: list[float]) -> dict[str, float]:
             "p99_ms": round(float(np.percentile(a, 99)), 4), "mean_ms": round(float(a.mean()), 4)}
 
 
-def request_body(args: argparse.Namespace) -> tuple[bytes, dict, dict[str, np.ndarray]]:
-    """(body, headers, expected outputs) for the first `batch` reference samples, every input,
-    encoded by contract/codec.py: JSON tensors, or binary tensors both ways."""
+@dataclass
+class Target:
+    """One arm: where to post which body, and how to read its answer into arrays."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    decode: Callable[[bytes, Any], dict[str, np.ndarray]]
+
+
+def _oip_target(url: str, arrays: dict[str, np.ndarray], binary: bool) -> Target:
+    """OIP REST, encoded by contract/codec.py: JSON tensors, or binary tensors both ways."""
+    body, hl = InferRequest.from_arrays(arrays, binary_output=binary).to_oip(binary=binary)
+    headers = {"Content-Type": "application/json"} if hl is None else {
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hl)}
+
+    def decode(data: bytes, h: Any) -> dict[str, np.ndarray]:
+        hl = h.get("Inference-Header-Content-Length")  # case-insensitive (aiohttp headers)
+        return InferResponse.from_oip(data, header_length(hl)).arrays()
+
+    return Target(url, body, headers, decode)
+
+
+def _tfserving_target(url: str, arrays: dict[str, np.ndarray], signature, batch: int) -> Target:
+    """TF Serving's REST :predict, columnar JSON (what the gateway sends on its REST transport)."""
+    body = InferRequest.from_arrays(arrays).to_tfserving()
+    return Target(url, body, {"Content-Type": "application/json"},
+                  lambda data, _: decode_tfserving_outputs(data, signature, batch))
+
+
+def targets(args: argparse.Namespace, stack: Stack) -> tuple[dict[str, Target], dict[str, np.ndarray]]:
+    """The arms for the first `batch` reference samples (every input), and the expected outputs."""
     m = load_manifest(args.store / args.model)
     x, y, _ = m.load_reference(args.store)
     arrays = {s.name: x[s.name][: args.batch].astype(s.numpy_dtype, copy=False) for s in m.signature.inputs}
     binary = args.encoding == "binary"
-    body, hl = InferRequest.from_arrays(arrays, binary_output=binary).to_oip(binary=binary)
-    headers = {"Content-Type": "application/json"} if hl is None else {
-        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hl)}
-    return body, headers, {k: v[: args.batch] for k, v in y.items()}
+    oip = f"/v2/models/{args.model}/infer"
+    if args.runtime == "tfserving":
+        direct = _tfserving_target(f"{stack.direct_url}/v1/models/{args.model}:predict", arrays,
+                                   m.signature, args.batch)  # fmt: skip
+    else:
+        direct = _oip_target(stack.direct_url + oip, arrays, binary)
+    out = {"direct": direct,
+           "gateway": _oip_target(f"{stack.gateway_url}/v2/models/{args.model}@{args.runtime}/infer",
+                                  arrays, binary)}  # fmt: skip
+    if stack.passthrough_url:
+        out["passthrough"] = _oip_target(stack.passthrough_url + oip, arrays, binary)
+    return out, {k: v[: args.batch] for k, v in y.items()}
 
 
-def check_answer(data: bytes, headers: Any, expected: dict[str, np.ndarray]) -> float:
-    """Max abs error over every output of an OIP answer (JSON or binary) against the reference."""
-    hl = headers.get("Inference-Header-Content-Length")  # case-insensitive (aiohttp headers)
-    got = InferResponse.from_oip(data, header_length(hl)).arrays()
+def check_answer(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> float:
+    """Max abs error over every output of an answer against the reference."""
     err = 0.0
     for name, want in expected.items():
         a = got[name]
@@ -256,43 +332,45 @@ def check_answer(data: bytes, headers: Any, expected: dict[str, np.ndarray]) -> 
 
 
 async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
-    body, headers, expected = request_body(args)
-    urls = {"direct": f"{stack.direct_url}/v2/models/{args.model}/infer",
-            "gateway": f"{stack.gateway_url}/v2/models/{args.model}@{args.runtime}/infer"}
-    if stack.passthrough_url:
-        urls["passthrough"] = f"{stack.passthrough_url}/v2/models/{args.model}/infer"
+    arms, expected = targets(args, stack)
     meter = CpuMeter(stack.pids)
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2, keepalive_timeout=3)
     result: dict[str, Any] = {"latency": {}, "throughput": {}, "cpu": []}
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-        for name, url in urls.items():  # both answer, and answer right
-            async with session.post(url, data=body, headers=headers) as r:
-                err = check_answer(await r.read(), r.headers, expected)
+        for name, t in arms.items():  # every arm answers, and answers right
+            async with session.post(t.url, data=t.body, headers=t.headers) as r:
+                data = await r.read()
+                if r.status != 200:
+                    raise SystemExit(f"{name}: {r.status} {data[:300]!r}")
+                err = check_answer(t.decode(data, r.headers), expected)
             if err > 1e-4:
                 raise SystemExit(f"{name}: max abs error {err} against the reference")
             result.setdefault("served_by", {})[name] = r.headers.get("X-Served-By", "-")
-        lat: dict[str, list[float]] = {name: [] for name in urls}
-        tput: dict[str, list[dict]] = {name: [] for name in urls}
+        lat: dict[str, list[float]] = {name: [] for name in arms}
+        tput: dict[str, list[dict]] = {name: [] for name in arms}
         n, window = args.requests // args.rounds, args.window / args.rounds
         for rnd in range(args.rounds):
-            order = list(urls) if rnd % 2 == 0 else list(reversed(urls))
+            order = list(arms) if rnd % 2 == 0 else list(reversed(arms))
             for name in order:
+                t = arms[name]
                 meter.start()
-                lat[name] += await latency(session, urls[name], body, headers, n, args.warmup)
+                lat[name] += await latency(session, t.url, t.body, t.headers, n, args.warmup)
                 result["cpu"].append({"phase": f"latency/{name}/round{rnd}",
                                       **meter.stop(n + args.warmup)})
                 p50 = percentiles(lat[name])["p50_ms"]
                 print(f"  round {rnd} latency    {name:11s} p50 {p50:.3f} ms", flush=True)
             for name in order:
+                t = arms[name]
                 meter.start()
-                t = await throughput(session, urls[name], body, headers, args.concurrency, window)
-                tput[name].append(t)
+                got = await throughput(session, t.url, t.body, t.headers, args.concurrency, window)
+                tput[name].append(got)
                 result["cpu"].append({"phase": f"throughput/{name}/round{rnd}",
-                                      **meter.stop(t["requests"] + args.concurrency)})
-                print(f"  round {rnd} throughput {name:11s} {t['requests'] / t['seconds']:.0f} req/s"
-                      f" ({t['errors']} errors)", flush=True)
-    for name in urls:
+                                      **meter.stop(got["requests"] + args.concurrency)})
+                print(f"  round {rnd} throughput {name:11s} "
+                      f"{got['requests'] / got['seconds']:.0f} req/s ({got['errors']} errors)",
+                      flush=True)
+    for name in arms:
         result["latency"][name] = percentiles(lat[name])
         reqs = sum(t["requests"] for t in tput[name])
         secs = sum(t["seconds"] for t in tput[name])
@@ -306,10 +384,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtests.gateway_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits-cnn-torch")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tflite"])
+    p.add_argument("--runtime", default="onnxruntime", choices=OVERHEAD_RUNTIMES)
     p.add_argument("--store", type=Path, default=get_settings().model_store)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--encoding", default="json", choices=["json", "binary"])
+    p.add_argument("--encoding", default="json", choices=["json", "binary"],
+                   help="OIP REST body to the gateway (and to an OIP server directly)")
+    p.add_argument("--backend-transport", choices=["rest", "grpc"],
+                   default=GatewaySettings().gateway_tfserving_transport,
+                   help="how the gateway reaches TF Serving (GATEWAY_TFSERVING_TRANSPORT; "
+                   "default: services/stack.env's), for every request whatever its size")
     p.add_argument("--requests", type=int, default=2000,
                    help="sequential requests per target, split over the rounds")
     p.add_argument("--warmup", type=int, default=100, help="per latency phase")
@@ -320,13 +403,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="alternating direct/gateway rounds (ABBA): finer interleaving evens out "
                    "other load on the machine")
     p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure loadtests.passthrough (forward-only proxy) as the floor")
-    p.add_argument("--backend-url", help="use a running OIP server (with --gateway-url)")
+                   help="also measure loadtests.passthrough (forward-only proxy) as the floor "
+                   "(OIP runtimes only)")
+    p.add_argument("--backend-url", help="use a running runtime server (with --gateway-url)")
     p.add_argument("--gateway-url", help="use a running gateway routing to --backend-url")
     p.add_argument("--no-access-log", action="store_true", help="gateway without its access log")
     p.add_argument("--out", type=Path,
                    default=REPO_ROOT / "loadtests/reports/gateway_overhead.json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.runtime == "tfserving":
+        args.floor = False  # the forward-only proxy speaks OIP to OIP servers
+    return args
 
 
 def _saturation_mean(cpu: list[dict], name: str, key: str) -> dict[str, float]:
@@ -341,7 +428,7 @@ def summarize(args: argparse.Namespace, result: dict[str, Any], load0: tuple) ->
     pct = {n: _saturation_mean(result["cpu"], n, "cpu_percent_of_one_core") for n in lat}
     return {
         "model": args.model, "runtime": args.runtime, "batch": args.batch,
-        "encoding": args.encoding, "client": CLIENT, "concurrency": args.concurrency,
+        "encoding": args.encoding, "backend_transport": backend_transport(args), "client": CLIENT, "concurrency": args.concurrency,
         "latency_requests_per_target": args.requests, "saturation_s_per_target": args.window,
         "rounds": args.rounds, "access_log": not args.no_access_log,
         "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version(),
@@ -366,10 +453,17 @@ def summarize(args: argparse.Namespace, result: dict[str, Any], load0: tuple) ->
     }
 
 
+def backend_transport(args: argparse.Namespace) -> str:
+    """What the gateway sent the runtime: TF Serving's chosen transport, or OIP as received."""
+    if args.runtime == "tfserving":
+        return {"rest": "REST JSON", "grpc": "gRPC TensorProto"}[args.backend_transport]
+    return f"OIP REST {args.encoding} (as received)"
+
+
 def print_report(r: dict[str, Any]) -> None:
     lat, tput = r["latency"], r["throughput"]
-    print(f"\n{r['model']} on {r['runtime']}, batch {r['batch']}, {r['encoding']}; "
-          f"client: {CLIENT}")
+    print(f"\n{r['model']} on {r['runtime']}, batch {r['batch']}, {r['encoding']} to the gateway, "
+          f"gateway -> backend {r['backend_transport']}; client: {CLIENT}")
     print(f"{'':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s}")
     for n in lat:
         print(f"{n:12s} {lat[n]['p50_ms']:8.3f} {lat[n]['p99_ms']:8.3f} {tput[n]['rps']:8.0f}")

@@ -12,6 +12,7 @@ from services.settings import StackSettings
 
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_OF_FORMAT.values())
 POLICIES = ("default", "failover")
+TFSERVING_TRANSPORTS = ("rest", "grpc")
 
 
 class GatewaySettings(StackSettings):
@@ -39,12 +40,31 @@ class GatewaySettings(StackSettings):
     # "tflite"}}; runtime optional (default: the first other parity-passed runtime). {} = off.
     gateway_shadow: dict[str, dict[str, float | str]] = {}
     gateway_shadow_max_in_flight: int = 4  # shadow requests at once; beyond: skipped, counted
+    # How the gateway sends inferences to TF Serving: "grpc" (PredictionService on
+    # TFSERVING_GRPC_PORT, tensors as raw bytes) or "rest" (JSON on TFSERVING_REST_PORT). gRPC
+    # measured cheaper (services/gateway/README.md, "Backend transports"). Requests that came
+    # through the TF Serving REST API, health and metadata use REST either way, and so does
+    # KServe (its TF Serving predictors expose REST only).
+    gateway_tfserving_transport: str = "grpc"
+    # With grpc: requests whose input tensors are smaller go over REST. Measured on the stand-in,
+    # gRPC's fixed cost per call (grpc.aio on both sides) exceeds the JSON it saves below ~1-2 KiB
+    # (one digit, 256 B: REST cheaper; 32 digits, 8 KiB: gRPC / 3.5 CPU; README.md). 0: every
+    # request over gRPC (the real tensorflow_model_server, C++, may well want that: re-measure).
+    gateway_tfserving_grpc_min_bytes: int = 2048
 
     @field_validator("gateway_policy")
     @classmethod
     def _policy(cls, v: str) -> str:
         if v not in POLICIES:
             raise ValueError(f"gateway_policy must be one of {POLICIES}, not {v!r}")
+        return v
+
+    @field_validator("gateway_tfserving_transport")
+    @classmethod
+    def _tfs_transport(cls, v: str) -> str:
+        if v not in TFSERVING_TRANSPORTS:
+            raise ValueError(f"gateway_tfserving_transport must be one of {TFSERVING_TRANSPORTS}, "
+                             f"not {v!r}")
         return v
 
     @field_validator("gateway_kserve_url_template")
@@ -71,6 +91,10 @@ class GatewaySettings(StackSettings):
                 f"gateway_default_runtime {self.gateway_default_runtime!r} is not in "
                 f"gateway_runtimes {self.runtimes}"
             )
+        if "tfserving" in self.runtimes and self.tfserving_grpc_target \
+                and not self.tfserving_grpc_port:
+            raise ValueError("gateway_tfserving_transport 'grpc' needs TFSERVING_GRPC_PORT (it is "
+                             "0: TF Serving without gRPC); or set GATEWAY_TFSERVING_TRANSPORT=rest")
         for model, rule in self.gateway_shadow.items():
             fraction, runtime = rule.get("fraction", 0.0), rule.get("runtime")
             if set(rule) - {"fraction", "runtime"} or not isinstance(fraction, (int, float)) \
@@ -89,6 +113,13 @@ class GatewaySettings(StackSettings):
     @property
     def kserve(self) -> bool:
         return bool(self.gateway_kserve_namespace)
+
+    @property
+    def tfserving_grpc_target(self) -> str | None:
+        """host:port of TF Serving's gRPC API when inferences go there, else None (REST)."""
+        if self.kserve or self.gateway_tfserving_transport != "grpc":
+            return None
+        return f"{self.tfserving_host}:{self.tfserving_grpc_port}"
 
     @property
     def torchserve_management_url(self) -> str:

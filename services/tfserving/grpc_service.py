@@ -1,5 +1,7 @@
 """TF Serving's gRPC API for the stand-in: PredictionService.Predict / GetModelMetadata and
-ModelService.GetModelStatus (grpc.aio, sharing the REST server's event loop and TF thread)."""
+ModelService.GetModelStatus (grpc.aio, sharing the REST server's event loop and TF thread).
+Predict names the stand-in in its trailing metadata (x-served-by: tfserving-standin), as REST
+does in a header: the gateway's X-Served-By then tells it from the real server on both transports."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from tensorflow_serving.apis import (
 
 from services.tfserving.models import Registry, ServingError, invalid, model_spec
 from services.tfserving.predictor import Predictor
+from services.tfserving.rest import SERVED_BY
 
 GRPC_CODE = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
@@ -39,6 +42,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.registry, self.predictor = registry, predictor
 
     async def Predict(self, request, context):
+        context.set_trailing_metadata((("x-served-by", SERVED_BY),))  # with errors too
         try:
             servable = self.registry.get(*_spec(request))
             sig_name = request.model_spec.signature_name

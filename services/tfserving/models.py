@@ -24,16 +24,12 @@ from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from contract.codec import TF_CODE_HTTP_STATUS
 from services.tfserving.config import SavedModelEntry
 
 log = logging.getLogger("tfserving-standin")
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
-# TF Serving's own table (model_servers/http_server.cc, ToHTTPStatusCode); other codes: 500.
-HTTP_STATUS = {"CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-               "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403,
-               "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400, "ABORTED": 409,
-               "UNAVAILABLE": 503, "INTERNAL": 500}
 
 
 class ServingError(Exception):
@@ -46,7 +42,7 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        return TF_CODE_HTTP_STATUS.get(self.code, 500)
 
 
 def invalid(message: str) -> ServingError:

@@ -114,3 +114,79 @@ def test_tensorflow_make_tensor_proto_round_trip() -> None:
         out = InferResponse.from_arrays("m", {"y": a}).to_tensorproto(PredictResponse().outputs)
         back = tf.make_ndarray(tf.make_tensor_proto(0).__class__.FromString(out["y"].SerializeToString()))
         assert back.dtype == a.dtype and np.array_equal(back, a)
+
+
+# --- the gateway as TF Serving's gRPC client: request out, answer back ----------------------------
+
+PAIR = Signature(
+    inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 2]),
+            TensorSpec(name="ids", datatype="INT64", shape=[-1, -1], role="token_ids",
+                       value_range=(0, 10))],
+    outputs=[TensorSpec(name="p", datatype="FP16", shape=[-1, 2]),
+             TensorSpec(name="k", datatype="INT32", shape=[-1]),
+             TensorSpec(name="m", datatype="BOOL", shape=[-1, 3])],
+)  # fmt: skip
+INT_DTYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64, np.uint32, np.uint64,
+              np.bool_, np.float16, np.float64)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+def test_request_to_tensorproto_round_trip(dtype) -> None:
+    """Every input goes as tensor_content, little-endian, with its dtype and shape: what the
+    gateway's from_tensorproto (and TensorFlow) read back value for value."""
+    x = (np.arange(12) % 2 if dtype is np.bool_ else np.arange(12) - 3 * (np.dtype(dtype).kind == "i"))
+    arrays = {"a": x.astype(dtype).reshape(3, 4), "b": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)}
+    msg = PredictRequest()
+    InferRequest.from_arrays(arrays).to_tensorproto(msg.inputs)
+    assert all(len(msg.inputs[k].tensor_content) == v.nbytes for k, v in arrays.items())
+    back = InferRequest.from_tensorproto(PredictRequest.FromString(msg.SerializeToString()).inputs)
+    for k, v in back.arrays().items():
+        assert v.dtype == arrays[k].dtype and np.array_equal(v, arrays[k]), k
+
+
+def test_request_to_tensorproto_checks_values_against_the_signature() -> None:
+    ok = {"x": np.zeros((1, 2), np.float32), "ids": np.array([[1, 9]], np.int64)}
+    InferRequest.from_arrays(ok).to_tensorproto(PredictRequest().inputs, PAIR)
+    with pytest.raises(CodecError, match="input 'ids': value 10 is outside"):
+        InferRequest.from_arrays({**ok, "ids": np.array([[1, 10]], np.int64)}).to_tensorproto(
+            PredictRequest().inputs, PAIR)
+    with pytest.raises(CodecError, match="input 'x'.*not a finite"):
+        InferRequest.from_arrays({**ok, "x": np.array([[np.nan, 0]], np.float32)}).to_tensorproto(
+            PredictRequest().inputs, PAIR)
+
+
+def _answer(arrays: dict[str, np.ndarray]) -> PredictResponse:
+    msg = PredictResponse()
+    InferResponse.from_arrays("m", arrays).to_tensorproto(msg.outputs)
+    return PredictResponse.FromString(msg.SerializeToString())
+
+
+OUTS = {"m": np.array([[True, False, True]] * 2), "p": np.array([[1.5, -2], [0, 65504]], np.float16),
+        "k": np.array([-7, 2**31 - 1], np.int32)}  # fmt: skip
+
+
+def test_response_from_tensorproto_several_outputs_in_signature_order() -> None:
+    got = InferResponse.from_tensorproto("m", _answer(OUTS).outputs, PAIR, 2, id="r1")
+    assert [t.name for t in got.outputs] == ["p", "k", "m"] and got.id == "r1"
+    for k, v in got.arrays().items():
+        assert v.dtype == OUTS[k].dtype and np.array_equal(v, OUTS[k]), k
+
+
+def test_response_typed_fields_as_tensorflow_may_send_them() -> None:
+    msg = _answer(OUTS)
+    msg.outputs["k"].ClearField("tensor_content")
+    msg.outputs["k"].int_val.extend([-7, 2**31 - 1])
+    got = InferResponse.from_tensorproto("m", msg.outputs, PAIR, 2).arrays()
+    assert np.array_equal(got["k"], OUTS["k"]) and got["k"].dtype == np.int32
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda o: o.pop("k"), "no output 'k'"),
+    (lambda o: o.update(k=o["k"].astype(np.int64)), "output 'k' is INT64, the signature says INT32"),
+    (lambda o: o.update(m=o["m"][:1]), "output 'm' has shape \\[1, 3\\], batch 2 expected"),
+])  # fmt: skip
+def test_response_from_tensorproto_refuses_what_the_signature_does_not_say(change, words) -> None:
+    outs = dict(OUTS)
+    change(outs)
+    with pytest.raises(CodecError, match=words):
+        InferResponse.from_tensorproto("m", _answer(outs).outputs, PAIR, 2)

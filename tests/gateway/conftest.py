@@ -72,6 +72,7 @@ def backend_env(store: Path, onnxruntime: int, tflite: int, tfserving: int, torc
         "ONNXRUNTIME_HOST": "127.0.0.1", "ONNXRUNTIME_PORT": str(onnxruntime),
         "TFLITE_HOST": "127.0.0.1", "TFLITE_PORT": str(tflite),
         "TFSERVING_HOST": "127.0.0.1", "TFSERVING_REST_PORT": str(tfserving),
+        "GATEWAY_TFSERVING_TRANSPORT": "rest",  # the fake speaks TF Serving's REST API only
         "TORCHSERVE_HOST": "127.0.0.1", "TORCHSERVE_INFERENCE_PORT": str(torchserve),
         "TORCHSERVE_MANAGEMENT_PORT": str(torchserve),  # the fake serves both APIs
         "GATEWAY_POLICY": "failover", "GATEWAY_DEFAULT_RUNTIME": "onnxruntime",

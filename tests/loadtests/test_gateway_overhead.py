@@ -31,3 +31,27 @@ def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
     assert r["p50_delta_ms"] == pytest.approx(
         r["latency"]["gateway"]["p50_ms"] - r["latency"]["direct"]["p50_ms"], abs=1e-3)
     assert "floor (forward-only proxy" in proc.stdout
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_overhead_tool_measures_the_tf_serving_transports(real_store, tmp_path, transport):
+    """--runtime tfserving: the stand-in on free REST + gRPC ports, the gateway reaching it over
+    --backend-transport; direct is TF Serving's own REST :predict; no forward-only floor."""
+    out = tmp_path / "overhead.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtests.gateway_overhead", "--model", "digits-mlp-keras",
+         "--runtime", "tfserving", "--backend-transport", transport, "--encoding", "binary",
+         "--store", str(real_store), "--requests", "20", "--warmup", "2", "--concurrency", "2",
+         "--window", "1", "--rounds", "2", "--out", str(out)],
+        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert set(r["throughput"]) == {"direct", "gateway"}
+    assert r["backend_transport"] == {"rest": "REST JSON", "grpc": "gRPC TensorProto"}[transport]
+    assert r["served_by"] == {"direct": "tfserving-standin", "gateway": "tfserving-standin"}
+    for arm in ("direct", "gateway"):
+        assert r["throughput"][arm]["errors"] == 0 and r["latency"][arm]["n"] == 20, arm
+        assert r["cpu_us_per_request_at_saturation"][arm]["backend"] > 0, arm
+    assert r["cpu_us_per_request_at_saturation"]["gateway"]["gateway"] > 0
+    assert f"gateway -> backend {r['backend_transport']}" in proc.stdout

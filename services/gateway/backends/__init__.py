@@ -30,7 +30,7 @@ def make_backends(settings: GatewaySettings, store: Mapping[str, Manifest]) -> d
     backends: dict[str, Backend] = {}
     for rt in settings.runtimes:
         protocol = settings.protocol(rt)
-        extra = {"management_url": settings.torchserve_management_url} if protocol == "torchserve" else {}
+        extra = _protocol_settings(settings, protocol)
         url: str | None = settings.runtime_url(rt)
         predictors = None
         if settings.kserve:
@@ -48,3 +48,14 @@ def make_backends(settings: GatewaySettings, store: Mapping[str, Manifest]) -> d
             **extra,
         )
     return backends
+
+
+def _protocol_settings(settings: GatewaySettings, protocol: str) -> dict[str, object]:
+    """What one protocol's backend needs beyond the common settings."""
+    if protocol == "torchserve":
+        return {"management_url": settings.torchserve_management_url}
+    if protocol == "tfserving":  # gRPC messages up to what our servers take as a body
+        return {"grpc_target": settings.tfserving_grpc_target,
+                "grpc_min_bytes": settings.gateway_tfserving_grpc_min_bytes,
+                "max_message_bytes": settings.server_max_body_bytes}
+    return {}

@@ -3,7 +3,8 @@
 What travels: a Call (the one request type, contract.codec.InferRequest, with the model and its
 batch size) goes in, an Answer comes out. Every conversion goes through contract/codec.py.
 
-Transport: a keep-alive connection pool per backend (backends/http.py). Transport failures
+Transport: a keep-alive connection pool per backend (backends/http.py; TF Serving can also be
+reached over gRPC, backends/grpc_pool.py, whose failures are the same). Transport failures
 become GatewayErrors: nothing reached the backend -> BackendUnavailable (503, safe to fail over),
 the backend answers 503 for the model (it failed to load there, or has no worker) ->
 ModelUnavailable (503, safe to fail over: the backend is up, the model is not), no answer in time
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -154,11 +156,18 @@ class Backend(ABC):
     ) -> tuple[int, Mapping[str, str], bytes]:
         pool = pool or self.pool
         assert pool is not None, "a backend with one server per model sends with route()'s pool"
-        rt, timeout = self.runtime, timeout or self.timeout
-        where = pool.url
+        timeout = timeout or self.timeout
+        async with self._transport(pool.url, timeout):
+            return await pool.request(method, path, body, headers)
+
+    @asynccontextmanager
+    async def _transport(self, where: str, timeout: float) -> AsyncIterator[None]:
+        """Bound a call to the server at `where` by `timeout` and map its transport failures
+        (HTTPPool's and GRPCPool's alike) onto the gateway's errors."""
+        rt = self.runtime
         try:
             async with asyncio.timeout(timeout):
-                return await pool.request(method, path, body, headers)
+                yield
         except ConnectTimeout:
             raise BackendUnavailable(
                 f"backend {rt} at {where}: no connection within {self.connect_timeout} s",
@@ -184,10 +193,12 @@ class Backend(ABC):
         return v if v and v.startswith(self.runtime) else self.runtime
 
     def check(self, status: int, headers: Mapping[str, str], body: bytes, model: str = "") -> None:
-        if status < 400:
-            return
-        msg = error_message(body)
-        by = self.served_by(headers)
+        if status >= 400:
+            self.fail(status, error_message(body), self.served_by(headers), model)
+
+    def fail(self, status: int, msg: str, by: str, model: str = "") -> NoReturn:
+        """Raise the gateway's error for a backend's error answer (HTTP status, or a gRPC status
+        mapped onto one): 503 for a model, other 5xx, 4xx passed through."""
         if status == 503 and model:  # up, but not serving this model (failed to load, no worker)
             raise ModelUnavailable(f"backend {by} cannot serve {model}: {msg}", runtime=by)
         if status >= 500:
