@@ -13,11 +13,15 @@ API: OIP REST (same body), or TF Serving's REST :predict (columnar JSON). Then, 
 alternating direct/gateway phases (ABBA over --rounds), measures
   - latency at concurrency 1: --requests sequential requests after --warmup, p50/p99;
   - throughput at saturation: --concurrency connections for a --window of seconds;
-and reports the p50 delta (target <= 0.5 ms) and the throughput ratio (target >= 0.9), with the
+and reports the p50 delta (target <= 0.3 ms) and the throughput ratio (target >= 0.8), with the
 CPU each process used in each phase (client, gateway and backend share the machine's cores).
 With --floor (the default; OIP runtimes only) a third arm goes through loadtests.passthrough, a
 proxy made of the gateway's parts that only forwards: the share of the overhead that no gateway
-logic causes.
+logic causes. With --reference (the default) a fourth arm asks loadtests.fixed_answer, a uvicorn
+endpoint that sends back the direct server's answer without doing anything: the CPU per request
+of an empty Python server here. The CPU targets (gateway <= 100 us per request for JSON, <= 60
+for binary tensors; our server <= 100) were set where that endpoint cost 31 us; they are checked
+as multiples of it, so a slower or busier machine does not move them.
 Client: aiohttp on uvloop, one process, keep-alive connections.
 """
 
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -48,8 +53,12 @@ from contract.runtimes import RUNTIMES
 from services.gateway.settings import GatewaySettings
 from services.settings import REPO_ROOT, get_settings
 
-TARGET_P50_DELTA_MS = 0.5
-TARGET_RATIO = 0.9
+TARGET_P50_DELTA_MS = 0.3
+TARGET_RATIO = 0.8
+# CPU per request at saturation, in multiples of the empty endpoint's (31 us where these were set):
+REFERENCE_US = 31.0
+TARGET_CPU = {"gateway/json": 100 / REFERENCE_US, "gateway/binary": 60 / REFERENCE_US,
+              "backend": 100 / REFERENCE_US}
 CLIENT = f"aiohttp {aiohttp.__version__} on uvloop {uvloop.__version__}, 1 process, keep-alive"
 OVERHEAD_RUNTIMES = [r.name for r in RUNTIMES.values() if r.protocol in ("oip", "tfserving")]
 
@@ -64,6 +73,7 @@ class Stack:
     pids: dict[str, int | None]
     procs: list[subprocess.Popen] = field(default_factory=list)
     passthrough_url: str | None = None
+    reference_url: str | None = None
 
     def stop(self) -> None:
         for p in self.procs:
@@ -156,6 +166,8 @@ def start_stack(args: argparse.Namespace, workdir: Path) -> Stack:
         start_gateway(args, stack, {**env, **plan.gateway_env}, workdir)
         if args.floor:
             start_floor(args, stack, env, workdir)
+        if args.reference:
+            start_reference(args, stack, env, workdir)
     except BaseException:
         stack.stop()
         raise
@@ -185,6 +197,24 @@ def start_floor(args: argparse.Namespace, stack: Stack, env: dict, workdir: Path
     stack.passthrough_url = f"http://127.0.0.1:{port}"
     _wait(f"{stack.passthrough_url}/v2/models/{args.model}/ready", "loadtests.passthrough",
           passthrough)
+
+
+def start_reference(args: argparse.Namespace, stack: Stack, env: dict, workdir: Path) -> None:
+    """loadtests.fixed_answer, primed with the direct server's answer to the measured request."""
+    direct = targets(args, stack)[0]["direct"]
+    with urllib.request.urlopen(urllib.request.Request(direct.url, direct.body, direct.headers),
+                                timeout=120) as r:
+        answer, hl = r.read(), r.headers.get("Inference-Header-Content-Length")
+    (workdir / "answer.bin").write_bytes(answer)
+    port = free_port()
+    proc = _spawn([sys.executable, "-m", "loadtests.fixed_answer", "--port", str(port),
+                   "--answer", str(workdir / "answer.bin"),
+                   *(["--header-length", hl] if hl else [])], env,
+                  open(workdir / "reference.log", "wb"))  # fmt: skip
+    stack.procs.append(proc)
+    stack.pids["reference"] = proc.pid
+    stack.reference_url = f"http://127.0.0.1:{port}"
+    _wait(stack.reference_url, "loadtests.fixed_answer", proc)
 
 
 # --- CPU accounting ---------------------------------------------------------------------------
@@ -316,6 +346,9 @@ def targets(args: argparse.Namespace, stack: Stack) -> tuple[dict[str, Target], 
                                   arrays, binary)}  # fmt: skip
     if stack.passthrough_url:
         out["passthrough"] = _oip_target(stack.passthrough_url + oip, arrays, binary)
+    if stack.reference_url:  # the direct request, answered by the empty endpoint
+        out["reference"] = Target(stack.reference_url + "/", direct.body, direct.headers,
+                                  direct.decode)
     return out, {k: v[: args.batch] for k, v in y.items()}
 
 
@@ -405,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure loadtests.passthrough (forward-only proxy) as the floor "
                    "(OIP runtimes only)")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure loadtests.fixed_answer (an empty endpoint): the unit of "
+                   "the CPU targets")
     p.add_argument("--backend-url", help="use a running runtime server (with --gateway-url)")
     p.add_argument("--gateway-url", help="use a running gateway routing to --backend-url")
     p.add_argument("--no-access-log", action="store_true", help="gateway without its access log")
@@ -426,6 +462,8 @@ def summarize(args: argparse.Namespace, result: dict[str, Any], load0: tuple) ->
     p50_delta = round(lat["gateway"]["p50_ms"] - lat["direct"]["p50_ms"], 4)
     ratio = round(tput["gateway"]["rps"] / tput["direct"]["rps"], 3)
     pct = {n: _saturation_mean(result["cpu"], n, "cpu_percent_of_one_core") for n in lat}
+    cpu = {n: _saturation_mean(result["cpu"], n, "cpu_us_per_request") for n in lat}
+    units = cpu_in_reference_units(cpu, args.encoding) if "reference" in cpu else {}
     return {
         "model": args.model, "runtime": args.runtime, "batch": args.batch,
         "encoding": args.encoding, "backend_transport": backend_transport(args), "client": CLIENT, "concurrency": args.concurrency,
@@ -442,15 +480,28 @@ def summarize(args: argparse.Namespace, result: dict[str, Any], load0: tuple) ->
             "passthrough_throughput_ratio":
             round(tput["passthrough"]["rps"] / tput["direct"]["rps"], 3)}
            if "passthrough" in lat else {}),
-        "cpu_us_per_request_at_saturation": {
-            n: _saturation_mean(result["cpu"], n, "cpu_us_per_request") for n in lat},
+        "cpu_us_per_request_at_saturation": cpu,
         "cpu_percent_at_saturation": pct,
+        "cpu_in_reference_units": units,
         # Other processes' CPU differs between the phases: the ratio measures them, not us.
         "other_load_even": abs(pct["direct"]["others"] - pct["gateway"]["others"]) <= 20,
         "targets": {"p50_delta_ms": TARGET_P50_DELTA_MS, "throughput_ratio": TARGET_RATIO},
         "pass": {"p50_delta": p50_delta <= TARGET_P50_DELTA_MS,
-                 "throughput": ratio >= TARGET_RATIO},
+                 "throughput": ratio >= TARGET_RATIO,
+                 **{f"cpu_{k}": v["value"] <= v["target"] for k, v in units.items()}},
     }
+
+
+def cpu_in_reference_units(cpu: dict[str, dict[str, float]], encoding: str) -> dict[str, dict]:
+    """The gateway's and the backend's CPU per request at saturation (each in its own arm), in
+    multiples of the empty endpoint's (`unit_us`), beside their targets in the same unit."""
+    unit = cpu["reference"]["reference"]
+    if unit <= 0:
+        return {}
+    measured = {"gateway": (cpu["gateway"]["gateway"], TARGET_CPU[f"gateway/{encoding}"]),
+                "backend": (cpu["direct"]["backend"], TARGET_CPU["backend"])}
+    return {name: {"value": round(us / unit, 2), "target": round(target, 2), "unit_us": unit}
+            for name, (us, target) in measured.items()}
 
 
 def backend_transport(args: argparse.Namespace) -> str:
@@ -477,6 +528,9 @@ def print_report(r: dict[str, Any]) -> None:
     for n in lat:
         print(f"at saturation, {n:11s}: CPU us/request {r['cpu_us_per_request_at_saturation'][n]}, "
               f"% of one core {r['cpu_percent_at_saturation'][n]}")
+    for name, u in r["cpu_in_reference_units"].items():
+        print(f"{name} CPU per request = {u['value']:.2f} x the empty endpoint's "
+              f"({u['unit_us']:.0f} us here; target <= {u['target']:.2f} x)")
     if not r["other_load_even"]:
         print("WARNING: other processes loaded the machine unevenly during the saturation "
               "phases (see 'others'): the throughput ratio is not trustworthy; rerun on a quiet "

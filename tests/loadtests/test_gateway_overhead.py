@@ -1,4 +1,5 @@
-"""loadtests.gateway_overhead end to end, tiny: real OIP server, gateway and forward-only proxy."""
+"""loadtests.gateway_overhead end to end, tiny: real OIP server, gateway, forward-only proxy and
+the empty endpoint (the unit of the CPU targets)."""
 
 import json
 import subprocess
@@ -21,7 +22,7 @@ def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert set(r["throughput"]) == {"direct", "gateway", "passthrough"}
+    assert set(r["throughput"]) == {"direct", "gateway", "passthrough", "reference"}
     for arm, t in r["throughput"].items():
         assert t["requests"] > 0 and t["errors"] == 0, arm
         assert r["latency"][arm]["n"] == 40, arm
@@ -31,6 +32,15 @@ def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
     assert r["p50_delta_ms"] == pytest.approx(
         r["latency"]["gateway"]["p50_ms"] - r["latency"]["direct"]["p50_ms"], abs=1e-3)
     assert "floor (forward-only proxy" in proc.stdout
+    # CPU in multiples of the empty endpoint's, each server measured in its own arm
+    cpu, units = r["cpu_us_per_request_at_saturation"], r["cpu_in_reference_units"]
+    unit = cpu["reference"]["reference"]
+    assert unit > 0 and units["gateway"]["unit_us"] == unit
+    assert units["gateway"]["value"] == pytest.approx(cpu["gateway"]["gateway"] / unit, abs=0.01)
+    assert units["backend"]["value"] == pytest.approx(cpu["direct"]["backend"] / unit, abs=0.01)
+    assert units["gateway"]["target"] == pytest.approx(100 / 31, abs=0.01)  # JSON
+    assert r["pass"]["cpu_gateway"] == (units["gateway"]["value"] <= units["gateway"]["target"])
+    assert "x the empty endpoint's" in proc.stdout
 
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
@@ -47,9 +57,10 @@ def test_overhead_tool_measures_the_tf_serving_transports(real_store, tmp_path, 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert set(r["throughput"]) == {"direct", "gateway"}
+    assert set(r["throughput"]) == {"direct", "gateway", "reference"}
     assert r["backend_transport"] == {"rest": "REST JSON", "grpc": "gRPC TensorProto"}[transport]
-    assert r["served_by"] == {"direct": "tfserving-standin", "gateway": "tfserving-standin"}
+    assert r["served_by"] == {"direct": "tfserving-standin", "gateway": "tfserving-standin",
+                              "reference": "-"}
     for arm in ("direct", "gateway"):
         assert r["throughput"][arm]["errors"] == 0 and r["latency"][arm]["n"] == 20, arm
         assert r["cpu_us_per_request_at_saturation"][arm]["backend"] > 0, arm
