@@ -389,6 +389,25 @@ def test_probes_send_one_real_inference_per_model(tmp_path, recorder):
         Probe({"kind": "oip", "url": recorder, "format": "onnx", "store": str(tmp_path)})()
 
 
+def test_probe_asks_only_the_models_the_server_serves(tmp_path, recorder):
+    """STACK_MODELS limits our OIP servers and TorchServe, so it limits their probes: a probe
+    asking for a model the server does not serve gets 404 and the service never turns ready."""
+    from services.settings import StackSettings
+
+    _fake_store(tmp_path)
+    conf = {"kind": "oip", "url": recorder, "format": "onnx", "store": str(tmp_path)}
+    Probe({**conf, "models": "good"})()
+    assert [path for _, path, _ in _Recorder.calls] == ["/v2/models/good/infer"]
+    _Recorder.calls = []
+    Probe({**conf, "models": "other"})()  # nothing of it passed here: health only
+    assert _Recorder.calls == [("GET", "/v2/health/ready", None)]
+
+    specs = spec.default_specs(StackSettings(stack_models="good"), tmp_path)
+    models = {s.name: s.probe.get("models") for s in specs}
+    assert models["onnxruntime"] == models["tflite"] == models["torchserve"] == "good"
+    assert models["tfserving"] is None  # the stand-in serves the whole store
+
+
 def test_probe_without_models_falls_back_to_health(tmp_path, recorder):
     p = Probe({"kind": "oip", "url": recorder, "format": "tflite", "store": str(tmp_path)})
     p()

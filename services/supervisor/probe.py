@@ -2,14 +2,16 @@
 workers load). One probe per protocol, built from a spec's `probe` dict:
 
   {"kind": "http", "url": ...}                                  GET -> 200
-  {"kind": "oip", "url", "format", "store"}                     POST /v2/models/<m>/infer
+  {"kind": "oip", "url", "format", "store"[, "models"]}        POST /v2/models/<m>/infer
   {"kind": "tfserving", "url", "format", "store"}               POST /v1/models/<m>:predict
-  {"kind": "torchserve", "url", "format", "store", "management_url"}
+  {"kind": "torchserve", "url", "format", "store", "management_url"[, "models"]}
       every model has a READY worker (services.torchserve.wait_until_ready, if importable), then
       POST /predictions/<m> with an OIP JSON body
 
-Models are those of the store whose artifact of `format` passed its parity check; the inputs are
-the first row of each of the model's reference arrays (every input, in its manifest datatype).
+Models are those of the store whose artifact of `format` passed its parity check (only those
+named in "models", STACK_MODELS's NAME[,NAME...], when it is set: the server serves no other);
+the inputs are the first row of each of the model's reference arrays (every input, in its
+manifest datatype).
 With no such model the probe falls back to the protocol's health endpoint.
 
 Also the containers' healthcheck: `python -m services.supervisor.probe <service> [--host H]`.
@@ -76,12 +78,13 @@ def _http(req: Request, timeout: float) -> None:
             raise NotReady(f"{req.what}: answer without {req.expect_key!r}: {payload[:200]!r}")
 
 
-def _model_requests(kind: str, url: str, fmt: str, store: Path) -> list[Request]:
+def _model_requests(kind: str, url: str, fmt: str, store: Path, models: str = "") -> list[Request]:
     from contract.manifest import load_store
 
+    served = {n.strip() for n in models.split(",") if n.strip()}
     requests = []
     for name, m in load_store(store).items():
-        if not m.passed(fmt):
+        if not m.passed(fmt) or (served and name not in served):
             continue
         from contract.codec import InferRequest
 
@@ -128,7 +131,8 @@ class Probe:
             return [Request("health", None, url, None, None)]
         if kind not in HEALTH_PATH:
             raise ValueError(f"unknown probe kind {kind!r}")
-        reqs = _model_requests(kind, url, self.conf["format"], Path(self.conf["store"]))
+        reqs = _model_requests(kind, url, self.conf["format"], Path(self.conf["store"]),
+                               self.conf.get("models", ""))
         if not reqs:
             self.note = f"no {self.conf['format']} models passed parity in the store: health only"
             reqs = [Request("health", None, url + HEALTH_PATH[kind], None, None,

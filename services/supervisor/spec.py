@@ -79,7 +79,8 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
             host=bind,
             ports={f"{name.upper()}_PORT": port},
             url=url,
-            probe={"kind": "oip", "url": url, "format": fmt, "store": store},
+            probe={"kind": "oip", "url": url, "format": fmt, "store": store,
+                   "models": s.stack_models},
         )
 
     tfs_url = f"http://{s.tfserving_host}:{s.tfserving_rest_port}"
@@ -122,7 +123,7 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
                    "TORCHSERVE_METRICS_PORT": s.torchserve_metrics_port, **ts_grpc},
             url=ts_url,
             probe={"kind": "torchserve", "url": ts_url, "format": "torchserve", "store": store,
-                   "management_url": ts_mgmt},
+                   "management_url": ts_mgmt, "models": s.stack_models},
             # TorchServe keeps its pid file in $TMPDIR and writes ./logs: give it its own of both.
             env={"TMPDIR": str(ts_dir / "tmp")},
             cwd=str(ts_dir),
