@@ -8,14 +8,31 @@ import os
 import sys
 
 import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from services.gateway.app import create_app
 from services.gateway.exposure import PUBLISH_ENV, exposure_error
 from services.gateway.settings import GatewaySettings
 
 
+def load_settings() -> GatewaySettings:
+    """The settings, or exit with one line per problem (no pydantic dump on the terminal)."""
+    try:
+        return GatewaySettings()
+    except ValidationError as e:
+        problems = [f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
+                    for err in e.errors()]
+    except SettingsError as e:  # a value that is not the JSON its field needs
+        cause = f" ({e.__cause__})" if e.__cause__ else ""
+        problems = [f"{e}{cause}: set it to JSON, e.g. '{{}}' for none"]
+    print("gateway settings (services/stack.env or the environment):\n  "
+          + "\n  ".join(problems), file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = GatewaySettings()
+    settings = load_settings()
     if error := exposure_error(os.environ.get(PUBLISH_ENV, ""), settings.gateway_api_key):
         print(error, file=sys.stderr)
         raise SystemExit(2)

@@ -136,3 +136,22 @@ def test_fast_routes_are_the_documented_routes():
         if r.path in documented}  # fmt: skip
     with pytest.raises(ValueError, match="no route declared for"):
         FastRoutes(api_v1.router.routes, FAST_ENDPOINTS)  # api_v2.infer is not among them
+
+@pytest.mark.parametrize("env, words", [
+    ({"GATEWAY_SHADOW": ""}, ["gateway_shadow", "set it to JSON"]),
+    ({"GATEWAY_SHADOW": '{"m": {"fraction": 3}}'}, ["gateway_shadow['m']", "0..1"]),
+    ({"GATEWAY_MAX_CONNECTIONS": "many"}, ["gateway_max_connections", "valid integer"]),
+])
+def test_bad_settings_stop_the_gateway_with_one_line_each(env, words):
+    """A bad setting is named on stderr with what to do, exit code 2, no pydantic traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, python_env
+
+    proc = subprocess.run([sys.executable, "-m", "services.gateway", "--port", "1"], cwd=REPO,
+                          env=python_env(**env), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("gateway settings")
+    for word in words:
+        assert word in proc.stderr
