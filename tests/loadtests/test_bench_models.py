@@ -1,6 +1,7 @@
 """`make bench MODELS=...`: the Makefile passes the names on, unknown names fail fast against the
 store, and the results carry what the ranking needs from the manifests."""
 
+import os
 import subprocess
 import sys
 
@@ -11,14 +12,21 @@ from loadtests import runner
 from services.settings import REPO_ROOT
 
 
-def test_make_bench_passes_models_and_profile():
-    out = subprocess.run(["make", "-n", "bench", "MODELS=my-model,other", "PROFILE=smoke"],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+def _dry_run_bench(*variables: str) -> str:
+    """The command `make bench` would run. Run under `make test`, the outer make's flags and
+    level must not reach this make (they add "make[1]: Entering directory" lines)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "bench", *variables],
+                         capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    line = out.stdout.strip().splitlines()[-1]
+    (line,) = [x for x in out.stdout.splitlines() if "-m loadtests bench" in x]
+    return line.strip()
+
+
+def test_make_bench_passes_models_and_profile():
+    line = _dry_run_bench("MODELS=my-model,other", "PROFILE=smoke")
     assert line.endswith("-m loadtests bench --profile smoke --models my-model,other")
-    plain = subprocess.run(["make", "-n", "bench"], capture_output=True, text=True, cwd=REPO_ROOT,
-                           timeout=60).stdout.strip().splitlines()[-1]
+    plain = _dry_run_bench()
     assert plain.endswith("--profile quick") and "--models" not in plain
 
 
