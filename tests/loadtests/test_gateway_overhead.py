@@ -12,16 +12,21 @@ from tests.conftest import REPO, python_env
 pytestmark = pytest.mark.real_store
 
 
-def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
+def _run_tool(tmp_path, *args: str, timeout: float):
+    """Run the tool briefly (1 s at saturation, 2 rounds); its process and its JSON report."""
     out = tmp_path / "overhead.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.gateway_overhead", "--model", "digits-mlp-torch",
-         "--store", str(real_store), "--requests", "40", "--warmup", "5", "--concurrency", "4",
-         "--window", "1", "--rounds", "2", "--out", str(out)],
-        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [sys.executable, "-m", "loadtests.gateway_overhead", *args, "--window", "1",
+         "--rounds", "2", "--out", str(out)],
+        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    r = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
+    proc, r = _run_tool(tmp_path, "--model", "digits-mlp-torch", "--store", str(real_store),
+                        "--requests", "40", "--warmup", "5", "--concurrency", "4", timeout=180)
     assert set(r["throughput"]) == {"direct", "gateway", "passthrough", "reference"}
     for arm, t in r["throughput"].items():
         assert t["requests"] > 0 and t["errors"] == 0, arm
@@ -47,16 +52,10 @@ def test_overhead_tool_measures_direct_gateway_and_floor(real_store, tmp_path):
 def test_overhead_tool_measures_the_tf_serving_transports(real_store, tmp_path, transport):
     """--runtime tfserving: the stand-in on free REST + gRPC ports, the gateway reaching it over
     --backend-transport; direct is TF Serving's own REST :predict; no forward-only floor."""
-    out = tmp_path / "overhead.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.gateway_overhead", "--model", "digits-mlp-keras",
-         "--runtime", "tfserving", "--backend-transport", transport, "--encoding", "binary",
-         "--store", str(real_store), "--requests", "20", "--warmup", "2", "--concurrency", "2",
-         "--window", "1", "--rounds", "2", "--out", str(out)],
-        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    r = json.loads(out.read_text())
+    proc, r = _run_tool(tmp_path, "--model", "digits-mlp-keras", "--runtime", "tfserving",
+                        "--backend-transport", transport, "--encoding", "binary",
+                        "--store", str(real_store), "--requests", "20", "--warmup", "2",
+                        "--concurrency", "2", timeout=240)
     assert set(r["throughput"]) == {"direct", "gateway", "reference"}
     assert r["backend_transport"] == {"rest": "REST JSON", "grpc": "gRPC TensorProto"}[transport]
     assert r["served_by"] == {"direct": "tfserving-standin", "gateway": "tfserving-standin",
