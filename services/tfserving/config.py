@@ -73,12 +73,26 @@ def write_models_config(store: Path, out: Path, base_prefix: str) -> Path:
     return out
 
 
+def allowed_batch_sizes(settings: StackSettings) -> list[int]:
+    """TF Serving's allowed_batch_sizes for the stack's batch_max_size: powers of two below it, then
+    it (TF Serving requires the last to equal max_batch_size). A formed batch is padded up to the
+    next of them, so each size the session sees is one it has run before (fewer shapes, no
+    re-planning per odd size) at the cost of computing the padding rows."""
+    sizes, n = [], 1
+    while n < settings.batch_max_size:
+        sizes.append(n)
+        n *= 2
+    return sizes + [settings.batch_max_size]
+
+
 def batching_parameters_text(settings: StackSettings) -> str:
     """--batching_parameters_file contents: the stand-in's and our OIP servers' batching policy
-    (batch_max_size rows, batch_max_delay_ms) with one batch thread (2 cores, 1 intra-op thread)."""
+    (batch_max_size rows, batch_max_delay_ms) with one batch thread (2 cores, 1 intra-op thread)
+    and TF Serving's padding to allowed batch sizes."""
     return (
         f"max_batch_size {{ value: {settings.batch_max_size} }}\n"
         f"batch_timeout_micros {{ value: {round(settings.batch_max_delay_ms * 1000)} }}\n"
         "num_batch_threads { value: 1 }\n"
         f"max_enqueued_batches {{ value: {MAX_ENQUEUED_BATCHES} }}\n"
+        + "".join(f"allowed_batch_sizes: {n}\n" for n in allowed_batch_sizes(settings))
     )

@@ -20,7 +20,9 @@ from contract.manifest import (
     Artifact, Manifest, Parity, Signature, Source, TensorSpec, load_store, save_reference,
 )  # fmt: skip
 from services.settings import REPO_ROOT, StackSettings
-from services.tfserving.config import BATCHING_FILE, batching_parameters_text, write_models_config
+from services.tfserving.config import (
+    BATCHING_FILE, allowed_batch_sizes, batching_parameters_text, write_models_config,
+)
 from tests import http_checks
 from tests.conftest import free_port, stop_process_group
 from tests.services import tiny_models as tm
@@ -457,3 +459,48 @@ def test_keras_in_a_tf_module_fails_as_in_tf_serving(tmp_path):
         registry.get("wrapped").run("", {"input": np.ones((1, 4), np.float32)})
     assert err.value.code == "FAILED_PRECONDITION" and err.value.http_status == 400
     assert "Could not find variable" in err.value.message
+
+
+# --- padding to allowed batch sizes (TF Serving's batching session) ---------------------------
+
+
+class _RecordingServable:
+    """Stands in for a Servable: records the batch sizes it ran, answers each row's sum."""
+
+    name, version = "m", 1
+
+    def __init__(self):
+        self.ran: list[int] = []
+
+    def run(self, signature, inputs):
+        x = inputs["x"]
+        self.ran.append(len(x))
+        return {"y": x.reshape(len(x), -1).sum(axis=1), "tokens": inputs["t"] * 2}
+
+
+@pytest.mark.parametrize("size, runs_as", [(1, 1), (3, 4), (5, 8), (8, 8), (12, 12)])
+def test_formed_batches_are_padded_to_allowed_sizes(size, runs_as):
+    from services.tfserving.predictor import _DefaultSignature
+
+    servable = _RecordingServable()
+    sig = _DefaultSignature(servable, allowed_batch_sizes(StackSettings(batch_max_size=8)))
+    x = np.arange(size * 6, dtype=np.float32).reshape(size, 2, 3) + 1
+    t = np.arange(size, dtype=np.int64).reshape(size, 1) + 7
+    out = sig.predict({"x": x, "t": t})
+    assert servable.ran == [runs_as]  # 12 > the largest allowed size: run as it is
+    np.testing.assert_array_equal(out["y"], x.reshape(size, -1).sum(axis=1))
+    np.testing.assert_array_equal(out["tokens"], t * 2)
+
+
+def test_padding_repeats_the_first_row():
+    from services.tfserving.predictor import pad_batch
+
+    t = np.array([[5, 6], [7, 8], [9, 1]], dtype=np.int64)  # token ids: padding must stay valid
+    padded, size = pad_batch({"t": t}, [1, 2, 4, 8])
+    assert size == 3 and padded["t"].tolist() == [[5, 6], [7, 8], [9, 1], [5, 6]]
+
+
+def test_allowed_batch_sizes_end_at_the_max():
+    assert allowed_batch_sizes(StackSettings(batch_max_size=8)) == [1, 2, 4, 8]
+    assert allowed_batch_sizes(StackSettings(batch_max_size=12)) == [1, 2, 4, 8, 12]
+    assert allowed_batch_sizes(StackSettings(batch_max_size=1)) == [1]
