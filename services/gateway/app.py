@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from services.common.fastroutes import FastRoutes
+from services.common.heap import freeze_startup_heap
 from services.gateway import api_v1, api_v2, errors, openapi
 from services.gateway.core import Gateway
 from services.gateway.grpc_api import GrpcServer
@@ -42,6 +43,7 @@ def create_app(settings: GatewaySettings | None = None,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        freeze_startup_heap("gateway")
         grpc_server = None
         try:
             if s.gateway_grpc_port or s.gateway_tfs_grpc_port:

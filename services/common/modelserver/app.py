@@ -22,6 +22,7 @@ from contract.codec import (
     header_length,
 )
 from services.common.fastroutes import FastRoutes
+from services.common.heap import freeze_startup_heap
 from services.common.http_bounds import BodyError, read_body
 from services.common.modelserver.batching import Batcher
 from services.common.modelserver.metrics import UNKNOWN_MODEL, Metrics
@@ -193,6 +194,7 @@ def create_app(server: ModelServer) -> FastInference:
     async def lifespan(app: FastAPI):
         for b in server.batchers.values():
             b.start()
+        freeze_startup_heap(server.platform)  # models are loaded: keep full GCs off them
         yield
         # uvicorn has already waited for open requests; drain whatever is still queued.
         for b in server.batchers.values():
