@@ -1,0 +1,192 @@
+"""How far the TF Serving stand-in is from TensorFlow itself: the same SavedModel called in-process
+(the session callable the stand-in runs: tf.compat.v1 Session + make_callable on serving_default)
+against the stand-in over TF Serving REST JSON and over gRPC PredictionService (TensorProto),
+one request at a time, batch 1:
+
+    python -m loadtests.standin_overhead [--models digits-cnn-keras,mobilenetv2-keras]
+                                         [--attach] [--requests 300] [--json out.json]
+
+Without --attach it starts a stand-in of its own on free loopback ports (over only the measured
+models); with --attach it measures the one `make up` runs (ports from stack settings). The
+stand-in's overhead per request is its p50 minus the in-process p50: what a real
+tensorflow_model_server (C++) could at best remove. Runs in a process of its own (it imports
+TensorFlow), so the bench calls it as a subprocess."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from contract.codec import InferRequest
+from contract.manifest import load_manifest
+from loadtests.stackrun import percentile_ms
+from services.settings import REPO_ROOT, StackSettings
+
+DEFAULT_MODELS = ("digits-cnn-keras", "mobilenetv2-keras")
+SLOW_MS = 20  # above this per call, fewer requests are timed (MobileNetV2 ~35 ms)
+
+
+def _stats(times_s: list[float]) -> dict[str, float | int]:
+    return {"n": len(times_s), **{f"p{q}": round(percentile_ms(times_s, q), 3) for q in (50, 95, 99)}}
+
+
+def _first_sample(store: Path, model: str) -> dict[str, np.ndarray]:
+    x, _, _ = load_manifest(store / model).load_reference(store)
+    return {k: v[:1] for k, v in x.items()}
+
+
+def in_process_call(store: Path, model: str, sample: dict[str, np.ndarray]) -> Callable[[], object]:
+    """The stand-in's own Servable (same session config), called directly."""
+    from services.tfserving.config import savedmodel_entries
+    from services.tfserving.models import DEFAULT_SIGNATURE, Servable
+    from services.tfserving.standin import session_config
+
+    entry = next(e for e in savedmodel_entries(store) if e.name == model)
+    servable = Servable(entry, session_config(StackSettings()))
+    return lambda: servable.run(DEFAULT_SIGNATURE, sample)
+
+
+def rest_call(client, url: str, model: str, sample: dict[str, np.ndarray]) -> Callable[[], object]:
+    body = InferRequest.from_arrays(sample).to_tfserving()
+
+    def call():
+        r = client.post(f"{url}/v1/models/{model}:predict", content=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"stand-in REST {r.status_code}: {r.text[:200]}")
+
+    return call
+
+
+def grpc_call(stub, model: str, sample: dict[str, np.ndarray]) -> Callable[[], object]:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    for k, v in sample.items():
+        request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+    return lambda: stub.Predict(request, timeout=60)
+
+
+def interleaved(arms: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:
+    """Each arm timed once per round, rounds repeated: drift of a shared machine (other processes,
+    CPU frequency) then hits every arm alike, so their difference holds though each figure
+    moves. Fewer rounds when a call takes over SLOW_MS."""
+    first = {}
+    for name, call in arms.items():  # warm-up (graph pruning, connections), then one timing
+        for _ in range(3):
+            call()
+        t0 = time.perf_counter()
+        call()
+        first[name] = time.perf_counter() - t0
+    slow = max(first.values()) * 1000 > SLOW_MS
+    rounds = max(40, requests // 5) if slow else requests
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(rounds):
+        for name, call in arms.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _own_standin(store: Path, models: list[str], workdir: Path) -> tuple[subprocess.Popen, str, str]:
+    from loadtests.gateway_overhead import _wait
+    from loadtests.runner import free_port
+
+    own = workdir / "store"
+    own.mkdir()
+    for m in models:
+        (own / m).symlink_to((store / m).resolve())
+    rest, grpc_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_MODEL_STORE": str(own)}
+    log = open(workdir / "standin.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
+                             "--rest-port", str(rest), "--grpc-port", str(grpc_port), "--model-store", str(own),
+                             "--run-dir", str(workdir / "run")],
+                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{rest}"
+    try:
+        for m in models:
+            _wait(f"{url}/v1/models/{m}", "the TF Serving stand-in", proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url, f"127.0.0.1:{grpc_port}"
+
+
+def measure(store: Path, models: list[str], url: str, grpc_target: str, requests: int) -> list[dict]:
+    import grpc
+    import httpx
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    rows = []
+    with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as client, \
+            grpc.insecure_channel(grpc_target) as channel:  # fmt: skip
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for model in models:
+            sample = _first_sample(store, model)
+            times = interleaved({"in_process": in_process_call(store, model, sample),
+                                 "rest_json": rest_call(client, url, model, sample),
+                                 "grpc": grpc_call(stub, model, sample)}, requests)  # fmt: skip
+            row = {"model": model, "batch": 1, **{arm: _stats(t) for arm, t in times.items()},
+                   "request_bytes_json": len(InferRequest.from_arrays(sample).to_tfserving())}
+            for arm in ("rest_json", "grpc"):
+                row[f"overhead_{arm}_ms"] = round(row[arm]["p50"] - row["in_process"]["p50"], 3)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | in-process p50 / p99 ms | stand-in REST JSON p50 / p95 / p99 ms | stand-in gRPC "
+            "p50 / p95 / p99 ms | overhead p50 REST / gRPC ms |\n|---|---|---|---|---|\n")
+    fmt = lambda s: " / ".join(f"{s[k]:.2f}" for k in s if k != "n")  # noqa: E731
+    return head + "".join(
+        f"| {r['model']} | {r['in_process']['p50']:.2f} / {r['in_process']['p99']:.2f} | {fmt(r['rest_json'])} | "
+        f"{fmt(r['grpc'])} | +{r['overhead_rest_json_ms']:.2f} / +{r['overhead_grpc_ms']:.2f} |\n"
+        for r in rows)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    p.add_argument("--store", type=Path, default=Path(os.environ.get("STACK_MODEL_STORE", REPO_ROOT / "model_store")))
+    p.add_argument("--attach", action="store_true", help="measure the stand-in `make up` runs")
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--json", type=Path, help="write the rows here")
+    args = p.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    missing = [m for m in models if not (args.store / m / "savedmodel").is_dir()]
+    if missing:
+        print(f"no SavedModel in {args.store} for {', '.join(missing)} (run `make export`)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="standin-overhead-") as tmp:
+        proc = None
+        if args.attach:
+            s = StackSettings()
+            url, grpc_target = f"http://{s.tfserving_host}:{s.tfserving_rest_port}", f"{s.tfserving_host}:{s.tfserving_grpc_port}"
+        else:
+            proc, url, grpc_target = _own_standin(args.store, models, Path(tmp))
+        try:
+            rows = measure(args.store, models, url, grpc_target, args.requests)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "attached": args.attach}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
