@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--json", type=Path, help="write the rows here")
     args = p.parse_args(argv)
+    # As the stand-in sets it (services/tfserving/__main__.py), before TensorFlow loads: an OpenMP
+    # pool of its own per process would make the in-process arm a different configuration.
+    os.environ["OMP_NUM_THREADS"] = str(StackSettings().omp_num_threads)
     models = [m for m in args.models.split(",") if m]
     missing = [m for m in models if not (args.store / m / "savedmodel").is_dir()]
     if missing:
