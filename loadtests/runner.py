@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import monitor, payloads
+from loadtests import monitor, payloads, standin_overhead
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
 from contract.manifest import Manifest, load_store
 from services.settings import REPO_ROOT, StackSettings
@@ -387,6 +387,14 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
            for k in (r.get("served_by") or {})):
         tfserving = {"kind": "stand-in", "detail": "X-Served-By: tfserving-standin in responses"}
 
+    standin = None
+    if tfserving["kind"] == "stand-in" and any(rt == "tfserving" for _, rt in live):
+        # The SavedModels TensorFlow users bring (a Keras source); each takes a few seconds.
+        keras = [m for m, rt in live if rt == "tfserving" and manifests[m].source.framework != "pytorch"]
+        if keras:
+            say(f"TF Serving stand-in vs TensorFlow in-process: {', '.join(keras)} ...")
+            standin = standin_overhead.run_attached(store, keras, out_dir / "standin_overhead.json")
+
     results = {
         "schema": 1,
         "profile": profile.to_dict(),
@@ -411,6 +419,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         "open_rates": rates,
         "skipped": skipped,
         "shadow": shadow_report(settings),
+        "standin_overhead": standin,
         "runs": runs,
     }
     path = out_dir / "results.json"

@@ -28,7 +28,6 @@ import numpy as np
 
 from contract.codec import InferRequest
 from contract.manifest import load_manifest
-from loadtests.stackrun import percentile_ms
 from services.settings import REPO_ROOT, StackSettings
 
 DEFAULT_MODELS = ("digits-cnn-keras", "mobilenetv2-keras")
@@ -36,7 +35,8 @@ SLOW_MS = 20  # above this per call, fewer requests are timed (MobileNetV2 ~35 m
 
 
 def _stats(times_s: list[float]) -> dict[str, float | int]:
-    return {"n": len(times_s), **{f"p{q}": round(percentile_ms(times_s, q), 3) for q in (50, 95, 99)}}
+    ms = np.asarray(times_s) * 1000
+    return {"n": len(times_s), **{f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}}
 
 
 def _first_sample(store: Path, model: str) -> dict[str, np.ndarray]:
@@ -154,6 +154,20 @@ def table(rows: list[dict]) -> str:
         f"| {r['model']} | {r['in_process']['p50']:.2f} / {r['in_process']['p99']:.2f} | {fmt(r['rest_json'])} | "
         f"{fmt(r['grpc'])} | +{r['overhead_rest_json_ms']:.2f} / +{r['overhead_grpc_ms']:.2f} |\n"
         for r in rows)  # fmt: skip
+
+
+def run_attached(store: Path, models: list[str], out: Path, requests: int = 200) -> dict:
+    """For the bench: this tool in a process of its own against the running stack's stand-in;
+    {"rows": [...]} or {"error": why}."""
+    argv = [sys.executable, "-m", "loadtests.standin_overhead", "--attach", "--store", str(store),
+            "--models", ",".join(models), "--requests", str(requests), "--json", str(out)]
+    try:
+        p = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"error": "took over 300 s"}
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]}
+    return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,11 +45,36 @@ def _tfserving_line(results: dict) -> str:
     tfs = results.get("tfserving") or {}
     kind = tfs.get("kind", "unknown")
     what = {"real": "the real TensorFlow Serving server",
-            "stand-in": "the local stand-in (a Python server over tf.saved_model.load speaking "
-                        "TF Serving's REST/gRPC API), NOT the real C++ TensorFlow Serving; "
-                        "its figures say nothing about real TF Serving's speed"}.get(
+            "stand-in": "the local stand-in (a Python server running SavedModels in TensorFlow "
+                        "sessions, as TF Serving does, speaking TF Serving's REST/gRPC API), NOT "
+                        "the real C++ TensorFlow Serving; its figures are not real TF Serving's "
+                        "speed (see \"TF Serving stand-in vs TensorFlow in-process\")"}.get(
         kind, "unknown (could not tell real TF Serving from the stand-in)")
     return f"TF Serving used: {what}. Evidence: {tfs.get('detail', 'none')}."
+
+
+def standin_sections(results: dict) -> list[Section]:
+    """The stand-in's cost per request over the same SavedModel called in-process
+    (loadtests/standin_overhead.py): how far it can be from TensorFlow itself."""
+    doc = results.get("standin_overhead")
+    if not doc:
+        return []
+    if doc.get("error"):
+        return [Section("TF Serving stand-in vs TensorFlow in-process", [f"Not measured: {doc['error']}"])]
+    fmt = lambda s: f"{s['p50']:.2f} / {s['p95']:.2f} / {s['p99']:.2f}"  # noqa: E731
+    rows = [[r["model"], fmt(r["in_process"]), fmt(r["rest_json"]), fmt(r["grpc"]),
+             f"+{r['overhead_rest_json_ms']:.2f}", f"+{r['overhead_grpc_ms']:.2f}", str(r["in_process"]["n"])]
+            for r in doc["rows"]]  # fmt: skip
+    return [Section("TF Serving stand-in vs TensorFlow in-process", [
+        "The same SavedModel, batch 1, one request at a time: called in-process through the session "
+        "callable the stand-in itself runs (TF Serving's execution path), and through the stand-in "
+        "over TF Serving REST (JSON) and gRPC (TensorProto), the three timed in turn in each round so "
+        "the machine's drift hits them alike. The difference of medians is the stand-in's own cost "
+        "per request (HTTP or gRPC, codec, batching queue, Python): the most a real "
+        "tensorflow_model_server could save. Measured after the load runs, on the stack the bench "
+        "used (python -m loadtests.standin_overhead --attach)."],
+        [Table(["model", "in-process p50 / p95 / p99 ms", "stand-in REST JSON ms", "stand-in gRPC ms",
+                "stand-in cost REST ms", "stand-in cost gRPC ms", "rounds"], rows)])]
 
 
 def your_model_sections(results: dict, points: list[Point], users: int | None,
@@ -225,6 +250,8 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
             "bench's own traffic. The shadow requests are extra load on the shadow runtime."],
             [Table(["model", "primary", "shadow", "compared", "failed", "skipped",
                     "top-1 disagreement", "max abs error"], srows)]))
+
+    out += standin_sections(results)
 
     noisy = sorted(([r["id"], r["cpu"].get("other_pct", 0.0)] for r in results.get("runs", [])
                     if r.get("noisy")), key=lambda row: -row[1])
