@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from contract.runtimes import RUNTIME_OF_FORMAT, isvc_name, kserve_remote_name, predictor_url
 from contract.runtimes import RUNTIMES as REGISTRY
@@ -37,8 +40,9 @@ class GatewaySettings(StackSettings):
     # (http://{isvc}-predictor.{namespace}.svc.cluster.local).
     gateway_kserve_url_template: str = ""
     # Shadow traffic (shadow.py), per model or "*": {"<model>": {"fraction": 0.1, "runtime":
-    # "tflite"}}; runtime optional (default: the first other parity-passed runtime). {} = off.
-    gateway_shadow: dict[str, dict[str, float | str]] = {}
+    # "tflite"}}; runtime optional (default: the first other parity-passed runtime). {} or empty
+    # = off. NoDecode: the validator below reads the JSON itself, so an empty value means off.
+    gateway_shadow: Annotated[dict[str, dict[str, float | str]], NoDecode] = {}
     gateway_shadow_max_in_flight: int = 4  # shadow requests at once; beyond: skipped, counted
     # How the gateway sends inferences to TF Serving: "grpc" (PredictionService on
     # TFSERVING_GRPC_PORT, tensors as raw bytes) or "rest" (JSON on TFSERVING_REST_PORT). gRPC
@@ -58,6 +62,19 @@ class GatewaySettings(StackSettings):
         if v not in POLICIES:
             raise ValueError(f"gateway_policy must be one of {POLICIES}, not {v!r}")
         return v
+
+    @field_validator("gateway_shadow", mode="before")
+    @classmethod
+    def _shadow_json(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return {}
+        try:
+            return json.loads(v)
+        except ValueError as e:
+            raise ValueError(f"gateway_shadow is not JSON ({e}); expected e.g. "
+                             '{"*": {"fraction": 0.01}} or empty for off') from None
 
     @field_validator("gateway_tfserving_transport")
     @classmethod

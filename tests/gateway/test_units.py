@@ -138,11 +138,12 @@ def test_fast_routes_are_the_documented_routes():
         FastRoutes(api_v1.router.routes, FAST_ENDPOINTS)  # api_v2.infer is not among them
 
 @pytest.mark.parametrize("env, words", [
-    ({"GATEWAY_SHADOW": ""}, ["gateway_shadow", "set it to JSON"]),
+    ({"GATEWAY_SHADOW": "1%"}, ["gateway_shadow", "is not JSON", "empty for off"]),
     ({"GATEWAY_SHADOW": '{"m": {"fraction": 3}}'}, ["gateway_shadow['m']", "0..1"]),
     ({"GATEWAY_MAX_CONNECTIONS": "many"}, ["gateway_max_connections", "valid integer"]),
 ])
 def test_bad_settings_stop_the_gateway_with_one_line_each(env, words):
+
     """A bad setting is named on stderr with what to do, exit code 2, no pydantic traceback."""
     import subprocess
     import sys
@@ -155,3 +156,13 @@ def test_bad_settings_stop_the_gateway_with_one_line_each(env, words):
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("gateway settings")
     for word in words:
         assert word in proc.stderr
+
+
+def test_empty_shadow_setting_is_off(monkeypatch):
+    """GATEWAY_SHADOW= (as stack.env writes an unset value) means no shadow traffic, not an error."""
+    from services.gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("GATEWAY_SHADOW", "")
+    assert GatewaySettings().gateway_shadow == {}
+    monkeypatch.setenv("GATEWAY_SHADOW", '{"*": {"fraction": 0.25}}')
+    assert GatewaySettings().gateway_shadow == {"*": {"fraction": 0.25}}
