@@ -30,6 +30,7 @@ import numpy as np
 import uvloop
 
 from loadtests import monitor, stackrun
+from loadtests.openloop import arrival_offsets
 from loadtests.payloads import auth_headers
 from services.settings import get_settings
 
@@ -38,21 +39,6 @@ MAX_IN_FLIGHT = 2000  # beyond: the request is not sent and counted as "client-o
 
 
 # --- pure: pacing, targets, summaries -----------------------------------------------------------
-
-
-def arrival_offsets(rate: float, duration: float, kind: str = "poisson",
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-    """Send times in [0, duration) for `rate` requests/s: Poisson (exponential gaps) or constant."""
-    if kind == "constant":
-        return np.arange(0.0, duration, 1.0 / rate)
-    if kind != "poisson":
-        raise ValueError(f"unknown arrivals {kind!r}: poisson | constant")
-    rng = rng or np.random.default_rng()
-    n = int(rate * duration * 1.2 + 10 * np.sqrt(rate * duration) + 10)  # enough, almost surely
-    t = np.cumsum(rng.exponential(1.0 / rate, n))
-    while t[-1] < duration:  # (never in practice) extend
-        t = np.concatenate([t, t[-1] + np.cumsum(rng.exponential(1.0 / rate, n))])
-    return t[t < duration]
 
 
 def pick_targets(n: int, models: list[str], runtimes: list[str], pinned_share: float,
