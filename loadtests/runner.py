@@ -2,10 +2,11 @@
 
 Order: stack check -> preflight of every target -> client ceiling per model -> closed-loop sweeps
 (gateway, then direct for the overhead models) -> open-loop runs at a rate derived from the sweep ->
-results.json -> report. Every run is a fresh `locust --headless` process (clean isolation, the way
-Locust's docs recommend for automation); the locustfile resets stats after the warm-up and quits
-after a fixed window, while a sampler thread here records CPU of load generator, servers and the
-rest of the machine.
+capacity at a latency target (server scenario) -> results.json -> report. Every closed-loop run is
+a fresh `locust --headless` process (clean isolation, the way Locust's docs recommend for
+automation); the locustfile resets stats after the warm-up and quits after a fixed window. Open-loop
+runs (fixed rate and capacity steps) are Poisson arrivals from loadtests/openloop.py, in this
+process. A sampler thread here records CPU of load generator, servers and the rest of the machine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import monitor, payloads, standin_overhead
+from loadtests import affinity, capacity, monitor, openloop, payloads, standin_overhead
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
 from contract.manifest import Manifest, load_store
 from services.settings import REPO_ROOT, StackSettings
@@ -203,6 +204,66 @@ def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: 
             "noisy": cpu.get("other_pct", 0.0) > NOISY_OTHER_PCT}
 
 
+def run_open(spec: RunSpec, *, host: str, store: Path, manifest: Manifest, warmup: float,
+             window: float, out_dir: Path, settings: StackSettings,
+             sampler: monitor.CpuSampler | None = None, timeout_s: float = 10.0) -> dict:
+    """One open-loop run of one point (Poisson arrivals at spec.rate, this process sending);
+    returns its record, shaped like run_locust's."""
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    target = payloads.Target(spec.via, spec.model, spec.runtime)
+    payload = payloads.build_payload(target, manifest, store)
+    if sampler:
+        sampler.set_group("loadgen", {os.getpid()}, tree=False)
+    record = {"id": spec.run_id, **asdict(spec), "exit_code": None}
+    try:
+        result = openloop.run_open(payload, openloop.encode_bodies(payload, manifest, store), host,
+                                   spec.rate, warmup, window, timeout_s=timeout_s,
+                                   headers=payloads.auth_headers(settings))
+    except (OSError, ValueError) as e:
+        return {**record, "ok": False, "error": f"{type(e).__name__}: {e}"}
+    (raw / f"{spec.run_id}.json").write_text(json.dumps(result, indent=1) + "\n")
+    cpu = sampler.window(result["window_start"], result["window_end"]) if sampler else {}
+    ok = result["requests"] > 0 and result["failures"] < result["requests"]
+    return {**record, **result, "ok": ok, "cpu": cpu,
+            "noisy": cpu.get("other_pct", 0.0) > NOISY_OTHER_PCT}
+
+
+def capacity_phase(profile: Profile, live: list[tuple[str, str]], runs: list[dict], execute,
+                   run_step) -> dict[str, dict]:
+    """The capacity search of every (model, runtime) of profile.capacity_models, from the closed
+    sweep's figures; {"model@runtime": search outcome (capacity.search) + how the target was set}.
+    run_step(spec, window_s) measures one step through execute()."""
+    out = {}
+    for model, runtime in live:
+        if model not in profile.capacity_models:
+            continue
+        key = f"{model}@{runtime}"
+        target_ms, basis = capacity.latency_target(
+            capacity.single_stream_p50(runs, model), profile.capacity_target_factor,
+            profile.capacity_floor_ms, profile.capacity_target_ms(model))
+        peak = capacity.closed_peak(runs, model, runtime)
+        if target_ms is None or not peak:
+            out[key] = {"status": "not-measured", "capacity_rps": None,
+                        "why": basis if target_ms is None else "no closed-loop throughput"}
+            continue
+        lo, hi = capacity.search_range(peak, *profile.capacity_range)
+        spec = capacity.SearchSpec(lo, hi, target_ms, profile.capacity_resolution,
+                                   profile.capacity_max_steps)
+
+        def measure(rate: float, step: int) -> dict:
+            window = capacity.step_window(rate, profile.window_s, profile.capacity_min_requests,
+                                          profile.capacity_max_window_s)
+            s = RunSpec("gateway", "capacity", model, runtime, 0, step, rate)
+            return execute(s, lambda: run_step(s, window, timeout_s=max(2.0, 20 * target_ms / 1e3)))
+
+        out[key] = {**capacity.search(measure, spec), "target_basis": basis,
+                    "closed_peak_rps": round(peak, 1)}
+        say(f"          capacity {key}: {out[key]['status']}, "
+            f"{out[key]['capacity_rps']} req/s at p99 <= {target_ms:g} ms")
+    return out
+
+
 def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile: Profile,
                     out_dir: Path, sampler: monitor.CpuSampler | None) -> dict:
     port = free_port()
@@ -330,16 +391,20 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     closed = [s for s in closed_plan(profile, live) if (s.via, s.model, s.runtime) not in bad]
     n_open = profile.repeats * sum(m in profile.open_models for m, _ in live)
     n_ceiling = len(payload_classes(models, manifests))
-    total = len(closed) + n_open + n_ceiling
-    say(f"bench profile {profile.name}: {len(live)} targets, {total} runs of "
+    n_capacity = sum(m in profile.capacity_models for m, _ in live)
+    total = len(closed) + n_open + n_ceiling + n_capacity * profile.capacity_max_steps
+    say(f"bench profile {profile.name}: {len(live)} targets, {total} runs (at most) of "
         f"{profile.warmup_s:g} s warm-up + {profile.window_s:g} s window, "
-        f"~{estimate_seconds(profile, total) / 60:.1f} min; output {out_dir}")
+        f"~{estimate_seconds(profile, total - n_capacity * profile.capacity_max_steps, n_capacity) / 60:.1f}"
+        f" min; output {out_dir}")
 
     tfserving = detect_tfserving(settings, next((m for m, r in live if r == "tfserving"), None))
     say(f"TF Serving: {tfserving['kind']} ({tfserving['detail']})")
     services = monitor.discover_services(settings)
     state = monitor.read_state()
     idle_rss = {name: monitor.rss_mb(pids) for name, pids in services.items()}
+    cpu_sets = affinity.apply(affinity.plan(affinity.available_cpus()), services)
+    say(f"CPU sets: {cpu_sets['note']}")
     sampler = monitor.CpuSampler(services).start()
 
     runs: list[dict] = []
@@ -350,8 +415,10 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     def execute(spec: RunSpec, fn) -> dict:
         nonlocal n
         n += 1
-        reps = 1 if spec.via == "ceiling" else profile.repeats
-        say(f"[{n:3d}/{total}] {spec.label} rep {spec.repeat}/{reps} ...")
+        reps = {"ceiling": 1}.get(spec.via, profile.repeats)
+        reps = profile.capacity_max_steps if spec.mode == "capacity" else reps
+        word = "step" if spec.mode == "capacity" else "rep"
+        say(f"[{n:3d}/{total}] {spec.label} {word} {spec.repeat}/{reps} ...")
         r = fn()
         say(f"          {describe(r, ceilings)}")
         runs.append(r)
@@ -373,12 +440,20 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
                                              warmup=profile.warmup_s, window=profile.window_s,
                                              out_dir=out_dir, sampler=sampler))
         rates = open_rates(runs, profile)
+
+        def open_run(spec: RunSpec, window: float, timeout_s: float = 10.0) -> dict:
+            return run_open(spec, host=gateway_url(settings), store=store,
+                            manifest=manifests[spec.model], warmup=profile.capacity_warmup_s
+                            if spec.mode == "capacity" else profile.warmup_s, window=window,
+                            out_dir=out_dir, settings=settings, sampler=sampler,
+                            timeout_s=timeout_s)
+
         for spec in open_plan(profile, live, rates):
-            execute(spec, lambda: run_locust(spec, host=gateway_url(settings), store=store,
-                                             warmup=profile.warmup_s, window=profile.window_s,
-                                             out_dir=out_dir, sampler=sampler))
+            execute(spec, lambda: open_run(spec, profile.window_s))
+        capacities = capacity_phase(profile, live, runs, execute, open_run)
     finally:
         sampler.stop()
+        affinity.restore(cpu_sets)
 
     for r in runs:
         if r.get("ok") and ceilings.get(r["model"]):
@@ -417,6 +492,10 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         "ceilings": ceilings,
         "ceiling_of": ceiling_of,
         "open_rates": rates,
+        "capacity": capacities,
+        capacity.RESULTS_KEY: {k: rec for k, v in capacities.items()
+                               if (rec := capacity.planned_record(v))},
+        "cpu_sets": affinity.public(cpu_sets),
         "skipped": skipped,
         "shadow": shadow_report(settings),
         "standin_overhead": standin,

@@ -1,8 +1,10 @@
 """Bench profiles and the run plan they expand to.
 
 A profile names what to measure; plan() turns it into RunSpecs. Closed-loop points run every user
-count with no wait; open-loop points pace a fixed total rate that is only known after the closed
-sweep (see runner.open_rates), so plan(..., phase="open") takes the rates as an argument.
+count with no wait; open-loop points send Poisson arrivals at a fixed total rate that is only known
+after the closed sweep (see runner.open_rates), so open_plan takes the rates as an argument. The
+capacity search (loadtests/capacity.py) of capacity_models comes last; its steps depend on each
+other, so it has no plan, only a step budget.
 """
 
 from __future__ import annotations
@@ -24,13 +26,29 @@ class Profile:
     warmup_s: float
     window_s: float
     ref_users: int  # "throughput at fixed concurrency" is read at this user count
-    open_models: tuple[str, ...] = ()  # models that also get a constant-rate run
+    open_models: tuple[str, ...] = ()  # models that also get a fixed-rate (Poisson) run
     open_fraction: float = 0.5  # offered rate = fraction x slowest runtime's closed-loop peak
-    open_users: int = 16  # users that share the offered rate
+    open_users: int = 16  # (unused since open runs are Poisson: kept for old results' reports)
     direct_models: tuple[str, ...] = ()  # also measured direct to each runtime (gateway overhead)
     direct_users: tuple[int, ...] = ()  # subset of users
     runtimes: tuple[str, ...] = RUNTIMES
     ref_only_models: tuple[str, ...] = ()  # closed loop at ref_users only (to fit the time budget)
+    # Server scenario (loadtests/capacity.py): capacity at a p99 target, per runtime of these.
+    capacity_models: tuple[str, ...] = ()
+    # Target: factor x the model's single-stream (1 user) p50 on its fastest runtime through the
+    # gateway, at least floor ms; capacity_targets_ms = ((model, ms), ...) sets it per model.
+    capacity_target_factor: float = 5.0
+    capacity_floor_ms: float = 5.0
+    capacity_targets_ms: tuple[tuple[str, float], ...] = ()
+    capacity_range: tuple[float, float] = (0.2, 1.5)  # x the runtime's closed-loop peak
+    capacity_resolution: float = 0.1
+    capacity_max_steps: int = 7
+    capacity_min_requests: int = 300  # per step (p99 of fewer is nearly the maximum)
+    capacity_max_window_s: float = 10.0  # a step's window never exceeds this
+    capacity_warmup_s: float = 0.5  # Poisson traffic before each step's window, not counted
+
+    def capacity_target_ms(self, model: str) -> float | None:
+        return dict(self.capacity_targets_ms).get(model)
 
     def users_of(self, model: str) -> tuple[int, ...]:
         return (self.ref_users,) if model in self.ref_only_models else self.users
@@ -83,8 +101,14 @@ PROFILES: dict[str, Profile] = {
         warmup_s=1.0,
         window_s=2.5,
         ref_users=8,
-        open_models=("digits-cnn-torch",),
-        open_users=8,
+        # The capacity search replaces the quick profile's fixed-rate runs (its steps are open-loop
+        # Poisson runs too) and covers one model only, to stay within the 10 minutes: 4 runtimes
+        # x at most 6 steps of 0.5 + 2.5-3 s (the full profile covers every model).
+        capacity_models=("digits-cnn-torch",),
+        capacity_resolution=0.15,
+        capacity_max_steps=6,
+        capacity_min_requests=200,
+        capacity_max_window_s=3.0,
         direct_models=("digits-cnn-torch",),
         direct_users=(8,),
     ),
@@ -99,6 +123,7 @@ PROFILES: dict[str, Profile] = {
         ref_users=16,
         open_models=DIGITS_MLP + DIGITS_CNN + MOBILENET + TRANSFORMER,
         open_users=32,
+        capacity_models=DIGITS_MLP + DIGITS_CNN + MOBILENET + TRANSFORMER,
         direct_models=DIGITS_CNN + MOBILENET,
         direct_users=(1, 16),
     ),
@@ -123,7 +148,7 @@ def get_profile(name: str, **overrides) -> Profile:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "models" in overrides:
         keep = set(overrides["models"])
-        for key in ("open_models", "direct_models", "ref_only_models"):
+        for key in ("open_models", "direct_models", "ref_only_models", "capacity_models"):
             overrides.setdefault(key, tuple(m for m in getattr(profile, key) if m in keep))
     return replace(profile, **overrides)
 
@@ -155,5 +180,11 @@ def open_plan(
     ]
 
 
-def estimate_seconds(profile: Profile, n_runs: int) -> float:
-    return n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)
+def estimate_seconds(profile: Profile, n_runs: int, n_capacity_targets: int = 0) -> float:
+    """Wall-clock estimate: n_runs Locust/open runs, plus the capacity search of
+    n_capacity_targets (model, runtime) at its step budget (the window at the search's middle
+    rate is usually the profile's; a longer one at the low end is counted at half its cap)."""
+    step = (profile.capacity_warmup_s + max(profile.window_s, profile.capacity_max_window_s / 2)
+            + 0.3)  # uvloop start, pool connect, the answers still in flight
+    return (n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)
+            + n_capacity_targets * profile.capacity_max_steps * step)
