@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from loadtests.report import plots, ranking
+from loadtests.report import capacity_report, plots, ranking
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, runtime_label, verdict
 
@@ -89,6 +89,8 @@ def your_model_sections(results: dict, points: list[Point], users: int | None,
         text = [ranking.recommend(ranked, users, label),
                 ranking.note(results, users) if i == 0
                 else "Columns and caveats as in the first \"Your model\" section."]
+        if cap := capacity_report.capacity_line(results, model, label):
+            text.insert(1, cap)
         out.append(Section(f"Your model: {model}", text,
                            [Table(headers, ranking.table_rows(ranked, label))]))
     return out
@@ -107,6 +109,9 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
     def img(path: Path | None) -> list[str]:
         return [str(path.relative_to(out_dir))] if path else []
 
+    label = lambda rt: labels.get(rt, rt)  # noqa: E731
+    if cap := capacity_report.capacity_section(results, label):
+        out.append(cap)  # the headline: the server scenario
     out += your_model_sections(results, points, users, labels)
     out.append(Section("Summary", [
         f"Profile **{prof.get('name')}**: {prof.get('repeats')} repeats of every point, "
@@ -134,6 +139,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
         "on this machine. Every throughput below is also given as a fraction of it."],
         [Table(["model", "measured with (same payload size)", "ceiling req/s",
                 "client CPU % of a core", "users"], rows)]))
+    out.append(capacity_report.loadgen_section(results, label))
 
     vrows = verdict(results)
     n_runs = len(results.get("runs", []))
@@ -184,11 +190,15 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
              p.p50.fmt(2), p.p95.fmt(2), p.p99.fmt(2), f"{p.failures}/{p.requests}",
              "SATURATED" if p.rps.median < 0.95 * p.rate else ""]
             for p in find(points, via="gateway", mode="open")]
-    out.append(Section("Constant rate (open loop)", [
+    poisson = any(r.get("arrivals") == "poisson" for r in results.get("runs", []))
+    pacing = ("Poisson arrivals on an absolute schedule (loadtests/openloop.py; latency from the "
+              "scheduled send time)" if poisson else "paced by Locust's constant_throughput over "
+              f"{prof.get('open_users')} users")
+    out.append(Section("Fixed rate (open loop)", [
         "Every runtime of a model gets the same offered rate: "
-        f"{prof.get('open_fraction')} x the slowest runtime's closed-loop peak, paced by Locust's "
-        f"constant_throughput over {prof.get('open_users')} users."] if orow else
-        ["No constant-rate runs in this profile."],
+        f"{prof.get('open_fraction')} x the slowest runtime's closed-loop peak, {pacing}."] if orow else
+        ["No fixed-rate runs in this profile" + (" (the capacity search's steps are its open-loop "
+                                                  "runs)." if results.get("capacity") else ".")],
         [Table(["model", "runtime", "offered req/s", "achieved req/s", "p50 ms", "p95 ms",
                 "p99 ms", "failures", ""], orow)] if orow else []))
 
@@ -281,7 +291,8 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
     out.append(Section("Environment", [
         f"OS {env.get('os')}, Python {env.get('python')}; tensorflow_model_server binary: "
         f"{env.get('tensorflow_model_server') or 'not installed'}.",
-        _tfserving_line(results)],
+        _tfserving_line(results),
+        "CPU sets: " + ((results.get("cpu_sets") or {}).get("note") or "not recorded") + "."],
         [Table(["package", "version"],
                [[k, str(v)] for k, v in (env.get("packages") or {}).items()]),
          Table(["setting (services/stack.env)", "value"], [[k, str(settings[k])] for k in keys])]))
