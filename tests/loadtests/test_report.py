@@ -19,7 +19,7 @@ def test_report_from_synthetic_results(tmp_path):
         assert f"plots/{name}" in md and f'src="plots/{name}"' in page
     for section in ("## Client ceiling", "## Verdict", "## Throughput at 8 users",
                     "## Gateway overhead", "## Memory and start-up", "## Artifact sizes",
-                    "## Constant rate (open loop)", "## Environment"):
+                    "## Fixed rate (open loop)", "## Environment"):
         assert section in md
     verdict_rows = [line for line in md.splitlines() if line.startswith("| Performance: a tie?")
                     or line.startswith("| Deployment") or line.startswith("| TFLite the")

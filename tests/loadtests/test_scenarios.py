@@ -11,6 +11,8 @@ def test_profiles_are_consistent(profile):
     assert set(profile.direct_models) <= set(profile.models)
     assert set(profile.open_models) <= set(profile.models)
     assert set(profile.ref_only_models) <= set(profile.models)
+    assert set(profile.capacity_models) <= set(profile.models)
+    assert 0 < profile.capacity_range[0] < profile.capacity_range[1]
     assert profile.ref_users in profile.users
 
 
@@ -19,21 +21,24 @@ def test_quick_plans_under_ten_minutes():
     without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes]
     closed = closed_plan(p, without)
     opened = open_plan(p, without, {m: 10.0 for m in p.models})
-    assert len(closed) == 3 * (16 * 2 + 4) and len(opened) == 3 * 4
-    assert estimate_seconds(p, len(closed) + len(opened) + 2) < 10 * 60
-    assert len({s.run_id for s in closed + opened}) == len(closed) + len(opened)
+    # The quick profile's open-loop runs are the capacity search's steps (one model, 4 runtimes).
+    assert len(closed) == 3 * (16 * 2 + 4) and opened == []
+    n_capacity = sum(m in p.capacity_models for m, _ in without)
+    assert n_capacity == 4
+    assert estimate_seconds(p, len(closed) + 2, n_capacity) < 10 * 60
+    assert len({s.run_id for s in closed}) == len(closed)
     # With the transformer pair in the store: 8 more targets at the reference concurrency only.
     targets = [(m, rt) for m in p.models for rt in p.runtimes]
     closed = closed_plan(p, targets)
     extra = [s for s in closed if s.model in TRANSFORMER]
     assert len(extra) == 3 * 8 and {s.users for s in extra} == {p.ref_users}
-    assert estimate_seconds(p, len(closed) + len(opened) + 3) < 11.5 * 60
+    assert estimate_seconds(p, len(closed) + 3, n_capacity) < 11.5 * 60
 
 
 def test_overrides():
     p = get_profile("quick", models=("digits-cnn-torch", "mobilenetv2-keras"), repeats=3)
     assert p.models == ("digits-cnn-torch", "mobilenetv2-keras") and p.repeats == 3
-    assert p.open_models == ("digits-cnn-torch",) == p.direct_models
+    assert p.capacity_models == ("digits-cnn-torch",) == p.direct_models
     assert get_profile("quick", models=("mobilenetv2-keras",)).direct_models == ()
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("nope")

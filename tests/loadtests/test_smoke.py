@@ -90,14 +90,31 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     prof = Profile(name="tiny", models=("digits-cnn-torch",), runtimes=("tflite",), users=(1,),
                    repeats=1, warmup_s=0.3, window_s=1.0, ref_users=1,
                    open_models=("digits-cnn-torch",), open_users=2,
-                   direct_models=("digits-cnn-torch",), direct_users=(1,))
+                   direct_models=("digits-cnn-torch",), direct_users=(1,),
+                   capacity_models=("digits-cnn-torch",), capacity_max_steps=3,
+                   capacity_min_requests=50, capacity_max_window_s=1.0,
+                   capacity_warmup_s=0.2, capacity_targets_ms=(("digits-cnn-torch", 250.0),))
     with FakeOIPServer(store, "digits-cnn-torch") as srv:
         settings = fake_stack_settings.model_copy(update={"gateway_port": srv.port})
         path = runner.bench(prof, settings, tmp_path / "out")
     results = json.loads(path.read_text())
     kinds = [(r["via"], r["mode"]) for r in results["runs"]]
-    assert kinds == [("ceiling", "closed"), ("gateway", "closed"), ("gateway", "open")]
+    n_steps = len(results["capacity"]["digits-cnn-torch@tflite"]["steps"])
+    assert kinds == [("ceiling", "closed"), ("gateway", "closed"), ("gateway", "open")] + \
+        [("gateway", "capacity")] * n_steps
     assert all(r["ok"] and r["failures"] == 0 for r in results["runs"])
+    # Open-loop runs are Poisson arrivals from this process (the load generator's CPU sampled).
+    assert results["runs"][2]["arrivals"] == "poisson"
+    assert "loadgen" in results["runs"][2]["cpu"]["groups_pct"]
+    # The capacity search: a generous explicit target (a fake server on a shared machine), the
+    # range from the closed-loop peak, at most 3 steps; what deploy's plan reads is recorded.
+    cap = results["capacity"]["digits-cnn-torch@tflite"]
+    assert cap["target_ms"] == 250.0 and cap["target_basis"] == "set explicitly: 250 ms"
+    assert 2 <= n_steps <= 3 and cap["status"] in ("found", "budget", "above-range")
+    assert cap["hi"] == pytest.approx(1.5 * cap["closed_peak_rps"], rel=0.01)
+    assert results["capacity_at_latency_target"]["digits-cnn-torch@tflite"]["rps"] \
+        == cap["capacity_rps"]
+    assert results["cpu_sets"]["mode"] in ("shared", "disjoint")
     # Nothing listens on the settings' TFLite port: the direct target is skipped, with the reason.
     (skip,) = results["skipped"]
     assert (skip["via"], skip["runtime"]) == ("direct", "tflite") and "Connect" in skip["reason"]
@@ -112,7 +129,9 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     assert (path.parent / "plots" / "latency_digits-cnn-torch.png").exists()
     # The report opens with the model's ranking; only TFLite was measured, the rest say why not.
     md = (path.parent / "report.md").read_text()
-    assert md.split("\n## ")[1].startswith("Your model: digits-cnn-torch")
+    assert md.split("\n## ")[1].startswith("Capacity at a latency target")
+    assert md.split("\n## ")[2].startswith("Your model: digits-cnn-torch")
+    assert "## Load generator's share of the CPU" in md
     assert "**Recommendation: TFLite**" in md and "not in this bench's runtimes" in md
 
 
