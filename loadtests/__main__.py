@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from loadtests import runner, scenarios
+from loadtests import capacity, runner, scenarios
 from services.settings import StackSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,6 +29,12 @@ def bench(
     window_s: float = typer.Option(None, min=1.0, help="measurement window per run (s)"),
     warmup_s: float = typer.Option(None, min=0.0, help="warm-up per run, excluded (s)"),
     out: Path = typer.Option(None, help="output directory (default loadtests/reports/<time>)"),
+    capacity_models: str = typer.Option(
+        None, help="models whose capacity at a latency target is searched (default: the "
+                   "profile's; 'all' or 'none')"),
+    latency_target_ms: str = typer.Option(
+        None, help="p99 target of the capacity search: MS for every model, or MODEL=MS,... "
+                   "(default: 5 x the model's single-stream p50 on its fastest runtime, >= 5 ms)"),
 ):
     """Measure every (model, runtime) of the profile against the running stack (`make up`)."""
     from loadtests.report.build import build_report
@@ -37,6 +44,16 @@ def bench(
             runner.check_models(_csv(models), StackSettings().model_store)
         prof = scenarios.get_profile(profile, models=_csv(models), runtimes=_csv(runtimes),
                                      repeats=repeats, window_s=window_s, warmup_s=warmup_s)
+        if capacity_models:
+            chosen = {"all": prof.models, "none": ()}.get(capacity_models.strip(),
+                                                          _csv(capacity_models))
+            if unknown := [m for m in chosen if m not in prof.models]:
+                raise ValueError(f"--capacity-models: {', '.join(unknown)} not among the bench's "
+                                 f"models ({', '.join(prof.models)})")
+            prof = replace(prof, capacity_models=tuple(chosen))
+        if latency_target_ms:
+            prof = replace(prof, capacity_targets_ms=capacity.parse_targets(latency_target_ms,
+                                                                           prof.models))
         results = runner.bench(prof, StackSettings(), out)
     except (runner.BenchError, ValueError) as e:
         typer.echo(f"bench: {e}", err=True)
@@ -92,7 +109,9 @@ def profiles():
     for p in scenarios.PROFILES.values():
         typer.echo(f"{p.name}: models {', '.join(p.models)}; users {list(p.users)}; "
                    f"{p.repeats} repeats; {p.warmup_s:g}+{p.window_s:g} s per run; "
-                   f"open loop {', '.join(p.open_models) or 'none'}; "
+                   f"open loop (Poisson) {', '.join(p.open_models) or 'none'}; "
+                   f"capacity at a p99 target {', '.join(p.capacity_models) or 'none'} "
+                   f"(<= {p.capacity_max_steps} steps each); "
                    f"direct {', '.join(p.direct_models) or 'none'} at {list(p.direct_users)} users")
 
 

@@ -30,6 +30,7 @@ class SearchSpec:
     target_ms: float  # p99 must stay at or under this
     resolution: float = 0.1  # stop when lowest failing / highest passing rate <= 1 + this
     max_steps: int = 7  # measurements, bounds included
+    extend_down: int = 2  # lo fails: try lo / 4, lo / 16 ... this many times before giving up
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Step:
     passed: bool
     why: str  # what decided it
     run_id: str | None = None
+    send_lag_p99_ms: float | None = None  # how late the load generator sent (part of latency)
+    noisy: bool = False  # other processes used the CPU during the step
 
 
 def judge(record: dict, target_ms: float) -> tuple[bool, str]:
@@ -57,7 +60,10 @@ def judge(record: dict, target_ms: float) -> tuple[bool, str]:
         return False, f"{failures}/{n} requests failed ({reasons[:120]})"
     p99 = record["latency_ms"]["p99"]
     if p99 > target_ms:
-        return False, f"p99 {p99:.2f} ms > {target_ms:g} ms"
+        lag = record.get("send_lag_p99_ms")
+        late = (f" (the load generator itself sent late: send lag p99 {lag:.1f} ms)"
+                if lag is not None and lag > target_ms / 2 else "")
+        return False, f"p99 {p99:.2f} ms > {target_ms:g} ms{late}"
     return True, f"p99 {p99:.2f} ms <= {target_ms:g} ms"
 
 
@@ -69,10 +75,13 @@ def round_rate(rate: float) -> float:
 def search(measure: Callable[[float, int], dict], spec: SearchSpec) -> dict:
     """Bounded search for the capacity; measure(rate, step number from 1) -> run record.
 
+    Order: lo; if it fails, lo / 4, lo / 16 ... (spec.extend_down times: the range is a guess from
+    the closed loop, a loaded machine can put the capacity below it); else hi; then bisection.
     Returns status "found" (bracketed within the resolution), "budget" (step budget spent first:
-    capacity is between the bracket's ends), "below-range" (even the lowest rate misses the target:
-    capacity < lo, unknown how much), "above-range" (the highest rate meets it: capacity >= hi).
-    capacity_rps is the highest rate that met the target (None below the range)."""
+    capacity is between the bracket's ends), "below-range" (even the lowest rate tried misses the
+    target: capacity < lowest_failing_rps, unknown how much), "above-range" (the highest rate
+    meets it: capacity >= hi). capacity_rps is the highest rate that met the target (None below
+    the range)."""
     if not 0 < spec.lo < spec.hi:
         raise ValueError(f"need 0 < lo < hi, got lo={spec.lo}, hi={spec.hi}")
     if spec.max_steps < 2:
@@ -84,17 +93,27 @@ def search(measure: Callable[[float, int], dict], spec: SearchSpec) -> dict:
         passed, why = judge(record, spec.target_ms)
         steps.append(Step(rate, (record.get("latency_ms") or {}).get("p99"),
                           round(record.get("rps", 0.0), 2), record.get("requests", 0),
-                          record.get("failures", 0), passed, why, record.get("id")))
+                          record.get("failures", 0), passed, why, record.get("id"),
+                          record.get("send_lag_p99_ms"), bool(record.get("noisy"))))
         return passed
 
     good: float | None = None
     bad: float | None = None
-    if not step(spec.lo):
-        status, bad = "below-range", spec.lo
-    elif step(spec.hi):
+    rate = spec.lo
+    for _ in range(spec.extend_down + 1):
+        if step(rate):
+            good = rate
+            break
+        bad = rate
+        rate = round_rate(rate / 4)
+        if len(steps) >= spec.max_steps:
+            break
+    if good is None:
+        status = "below-range"
+    elif bad is None and step(spec.hi):
         status, good = "above-range", spec.hi
     else:
-        good, bad = spec.lo, spec.hi
+        bad = bad or spec.hi
         while bad / good > 1 + spec.resolution and len(steps) < spec.max_steps:
             mid = round_rate(math.sqrt(good * bad))
             if not good < mid < bad:  # rounding met an end: the bracket is as fine as it gets
@@ -180,3 +199,28 @@ def planned_record(outcome: dict) -> dict | None:
         return None
     return {"rps": outcome["capacity_rps"], "latency_ms": outcome["target_ms"],
             "percentile": "p99", "status": outcome["status"]}
+
+
+def parse_targets(text: str, models: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """`--latency-target-ms`: "25" (every model) or "model=ms,model=ms" -> ((model, ms), ...)."""
+    def ms(value: str, what: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            x = -1.0
+        if not x > 0:
+            raise ValueError(f"latency target {what}: {value!r} is not a positive number of ms "
+                             "(give MS, or MODEL=MS,MODEL=MS)")
+        return x
+
+    text = text.strip()
+    if "=" not in text:
+        return tuple((m, ms(text, "for every model")) for m in models)
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        model, _, value = part.partition("=")
+        if model.strip() not in models:
+            raise ValueError(f"latency target for {model.strip()!r}: not a model of this bench "
+                             f"({', '.join(models)})")
+        out.append((model.strip(), ms(value.strip(), f"for {model.strip()}")))
+    return tuple(out)

@@ -12,7 +12,7 @@ STATUS_WORDS = {
     "found": "within the search's resolution",
     "budget": "step budget spent before the resolution: capacity lies between the two rates",
     "above-range": "the highest rate searched met the target: capacity is at least this",
-    "below-range": "even the lowest rate searched missed the target",
+    "below-range": "even the lowest rate tried missed the target",
     "not-measured": "not measured",
 }
 
@@ -23,7 +23,7 @@ def capacity_cell(outcome: dict) -> str:
     if status == "above-range":
         return f"**≥ {cap:g}** (above the range)"
     if status == "below-range":
-        return f"**< {outcome['lo']:g}** (below the range)"
+        return f"**< {outcome['lowest_failing_rps']:g}** (below the lowest rate tried)"
     if status in ("found", "budget"):
         return f"**{cap:g}** (fails at {outcome['lowest_failing_rps']:g})"
     return f"not measured: {outcome.get('why', '')}"
@@ -54,8 +54,10 @@ def capacity_section(results: dict, label) -> build.Section | None:
                      capacity_cell(o),
                      f"{at['p99_ms']:.2f}" if at and at.get("p99_ms") is not None else "–",
                      f"{at['rps']:.0f}" if at else "–",
-                     f"{len(steps)}/{o.get('max_steps', '–')}",
+                     f"{len(steps)}/{o.get('max_steps', '–')}"
+                     + (f" ({n} noisy)" if (n := sum(bool(s.get("noisy")) for s in steps)) else ""),
                      STATUS_WORDS.get(o.get("status"), o.get("status", "")),
+                     str(min((s["requests"] for s in steps), default="–")),
                      f"{o['closed_peak_rps']:.0f}" if o.get("closed_peak_rps") else "–"])
     text = [
         "**Capacity: the highest Poisson arrival rate at which p99 latency (measured from each "
@@ -64,7 +66,8 @@ def capacity_section(results: dict, label) -> build.Section | None:
         "(as MLPerf LoadGen's server scenario and perf_analyzer's `--latency-threshold` do): "
         f"the range {prof.get('capacity_range', ['?', '?'])[0]}–"
         f"{prof.get('capacity_range', ['?', '?'])[1]} x the runtime's closed-loop peak, both ends "
-        "measured, then geometric bisection until the passing and failing rates are within "
+        "measured (the low end failing: a quarter of it, then a sixteenth), then geometric "
+        "bisection until the passing and failing rates are within "
         f"{prof.get('capacity_resolution', 0):.0%} of each other or "
         f"{prof.get('capacity_max_steps')} steps are spent; each step is "
         f"{prof.get('capacity_warmup_s')} s of uncounted traffic, then a window of at least "
@@ -77,7 +80,8 @@ def capacity_section(results: dict, label) -> build.Section | None:
         text.append(f"Not searched in the {prof.get('name')} profile (to keep it within its time "
                     f"budget): {', '.join(sorted(others))}; the full profile searches every model.")
     headers = ["model", "runtime", "p99 target ms", "capacity req/s", "p99 at capacity ms",
-               "answered req/s there", "steps", "search", "closed-loop peak req/s"]
+               "answered req/s there", "steps", "search", "fewest requests in a step",
+               "closed-loop peak req/s"]
     return build.Section("Capacity at a latency target (server scenario)", text,
                    [build.Table(headers, rows)])
 

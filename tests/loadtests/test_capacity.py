@@ -65,11 +65,19 @@ def test_search_stops_at_its_step_budget_and_says_so():
 
 
 def test_below_the_lowest_rate_is_reported_without_a_capacity():
-    srv = QueueingServer(base_ms=2.0, mu=100.0)
+    srv = QueueingServer(base_ms=2.0, mu=10.0)
     out = capacity.search(srv, capacity.SearchSpec(lo=200.0, hi=800.0, target_ms=5.0))
     assert out["status"] == "below-range" and out["capacity_rps"] is None
-    assert srv.rates == [200.0] and out["lowest_failing_rps"] == 200.0
+    assert srv.rates == [200.0, 50.0, 12.5] and out["lowest_failing_rps"] == 12.5
     assert capacity.planned_record(out) is None
+
+
+def test_a_failing_low_end_extends_the_range_down():
+    srv = QueueingServer(base_ms=2.0, mu=100.0)  # capacity at 5 ms: 60 req/s, under lo
+    out = capacity.search(srv, capacity.SearchSpec(lo=200.0, hi=800.0, target_ms=5.0))
+    assert srv.rates[:2] == [200.0, 50.0] and 800.0 not in srv.rates
+    assert out["status"] == "found"
+    assert out["capacity_rps"] <= srv.capacity_at(5.0) < out["lowest_failing_rps"]
 
 
 def test_above_the_highest_rate_is_a_lower_bound():
@@ -235,7 +243,7 @@ def test_report_leads_with_capacity_and_gives_the_load_generator_share(tmp_path)
         "digits-cnn-torch@tflite": {**capacity.search(QueueingServer(mu=10_000.0),
                                                       capacity.SearchSpec(100.0, 1500.0, 5.0)),
                                     "target_basis": "5 x p50", "closed_peak_rps": 3000},
-        "digits-cnn-torch@torchserve": {**capacity.search(QueueingServer(mu=50.0),
+        "digits-cnn-torch@torchserve": {**capacity.search(QueueingServer(mu=5.0),
                                                           capacity.SearchSpec(100.0, 600.0, 5.0)),
                                         "target_basis": "5 x p50", "closed_peak_rps": 1200},
     }
@@ -246,7 +254,8 @@ def test_report_leads_with_capacity_and_gives_the_load_generator_share(tmp_path)
     assert md.split("\n## ")[1].startswith("Capacity at a latency target")
     section = md.split("\n## ")[1]
     assert f"**{found['capacity_rps']:g}** (fails at {found['lowest_failing_rps']:g})" in section
-    assert "**≥ 1500** (above the range)" in section and "**< 100** (below the range)" in section
+    assert "**≥ 1500** (above the range)" in section
+    assert "**< 6.25** (below the lowest rate tried)" in section
     assert "Not searched in the synthetic profile" in section and "mobilenetv2-torch" in section
     own = md.split("## Your model: digits-cnn-torch")[1].split("\n## ")[0]
     assert "Capacity at p99 ≤ 5 ms (Poisson arrivals): ONNX Runtime" not in own  # tflite leads
@@ -256,3 +265,13 @@ def test_report_leads_with_capacity_and_gives_the_load_generator_share(tmp_path)
     # synthetic runs: loadgen 60% of a core, busy 190%: a share of 32%.
     assert "| 60 | 100 | 190 | 32% |" in share
     assert "took 32%–32% of the CPU time used" in share
+
+
+def test_latency_targets_from_the_command_line():
+    models = ("a", "b")
+    assert capacity.parse_targets("25", models) == (("a", 25.0), ("b", 25.0))
+    assert capacity.parse_targets("b=7.5", models) == (("b", 7.5),)
+    with pytest.raises(ValueError, match="'c': not a model of this bench"):
+        capacity.parse_targets("c=5", models)
+    with pytest.raises(ValueError, match="'-3' is not a positive number of ms"):
+        capacity.parse_targets("a=-3", models)
