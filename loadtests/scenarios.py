@@ -112,7 +112,7 @@ PROFILES: dict[str, Profile] = {
         direct_models=("digits-cnn-torch",),
         direct_users=(8,),
     ),
-    # ~3 hours here.
+    # ~3.5 hours here (~40 minutes of it the capacity search).
     "full": Profile(
         name="full",
         models=DIGITS_MLP + DIGITS_CNN + MOBILENET + TRANSFORMER,

@@ -28,6 +28,8 @@ def test_make_bench_passes_models_and_profile():
     assert line.endswith("-m loadtests bench --profile smoke --models my-model,other")
     plain = _dry_run_bench()
     assert plain.endswith("--profile quick") and "--models" not in plain
+    target = _dry_run_bench("LATENCY_MS=my-model=25")
+    assert target.endswith("--profile quick --latency-target-ms my-model=25")
 
 
 def test_unknown_model_names_the_store_and_what_to_do(store):
