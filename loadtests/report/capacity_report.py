@@ -115,24 +115,28 @@ def loadgen_section(results: dict, label) -> build.Section:
             sum(v for k, v in r["cpu"]["groups_pct"].items()
                 if k not in ("loadgen", "ceiling-endpoint")) for r in runs)
         share = gen / busy if busy else None
-        if share is not None and via != "ceiling":
-            shares.append(share)
+        own = gen / (gen + servers) if gen + servers else None
+        if own is not None and via != "ceiling":
+            shares.append(own)
         point = f"{users} users" if mode == "closed" else f"{rate:g} req/s"
         rows.append([f"{via} {mode}", model, label(runtime), point, str(len(runs)), f"{gen:.0f}",
-                     f"{servers:.0f}", f"{busy:.0f}", f"{share:.0%}" if share is not None else "–"])
+                     f"{servers:.0f}", f"{busy:.0f}", f"{own:.0%}" if own is not None else "–",
+                     f"{share:.0%}" if share is not None else "–"])
     how = {"disjoint": f"Load generator and servers on disjoint CPU sets: {sets.get('note')}.",
            "shared": f"No CPU sets: {sets.get('note')}."}.get(
         sets.get("mode"), "CPU sets not recorded (a bench from before they were): the load "
                           "generator and the servers shared the machine's cores.")
     text = [how, "Per point (mean over its repeats or steps): CPU time of the load generator "
                  "(Locust's process, or this bench's own Poisson client for open-loop runs), of "
-                 "the servers' process trees, and of the whole machine, in % of one core; the "
-                 "last column is the load generator's share of all the CPU time used."]
+                 "the servers' process trees, and of the whole machine, in % of one core; then the "
+                 "load generator's share of the bench's CPU time (load generator + servers) and "
+                 "of all the CPU time used on the machine (other processes included)."]
     if shares:
         text.append(f"Outside the client-ceiling runs the load generator took "
-                    f"{min(shares):.0%}–{max(shares):.0%} of the CPU time used "
-                    f"(median {statistics.median(shares):.0%}): CPU the servers could not use "
-                    "when the cores were shared.")
+                    f"{min(shares):.0%}–{max(shares):.0%} of the bench's CPU time "
+                    f"(median {statistics.median(shares):.0%})"
+                    + (": CPU the servers could not use, since they shared the cores."
+                       if sets.get("mode") != "disjoint" else "."))
     return build.Section("Load generator's share of the CPU", text, [build.Table(
         ["run", "model", "runtime", "point", "runs", "load generator %", "servers %",
-         "machine busy %", "load generator share"], rows)])
+         "machine busy %", "load generator share of the bench", "of the machine"], rows)])
