@@ -126,7 +126,9 @@ class OpenLoop:
         t0 = self.clock()
         for i, off in enumerate(offsets):
             due = t0 + off
-            if (delay := due - self.clock()) > 0:
+            # uvloop's timers have millisecond resolution and may wake early: sleep again for the
+            # rest, so that no request leaves before its time (its latency would be too short).
+            while (delay := due - self.clock()) > 0:
                 await asyncio.sleep(delay)
             lags.append(self.clock() - due)
             counted = off >= count_from

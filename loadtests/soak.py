@@ -145,7 +145,7 @@ class Soak:
             if off >= next_tick and on_tick:
                 on_tick(next_tick)
                 next_tick += tick
-            if (delay := due - time.monotonic()) > 0:
+            while (delay := due - time.monotonic()) > 0:  # uvloop's timers may wake early
                 await asyncio.sleep(delay)
             if len(pending) >= MAX_IN_FLIGHT:
                 out.append((float(off), 0.0, "client-overload", name))
