@@ -49,6 +49,9 @@ def latency_vs_throughput(points: list[Point], model: str, labels: dict, path: P
                                 textcoords="offset points", xytext=(3, 3))
             for p in find(pts, runtime=runtime, mode="open"):
                 ax.scatter([p.rps.median], [getattr(p, q).median], marker="x", s=60, color=color)
+            for p in find(pts, runtime=runtime, mode="capacity"):  # the search's Poisson steps
+                ax.scatter([p.rps.median], [getattr(p, q).median], marker="^", s=30,
+                           facecolors="none", edgecolors=color)
         ax.set_title(f"{q} latency")
         ax.set_xlabel("throughput (req/s)")
         ax.set_yscale("log")
@@ -56,7 +59,7 @@ def latency_vs_throughput(points: list[Point], model: str, labels: dict, path: P
     axes[0].set_ylabel("latency (ms)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{model}: latency vs throughput through the gateway "
-                 "(o closed loop, labels = users; x constant rate)")
+                 "(o closed loop, labels = users; x fixed Poisson rate; △ capacity search steps)")
     return _save(fig, path)
 
 
