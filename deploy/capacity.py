@@ -6,8 +6,8 @@ request rate within a latency target.
 
 Per (model, runtime) the per-replica capacity is, in order of preference:
 1. results["capacity_at_latency_target"]["<model>@<runtime>"] = {"rps", "latency_ms",
-   "percentile"} when a bench records it (not yet: another issue adds it) and its latency target
-   is at most ours;
+   "percentile"} when a bench records it (the capacity search, loadtests/capacity.py) and its
+   latency target is at most ours;
 2. else the closed-loop throughput through the gateway at the highest concurrency whose p99 (the
    median of the point's repeats, like the report) stays within the target.
 replicas = ceil(rate / (per-replica capacity x headroom)); resources per replica come from

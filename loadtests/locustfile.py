@@ -6,7 +6,9 @@
 Each user is bound to one target (round robin over models x runtimes) and posts pre-encoded
 reference samples (every input; variable sequence lengths where the model has a dynamic dimension),
 checking every response (every output's shape and datatype, predicted class); a wrong answer is a
-Locust failure. --rate paces a fixed total rate over all users (open loop); 0 is closed loop.
+Locust failure. --rate paces a fixed total rate over all users (open loop); 0 is closed loop. The
+bench uses Locust for closed loops only: paced Locust users arrive in bursts (loadtests/README.md),
+so its open-loop runs are Poisson arrivals from loadtests/openloop.py.
 Direct targets go to the runtimes' own ports from services/settings.py (--host applies to the
 gateway and the ceiling endpoint only).
 
