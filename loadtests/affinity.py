@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psutil
+from loadtests.monitor import _tree  # a process and its descendants
 
 MIN_CPUS_TO_SPLIT = 4
 
@@ -36,17 +36,6 @@ def _threads(pid: int) -> list[int]:
         return [int(t) for t in os.listdir(Path("/proc") / str(pid) / "task")]
     except OSError:
         return [pid]
-
-
-def _tree(pids: set[int]) -> set[int]:
-    out = set()
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            out |= {pid, *(c.pid for c in p.children(recursive=True))}
-        except psutil.Error:
-            continue
-    return out
 
 
 def apply(split: tuple[set[int], set[int]] | None, services: dict[str, set[int]]) -> dict:

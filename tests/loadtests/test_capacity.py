@@ -4,6 +4,7 @@ what the report says about them."""
 import asyncio
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -279,3 +280,34 @@ def test_latency_targets_from_the_command_line():
         capacity.parse_targets("c=5", models)
     with pytest.raises(ValueError, match="'-3' is not a positive number of ms"):
         capacity.parse_targets("a=-3", models)
+
+
+def test_disjoint_cpu_sets_pin_server_threads_and_are_put_back():
+    import os
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.fail("needs 2 CPUs to split")  # the development machine has 2
+    before = set(cpus)
+    server = subprocess.Popen([sys.executable, "-c", "import threading, time; "
+                               "threading.Thread(target=time.sleep, args=(30,)).start(); "
+                               "time.sleep(30)"])
+    try:
+        time.sleep(0.3)  # its second thread started
+        done = affinity.apply(({cpus[-1]}, set(cpus[:-1])), {"svc": {server.pid}})
+        try:
+            assert done["mode"] == "disjoint" and "2 server threads pinned" in done["note"]
+            tids = [int(t) for t in os.listdir(f"/proc/{server.pid}/task")]
+            assert len(tids) == 2
+            assert all(os.sched_getaffinity(t) == set(cpus[:-1]) for t in tids)
+            assert os.sched_getaffinity(0) == {cpus[-1]}
+            assert "saved" not in affinity.public(done)
+        finally:
+            affinity.restore(done)
+        assert os.sched_getaffinity(0) == before
+        assert all(os.sched_getaffinity(t) == before for t in tids)
+    finally:
+        server.kill()
+        server.wait()
