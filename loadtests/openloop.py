@@ -67,7 +67,8 @@ def summarize(records: list[tuple[float, float, str | None]], window_from: float
               window_s: float) -> dict:
     """records (scheduled offset s, latency s from that offset, problem or None) of the requests
     scheduled in [window_from, window_from + window_s) -> the run's figures, shaped like the Locust
-    runs' window summary. rps is answers per second: the window's requests over the time from
+    runs' window summary; percentiles cover every request, failed ones included (a timeout at
+    its timeout). rps is answers per second: the window's requests over the time from
     the window's start to the last answer (at least the window), so a server that falls behind
     shows a lower rate than the offered one."""
     lat = np.asarray([r[1] for r in records], dtype=np.float64) * 1000.0
@@ -87,8 +88,7 @@ class OpenLoop:
     """Poisson traffic to one target at `base_url` (gateway or runtime), one asyncio loop."""
 
     def __init__(self, payload: payloads.Payload, bodies: list[Body], base_url: str,
-                 headers: dict[str, str], timeout_s: float = 10.0,
-                 clock=time.monotonic) -> None:
+                 headers: dict[str, str], timeout_s: float = 10.0) -> None:
         u = urlsplit(base_url)
         self.pool = HTTPPool(u.hostname or "127.0.0.1", u.port or 80,
                              max_connections=MAX_CONNECTIONS, connect_timeout=5.0)
@@ -96,7 +96,7 @@ class OpenLoop:
         self.headers = {"Content-Type": "application/json", **headers}
         self.path = payload.target.path
         self.timeout_s = timeout_s
-        self.clock = clock
+        self.clock = time.monotonic  # the event loop's clock too: sleeps and latencies agree
 
     async def one(self, i: int, due: float, off: float, out: list, served_by: Counter) -> None:
         body = self.bodies[i % len(self.bodies)]

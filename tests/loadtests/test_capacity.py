@@ -189,7 +189,6 @@ def test_run_open_sends_poisson_traffic_and_checks_answers(store):
     payload, bodies = _payload(store)
     with FakeOIPServer(store, "digits-cnn-torch") as srv:
         r = openloop.run_open(payload, bodies, srv.url, 150.0, 0.3, 1.5, seed=3)
-        wrong_payload = payload
     assert r["arrivals"] == "poisson" and r["offered_rate"] == 150.0
     assert 150 * 1.5 * 0.75 < r["requests"] < 150 * 1.5 * 1.25 and r["failures"] == 0
     assert set(r["served_by"]) == {"onnxruntime"}
@@ -198,7 +197,7 @@ def test_run_open_sends_poisson_traffic_and_checks_answers(store):
     assert r["latency_ms"]["min"] > 0 and r["send_lag_p50_ms"] >= 0
     assert r["window_end"] - r["window_start"] == pytest.approx(1.5)
     with FakeOIPServer(store, "digits-cnn-torch", wrong=True) as srv:
-        bad = openloop.run_open(wrong_payload, bodies, srv.url, 100.0, 0.0, 0.5, seed=3)
+        bad = openloop.run_open(payload, bodies, srv.url, 100.0, 0.0, 0.5, seed=3)
     assert bad["requests"] > 0 and bad["failures"] == bad["requests"]
     assert list(bad["failure_reasons"]) == ["wrong class"]
     assert capacity.judge(bad, 1000.0)[0] is False
