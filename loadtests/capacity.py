@@ -158,7 +158,7 @@ def step_window(rate: float, window_s: float, min_requests: int, max_window_s: f
     return round(min(max(window_s, min_requests / rate), max(window_s, max_window_s)), 2)
 
 
-# --- from the closed-loop sweep: the target's basis and the range ----------------------------------
+# --- from the closed-loop sweep: the target's basis and the range ------------------------------
 
 
 def _median(values: list[float]) -> float:

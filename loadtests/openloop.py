@@ -1,13 +1,13 @@
 """Open-loop load on one target: Poisson arrivals on an absolute schedule, latency from the
 scheduled send time.
 
-Why not Locust: paced Locust users arrive in bursts and add their own loop delay (loadtests/README.md,
-"The open-loop anomaly"). Here one asyncio loop (uvloop) sends request i at t0 + offsets[i], the
-offsets being a Poisson process (exponential gaps), whatever the answers do; a request's latency
-runs from its *scheduled* time, so a server (or a client) that falls behind shows as latency
-instead of as fewer requests (no coordinated omission). Requests go through the gateway's own
-HTTP/1.1 client (services/gateway/backends/http.py HTTPPool) with the bench's payloads
-(loadtests/payloads.py), every answer checked like the Locust runs do.
+Why not Locust: paced Locust users arrive in bursts and add their own loop delay
+(loadtests/README.md, "The open-loop anomaly"). Here one asyncio loop (uvloop) sends request i at
+t0 + offsets[i], the offsets being a Poisson process (exponential gaps), whatever the answers do;
+a request's latency runs from its *scheduled* time, so a server (or a client) that falls behind
+shows as latency instead of as fewer requests (no coordinated omission). Requests go through the
+gateway's own HTTP/1.1 client (services/gateway/backends/http.py HTTPPool) with the bench's
+payloads (loadtests/payloads.py), every answer checked like the Locust runs do.
 
 Bodies: the bench's OIP JSON, except for large inputs (above BINARY_ABOVE bytes of JSON), which go
 in the OIP binary tensor extension, the encoding production clients use for large tensors.

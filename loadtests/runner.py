@@ -392,11 +392,11 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     n_open = profile.repeats * sum(m in profile.open_models for m, _ in live)
     n_ceiling = len(payload_classes(models, manifests))
     n_capacity = sum(m in profile.capacity_models for m, _ in live)
-    total = len(closed) + n_open + n_ceiling + n_capacity * profile.capacity_max_steps
+    n_runs = len(closed) + n_open + n_ceiling
+    total = n_runs + n_capacity * profile.capacity_max_steps
     say(f"bench profile {profile.name}: {len(live)} targets, {total} runs (at most) of "
         f"{profile.warmup_s:g} s warm-up + {profile.window_s:g} s window, "
-        f"~{estimate_seconds(profile, total - n_capacity * profile.capacity_max_steps, n_capacity) / 60:.1f}"
-        f" min; output {out_dir}")
+        f"~{estimate_seconds(profile, n_runs, n_capacity) / 60:.1f} min; output {out_dir}")
 
     tfserving = detect_tfserving(settings, next((m for m, r in live if r == "tfserving"), None))
     say(f"TF Serving: {tfserving['kind']} ({tfserving['detail']})")

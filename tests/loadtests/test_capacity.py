@@ -241,7 +241,8 @@ def test_report_leads_with_capacity_and_gives_the_load_generator_share(tmp_path)
     srv = QueueingServer()
     found = capacity.search(srv, capacity.SearchSpec(100.0, 1500.0, 5.0))
     results["capacity"] = {
-        "digits-cnn-torch@onnxruntime": {**found, "target_basis": "5 x p50", "closed_peak_rps": 2700},
+        "digits-cnn-torch@onnxruntime": {**found, "target_basis": "5 x p50",
+                                         "closed_peak_rps": 2700},
         "digits-cnn-torch@tflite": {**capacity.search(QueueingServer(mu=10_000.0),
                                                       capacity.SearchSpec(100.0, 1500.0, 5.0)),
                                     "target_basis": "5 x p50", "closed_peak_rps": 3000},
