@@ -102,13 +102,14 @@ PROFILES: dict[str, Profile] = {
         window_s=2.5,
         ref_users=8,
         # The capacity search replaces the quick profile's fixed-rate runs (its steps are open-loop
-        # Poisson runs too) and covers one model only, to stay within the 10 minutes: 4 runtimes
-        # x at most 6 steps of 0.5 + 2.5-3 s (the full profile covers every model).
+        # Poisson runs too) and covers one model only, to keep to the time budget: 4 runtimes x at
+        # most 6 steps of 0.5 + 2.5 s (+ ~0.3 s) = 79 s for 54 s of former fixed-rate runs (the full
+        # profile covers every model). Below 80 req/s a step has fewer than 200 requests.
         capacity_models=("digits-cnn-torch",),
         capacity_resolution=0.15,
         capacity_max_steps=6,
         capacity_min_requests=200,
-        capacity_max_window_s=3.0,
+        capacity_max_window_s=2.5,
         direct_models=("digits-cnn-torch",),
         direct_users=(8,),
     ),
@@ -182,9 +183,9 @@ def open_plan(
 
 def estimate_seconds(profile: Profile, n_runs: int, n_capacity_targets: int = 0) -> float:
     """Wall-clock estimate: n_runs Locust/open runs, plus the capacity search of
-    n_capacity_targets (model, runtime) at its step budget (the window at the search's middle
-    rate is usually the profile's; a longer one at the low end is counted at half its cap)."""
-    step = (profile.capacity_warmup_s + max(profile.window_s, profile.capacity_max_window_s / 2)
+    n_capacity_targets (model, runtime) at its step budget, every step at its longest window (an
+    upper bound: measured 3.1-3.4 s a step with 2.5-3 s windows in the quick profile)."""
+    step = (profile.capacity_warmup_s + max(profile.window_s, profile.capacity_max_window_s)
             + 0.3)  # uvloop start, pool connect, the answers still in flight
     return (n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)
             + n_capacity_targets * profile.capacity_max_steps * step)
