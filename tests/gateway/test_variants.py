@@ -107,6 +107,12 @@ def test_a_bare_name_routes_only_to_float_artifacts(stack) -> None:
         np.testing.assert_allclose(_logits(r), ref[m.signature.outputs[0].name], atol=1e-4)
         meta = c.get(f"/v2/models/{MODEL}").json()["parameters"]
         assert meta["candidates"] == [f"{MODEL}@onnxruntime", f"{MODEL}@tflite"]
+        # every artifact's certificate, the float one and each variant's apart
+        assert meta["parity"]["tflite"]["tolerance"] == 1e-4 and meta["parity"]["tflite"]["quantized"] is None
+        assert meta["parity"]["tflite:int8-static"]["quantized"]["min_top1_agreement"] == 0.98
+        variant_meta = c.get(f"/v2/models/{MODEL}@tflite:int8-static").json()
+        assert variant_meta["parameters"]["target"] == f"{MODEL}@tflite:int8-static"
+        assert variant_meta["parameters"]["parity_ok"] is True and variant_meta["platform"] == "tflite"
         index = {e["name"]: e for e in c.post("/v2/repository/index").json()}
     for key in GOOD:
         fmt, variant = key.split(":")
