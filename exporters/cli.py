@@ -119,8 +119,8 @@ def _quantize(names, store: Path, variants: tuple[str, ...], thresholds) -> list
 
 def _trained(names, store: Path) -> list[str]:
     """The examples whose variants `examples` builds: not the random-init ones (MobileNetV2, for
-    timing only), whose near-uniform outputs make top-1 a coin toss between near-ties (every
-    variant failed its certificate, 0.47-0.97 agreement, at ~100 s per model)."""
+    timing only), whose near-uniform outputs make top-1 a coin toss between near-ties (9 of their
+    10 variants failed their certificate, 0.47-0.97 agreement, at ~30-110 s per model)."""
     from contract.manifest import load_manifest
 
     kept = []
