@@ -121,3 +121,21 @@ def test_cli_quantize_refuses_unknown_variants_and_bad_thresholds(real_store, tm
     assert r.returncode == 1, r.stderr
     assert "below the minimum 1.01" in r.stderr
     assert not load_manifest(store / "digits-mlp-torch").artifacts["onnx:int8-dynamic"].parity.ok
+
+
+def test_examples_exit_code_counts_float_artifacts_but_quantize_counts_variants(tmp_path, capsys) -> None:
+    """`make export` (examples) is not failed by a variant that failed its certificate (listed,
+    not served); `python -m exporters quantize`, asked for variants, is."""
+    import typer
+
+    from exporters.cli import _finish
+    from exporters.pipeline import Row
+
+    rows = [Row("m", "onnx", True), Row("m", "tflite:int8-static", False, message="top-1 agreement 0.2 is below the minimum 0.98")]
+    _finish(rows, tmp_path, variants_fail=False)
+    assert "1 quantized variant(s) not certified, not served: m/tflite:int8-static: top-1" in capsys.readouterr().err
+    with pytest.raises(typer.Exit) as e:
+        _finish(rows, tmp_path)
+    assert e.value.exit_code == 1
+    with pytest.raises(typer.Exit):  # a float artifact's failure still fails examples
+        _finish([*rows, Row("m", "tflite", False, message="parity")], tmp_path, variants_fail=False)
