@@ -82,6 +82,18 @@ def test_each_variant_is_reached_by_its_name_and_answers_as_certified(stack) -> 
         r = c.post(f"/v1/models/{MODEL}@tflite:int8-static:predict", json={"instances": x[:2].tolist()})
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(np.asarray(r.json()["predictions"]), _logits(_infer(c, f"{MODEL}@tflite:int8-static", x[:2])), atol=1e-6)
+    # TF Serving gRPC: tensorflow-serving-api's own stubs, the variant in model_spec.name
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from tests.gateway.test_tfs_grpc import outputs, request
+
+    with grpc.insecure_channel(g.tfs_grpc_url) as ch:
+        resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(
+            request(f"{MODEL}@tflite:int8-static", {"input": x[:2]}), timeout=30)
+    with g.client() as c:
+        want_two = _logits(_infer(c, f"{MODEL}@tflite:int8-static", x[:2]))
+    np.testing.assert_allclose(outputs(resp)["logits"], want_two, atol=1e-6)
     # OIP gRPC: tritonclient unmodified
     client = triton_grpc.InferenceServerClient(g.grpc_url)
     inp = triton_grpc.InferInput("input", list(x[:3].shape), "FP32")
