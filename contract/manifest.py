@@ -11,6 +11,8 @@ Layout of a store (built by `make export`, never committed):
       <model>/savedmodel/<version>/saved_model.pb ...   (TF Serving layout: base_path = <model>/savedmodel)
       <model>/tflite/<version>/model.tflite
       <model>/torchserve/<version>/<model>.mar
+      <model>/<format>-<variant>/<version>/...          quantized variants (exporters/quantize.py):
+                                                        key "<format>:<variant>" in "artifacts"
       torchserve/<model>.mar                            TorchServe's --model-store (copies)
       tfserving/models.config                           TF Serving's --model_config_file
 
@@ -101,16 +103,31 @@ class OutputParity(BaseModel):
     top1_agreement: float | None = None  # where the output is a classification [batch, classes]
 
 
+class QuantizedCheck(BaseModel):
+    """The certificate of a quantized variant: it cannot match its float source to 1e-4, so it
+    passes on measured quality against thresholds (exporters/quantize.py, --min-top1 ...)."""
+
+    method: str  # e.g. "TFLite full-integer int8, calibrated on the reference batch"
+    samples: int  # reference samples evaluated (also the calibration data, where calibrated)
+    accuracy: float | None = None  # on reference/labels.npy, where the model has labels
+    source_accuracy: float | None = None  # the float source's, on the same samples
+    accuracy_drop: float | None = None  # source_accuracy - accuracy (0.01 = 1 point)
+    min_top1_agreement: float | None = None  # thresholds in force (None = not checked)
+    max_accuracy_drop: float | None = None
+    max_abs_error: float | None = None
+
+
 class Parity(BaseModel):
     ok: bool
     runtime: str  # what executed the artifact for the check
     batch_sizes: list[int]
-    tolerance: float
+    tolerance: float | None  # None for a quantized variant: `quantized` holds its thresholds
     max_abs_error: float | None = None  # worst over every output
     top1_agreement: float | None = None  # first classification output
     outputs: dict[str, OutputParity] = Field(default_factory=dict)
     inputs: str | None = None  # how the reference inputs were drawn, and the shapes checked
     error: str | None = None
+    quantized: QuantizedCheck | None = None  # a quantized variant's certificate
 
 
 class RouteFailure(BaseModel):
@@ -118,8 +135,24 @@ class RouteFailure(BaseModel):
     error: str  # the root cause: innermost exception, operator / layer where known
 
 
+VARIANT_SEP = ":"  # "tflite:int8-static": the key of a variant in Manifest.artifacts and the
+# suffix of the name servers give it ("digits-cnn-torch:int8-static"; the gateway's
+# "digits-cnn-torch@tflite:int8-static")
+
+
+def variant_key(fmt: str, variant: str | None) -> str:
+    """The key of an artifact in Manifest.artifacts / Manifest.failed."""
+    return f"{fmt}{VARIANT_SEP}{variant}" if variant else fmt
+
+
+def served_name(model: str, variant: str | None) -> str:
+    """The model name a runtime server gives an artifact: the model's, plus ":<variant>"."""
+    return f"{model}{VARIANT_SEP}{variant}" if variant else model
+
+
 class Artifact(BaseModel):
     format: str
+    variant: str | None = None  # a quantized variant of the format (None: the float artifact)
     version: int
     path: str  # relative to the model's directory
     bytes: int
@@ -161,6 +194,13 @@ class Manifest(BaseModel):
     def passed(self, fmt: str) -> bool:
         art = self.artifacts.get(fmt)
         return bool(art and art.parity.ok)
+
+    def variants(self, fmt: str) -> dict[str, Artifact | None]:
+        """{variant: its artifact, or None where the export failed} of one format."""
+        prefix = fmt + VARIANT_SEP
+        out: dict[str, Artifact | None] = {k.removeprefix(prefix): None for k in self.failed if k.startswith(prefix)}
+        out.update({k.removeprefix(prefix): a for k, a in self.artifacts.items() if k.startswith(prefix)})
+        return out
 
     def load_reference(
         self, store: Path

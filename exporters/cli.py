@@ -19,6 +19,11 @@ StoreOpt = Annotated[Path, typer.Option("--store", help="model store directory")
 FormatsOpt = Annotated[str, typer.Option("--formats", help=f"comma-separated subset of {','.join(FORMATS)}")]
 TolOpt = Annotated[float, typer.Option("--tolerance", help="max abs error allowed vs the source (float32)")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+VariantsOpt = Annotated[str, typer.Option("--variants", help="comma-separated quantized variants (<format>:<variant>), "
+                                          "'all' or 'none'; see exporters/quantize.py")]
+MinTop1Opt = Annotated[str, typer.Option("--min-top1", help="a variant's minimum top-1 agreement with the float source ('none': not checked)")]
+MaxDropOpt = Annotated[str, typer.Option("--max-accuracy-drop", help="a variant's maximum accuracy drop on the labels, 0.01 = 1 point ('none')")]
+MaxAbsOpt = Annotated[str, typer.Option("--max-abs-error", help="a variant's maximum abs error vs the float source ('none')")]
 
 
 def _setup(debug: bool) -> None:
@@ -62,16 +67,100 @@ def _fail(model: str, fmt: str, err: BaseException, debug: bool) -> None:
     raise typer.Exit(2)
 
 
-def _finish(rows, store: Path) -> None:
+def _finish(rows, store: Path, variants_fail: bool = True) -> None:
+    """The table; exit 1 if an artifact failed. variants_fail=False: a quantized variant that
+    failed its certificate is listed but does not fail the command (`examples`: the transformers'
+    full-integer int8 always does; its manifest says why and the gateway does not route it)."""
+    from contract.manifest import VARIANT_SEP
     from exporters.report import summary_table
     from exporters.store import refresh_runtime_views
 
     refresh_runtime_views(store)
     typer.echo(summary_table(rows))
     failed = [r for r in rows if not r.ok]
+    if not variants_fail:
+        uncertified = [r for r in failed if VARIANT_SEP in r.format]
+        if uncertified:
+            typer.echo(f"{len(uncertified)} quantized variant(s) not certified, not served: "
+                       + "; ".join(f"{r.model}/{r.format}: {r.message}" for r in uncertified), err=True)  # fmt: skip
+        failed = [r for r in failed if VARIANT_SEP not in r.format]
     if failed:
         typer.echo(f"{len(failed)} of {len(rows)} artifacts failed: " + "; ".join(f"{r.model}/{r.format}: {r.message}" for r in failed), err=True)
         raise typer.Exit(1)
+
+
+def _variants(value: str) -> tuple[str, ...]:
+    from exporters.quantize import VARIANTS
+
+    if value.strip() in ("all", ""):
+        return tuple(VARIANTS)
+    if value.strip() == "none":
+        return ()
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}, all or none")
+    return chosen
+
+
+def _thresholds(min_top1: str, max_drop: str, max_abs: str):
+    from exporters.quantize import Thresholds
+
+    def num(flag: str, value: str) -> float | None:
+        if value.strip().lower() == "none":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{flag} takes a number or 'none', not {value!r}") from None
+
+    return Thresholds(num("--min-top1", min_top1), num("--max-accuracy-drop", max_drop), num("--max-abs-error", max_abs))
+
+
+def _quantize(names, store: Path, variants: tuple[str, ...], thresholds) -> list:
+    from exporters.quantize import quantize_model
+
+    rows = []
+    for name in names:
+        if (Path(store) / name / "manifest.json").is_file():  # a source that could not be built has none
+            rows += quantize_model(store, name, variants, thresholds)[1]
+    return rows
+
+
+def _trained(names, store: Path) -> list[str]:
+    """The examples whose variants `examples` builds: not the random-init ones (MobileNetV2, for
+    timing only), whose near-uniform outputs make top-1 a coin toss between near-ties (9 of their
+    10 variants failed their certificate, 0.47-0.97 agreement, at ~30-110 s per model)."""
+    from contract.manifest import load_manifest
+
+    kept = []
+    for name in names:
+        path = Path(store) / name
+        if (path / "manifest.json").is_file() and load_manifest(path).source.weights == "random-init":
+            log.info("[%s] random-init weights: no quantized variants (python -m exporters quantize %s builds them)", name, name)
+            continue
+        kept.append(name)
+    return kept
+
+
+@app.command()
+def quantize(
+    names: Annotated[list[str], typer.Argument(help="models of the store")],
+    store: StoreOpt = Path("model_store"),
+    variants: VariantsOpt = "all",
+    min_top1: MinTop1Opt = "0.98",
+    max_accuracy_drop: MaxDropOpt = "0.01",
+    max_abs_error: MaxAbsOpt = "none",
+    debug: DebugOpt = False,
+) -> None:
+    """Build and certify quantized variants of models already in the store."""
+    _setup(debug)
+    chosen, limits = _variants(variants), _thresholds(min_top1, max_accuracy_drop, max_abs_error)
+    missing = [n for n in names if not (Path(store) / n / "manifest.json").is_file()]
+    if missing:
+        _fail(",".join(missing), "-", ValueError(f"not in {store}: export the model(s) first"), debug)
+    _threads(debug)
+    _finish(_quantize(names, store, chosen, limits), store)
 
 
 @app.command()
@@ -80,11 +169,16 @@ def examples(
     store: StoreOpt = Path("model_store"),
     formats: FormatsOpt = ",".join(FORMATS),
     tolerance: TolOpt = 1e-4,
+    variants: VariantsOpt = "all",
+    min_top1: MinTop1Opt = "0.98",
+    max_accuracy_drop: MaxDropOpt = "0.01",
+    max_abs_error: MaxAbsOpt = "none",
     debug: DebugOpt = False,
 ) -> None:
     """Train the bundled examples (digits MLP/CNN, MobileNetV2 random-init) and export them."""
     _setup(debug)
     fmts = _formats(formats)
+    chosen_variants, limits = _variants(variants), _thresholds(min_top1, max_accuracy_drop, max_abs_error)
     from exporters.examples.build import EXAMPLES, sources
     from exporters.pipeline import export_model
     from exporters.sources import SourceError
@@ -97,7 +191,8 @@ def examples(
             rows += export_model(src, store, fmts, tolerance, debug=debug)[1]
     except (ValueError, SourceError) as e:
         _fail(",".join(chosen), "-", e, debug)
-    _finish(rows, store)
+    rows += _quantize(_trained(chosen, store), store, chosen_variants, limits)
+    _finish(rows, store, variants_fail=False)
 
 
 @app.command()

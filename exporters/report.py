@@ -19,11 +19,11 @@ def manifest_rows(manifests: Iterable[Manifest]) -> list[Row]:
 
 
 def summary_table(rows: list[Row]) -> str:
-    head = f"{'model':<26} {'format':<11} {'parity':<6} {'max abs err':>11} {'size':>10} {'seconds':>8}  route"
+    head = f"{'model':<26} {'format':<19} {'parity':<6} {'max abs err':>11} {'size':>10} {'seconds':>8}  route"
     lines = [head, "-" * len(head)]
     for r in rows:
         err = f"{r.max_abs_error:.2e}" if r.max_abs_error is not None else "-"
         size = f"{r.bytes / 1e6:.2f} MB" if r.bytes is not None else "-"
         what = r.route if r.ok or r.route else r.message[:90]
-        lines.append(f"{r.model:<26} {r.format:<11} {'ok' if r.ok else 'FAIL':<6} {err:>11} {size:>10} {r.seconds:>8.1f}  {what}")
+        lines.append(f"{r.model:<26} {r.format:<19} {'ok' if r.ok else 'FAIL':<6} {err:>11} {size:>10} {r.seconds:>8.1f}  {what}")
     return "\n".join(lines)

@@ -49,7 +49,7 @@ def commit(staging: Path, store: Path, name: str) -> Path:
     return final
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
     trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
     if final.exists():
         final.rename(trash)
@@ -70,9 +70,9 @@ def refresh_runtime_views(store: Path) -> None:
     for m in manifests.values():
         if m.passed("torchserve"):
             os.link(m.artifact_path(store, "torchserve"), tmp / f"{m.name}.mar")
-    _replace_dir(tmp, store / TORCHSERVE_DIR)
+    replace_dir(tmp, store / TORCHSERVE_DIR)
     tmp = store / f".{TFSERVING_DIR}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_models_config(store, tmp / "models.config", CONTAINER_STORE)
-    _replace_dir(tmp, store / TFSERVING_DIR)
+    replace_dir(tmp, store / TFSERVING_DIR)

@@ -9,7 +9,11 @@ lengths (full, 1/2, 1/4), and only full-length samples have their class checked.
 Every output is checked (name, datatype, shape); the predicted class of the first classification
 output ([batch, classes]) must equal the source model's own prediction (argmax of the reference
 outputs), not the label, so a runtime that reproduces the source model never fails; a near-tie
-within the artifact's parity tolerance is accepted as well.
+within the artifact's parity tolerance is accepted as well (for a quantized variant, within twice
+its certificate's max abs error).
+
+A quantized variant is a target of its own: runtime "tflite:int8-static" is
+`<model>@tflite:int8-static` through the gateway and `<model>:int8-static` on the TFLite server.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.codec import CodecError, InferRequest, InferResponse, decode_tfserving_outputs, element_count
-from contract.manifest import Manifest, Signature, TensorSpec, load_store
+from contract.manifest import VARIANT_SEP, Manifest, Signature, TensorSpec, load_store, served_name, variant_key
 from contract.runtimes import FORMAT_OF_RUNTIME
 from services.settings import StackSettings
 
@@ -33,7 +37,12 @@ _BODIES: dict[tuple, list[bytes]] = {}
 class Target:
     via: str  # gateway | direct | ceiling
     model: str
-    runtime: str
+    runtime: str  # or "<runtime>:<variant>" for a quantized variant
+
+    @property
+    def server(self) -> str:
+        """The runtime service that answers (a variant's runtime without the variant)."""
+        return self.runtime.partition(VARIANT_SEP)[0]
 
     @property
     def name(self) -> str:
@@ -52,14 +61,21 @@ class Target:
             return f"/v1/models/{self.model}:predict"
         if self.via == "direct" and self.runtime == "torchserve":
             return f"/predictions/{self.model}"
-        return f"/v2/models/{self.model}/infer"
+        return f"/v2/models/{served_name(self.model, self.runtime.partition(VARIANT_SEP)[2] or None)}/infer"
+
+
+def artifact_key(runtime: str) -> str | None:
+    """The manifest key of what a runtime (or "<runtime>:<variant>") serves; None if unknown."""
+    rt, _, variant = runtime.partition(VARIANT_SEP)
+    fmt = FORMAT_OF_RUNTIME.get(rt)
+    return variant_key(fmt, variant or None) if fmt else None
 
 
 def base_url(target: Target, settings: StackSettings) -> str:
     """Where a target lives by default (gateway, or the runtime's own port for direct runs)."""
     if target.via != "direct":
         return f"http://{settings.gateway_host}:{settings.gateway_port}"
-    return settings.runtime_url(target.runtime)
+    return settings.runtime_url(target.server)
 
 
 def auth_headers(settings: StackSettings) -> dict[str, str]:
@@ -164,8 +180,10 @@ def build_payload(target: Target, manifest: Manifest, store: Path, samples: int 
     """Pre-encoded bodies and expectations for the first `samples` reference samples (0 = all)."""
     n = samples
     sig = manifest.signature
-    art = manifest.artifacts.get(FORMAT_OF_RUNTIME.get(target.runtime, ""))
-    tol = float(art.parity.tolerance if art else DEFAULT_TOLERANCE)
+    art = manifest.artifacts.get(artifact_key(target.runtime) or "")
+    tol = DEFAULT_TOLERANCE
+    if art is not None:  # a quantized variant has no tolerance: its measured max abs error
+        tol = float(art.parity.tolerance if art.parity.tolerance is not None else art.parity.max_abs_error or tol)
     cls = classification_output(sig)
     picked = reference_samples(manifest, store, n)
     # Every OIP target of a model sends the same bytes: encode once (MobileNet: 1.6 MB a body).
@@ -196,7 +214,7 @@ def resolve_targets(
             notes.append(f"{model}: not in the model store {store}")
             continue
         for runtime in runtimes or sorted(FORMAT_OF_RUNTIME):
-            fmt = FORMAT_OF_RUNTIME.get(runtime)
+            fmt = artifact_key(runtime)
             if via == "ceiling":  # the trivial endpoint serves no artifact
                 targets.append(Target(via, model, runtime))
             elif fmt is None:
@@ -278,7 +296,7 @@ def check_response(payload: Payload, index: int, status: int, content: bytes | N
     if status != 200:
         return f"HTTP {status}"
     target, exp = payload.target, payload.expectations[index]
-    if target.via == "gateway" and served_by and not served_by.startswith(target.runtime):
+    if target.via == "gateway" and served_by and not served_by.startswith(target.server):
         return f"served by {served_by}, not {target.runtime}"
     if target.protocol == "tfserving":
         arrays, problem = _tfserving_arrays(content or b"", payload, exp)

@@ -190,7 +190,8 @@ def _tflite(m: _Measures, tm: str, km: str) -> dict:
     models = m.results.get("models") or {}
     for model in (tm, km):
         arts = (models.get(model) or {}).get("artifacts") or {}
-        sizes = {fmt: a["bytes"] for fmt, a in arts.items() if a.get("bytes")}
+        # float formats only: a quantized variant ("tflite:int8-static") answers another question
+        sizes = {fmt: a["bytes"] for fmt, a in arts.items() if a.get("bytes") and ":" not in fmt}
         if "tflite" in sizes and len(sizes) > 1:
             ok = min(sizes, key=sizes.get) == "tflite"
             checks.append(ok)

@@ -181,8 +181,10 @@ class Gateway:
 
     async def _build_index(self) -> list[dict[str, Any]]:
         pairs = list(self.router.pairs())
-        checks = await asyncio.gather(*(self.pair_ready(t) for _, _, t in pairs if t))
-        ready = dict(zip((t.name for _, _, t in pairs if t), checks))
+        variants = {m.name: self.router.variant_targets(m) for m in self.store.values()}
+        every = [t for _, _, t in pairs if t] + [t for ts in variants.values() for t in ts]
+        checks = await asyncio.gather(*(self.pair_ready(t) for t in every))
+        ready = dict(zip((t.name for t in every), checks))
         out: list[dict[str, Any]] = []
         for m in self.store.values():
             try:
@@ -198,6 +200,7 @@ class Gateway:
                     out.append(_entry(f"{m.name}@{rt}", "", False, self.router.why_not(m, rt)))
                 else:
                     out.append(_entry(t.name, t.version, *ready[t.name]))
+            out += [_entry(t.name, t.version, *ready[t.name]) for t in variants[m.name]]
         for name, why in sorted(self.load_errors.items()):
             out.append(_entry(name, "", False, why))
         return out

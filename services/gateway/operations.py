@@ -36,7 +36,8 @@ def _metadata(t: Target, name: str, targets: list[Target]) -> dict[str, Any]:
             "runtime": t.runtime,
             "target": t.name,
             "candidates": [c.name for c in targets],
-            "parity": {a.format: a.parity.model_dump() for a in m.artifacts.values()},
+            # by manifest key: "tflite" and its variants "tflite:int8-static", ... apart
+            "parity": {key: a.parity.model_dump() for key, a in m.artifacts.items()},
             "parity_ok": t.artifact.parity.ok,
             "source": m.source.model_dump(exclude_none=True),
         },

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contract.manifest import load_store
+from contract.manifest import VARIANT_SEP, load_store
 from contract.runtimes import FORMATS
+from exporters.quantize import VARIANTS
 from exporters.store import sha256, size
 from exporters.targets import routes
 from tests.conftest import EXAMPLES
@@ -16,8 +17,44 @@ TRANSFORMERS = ("digits-transformer-torch", "digits-transformer-keras")
 
 
 @pytest.fixture(scope="module")
-def manifests(real_store):
+def stored(real_store):
     return load_store(real_store)
+
+
+@pytest.fixture(scope="module")
+def manifests(stored):
+    """The manifests with their float artifacts only: quantized variants have certificates of
+    their own (test_quantized_variants_of_the_examples)."""
+    return {n: m.model_copy(update={
+        "artifacts": {k: a for k, a in m.artifacts.items() if a.variant is None},
+        "failed": {k: f for k, f in m.failed.items() if VARIANT_SEP not in k}}) for n, m in stored.items()}  # fmt: skip
+
+
+def test_quantized_variants_of_the_examples(real_store, stored):
+    """`make export` quantizes every trained example: each variant is an artifact with a
+    certificate, or a failure saying why; the digits MLPs and CNNs pass every certificate."""
+    for m in stored.values():
+        keys = {k for k in [*m.artifacts, *m.failed] if VARIANT_SEP in k}
+        if m.source.weights == "random-init":
+            assert not keys, (m.name, keys)  # skipped: top-1 of a random-init net is near-ties
+            continue
+        assert keys == set(VARIANTS), (m.name, keys)
+        for key, variant in VARIANTS.items():
+            art = m.artifacts.get(key)
+            if art is None:
+                assert m.failed[key].error.startswith(f"no {key}"), (m.name, m.failed[key])
+                continue
+            path = m.artifact_path(real_store, key)
+            assert path.relative_to(real_store / m.name).parts[:2] == (f"{variant.format}-{variant.name}", "1")
+            assert art.bytes == size(path) and art.sha256 == sha256(path)
+            q = art.parity.quantized
+            assert q is not None and q.samples == 32 and q.accuracy is not None and q.min_top1_agreement == 0.98
+            if art.parity.ok:
+                assert art.parity.top1_agreement >= 0.98 and q.accuracy_drop <= 0.01, (m.name, key)
+            else:
+                assert "below the minimum" in art.parity.error or "exceeds the maximum" in art.parity.error
+            if "-transformer-" not in m.name:
+                assert art.parity.ok, (m.name, key, art.parity.error)
 
 
 def test_all_eight_examples_have_all_four_formats_with_passing_parity(manifests):

@@ -153,3 +153,37 @@ def test_without_a_mask_dynamic_dims_cycle_through_lengths(tmp_path):
     shapes = [orjson.loads(b)["inputs"][0]["shape"] for b in p.bodies]
     assert shapes == [[1, 8], [1, 4], [1, 2]] * 2
     assert [e.expected is not None for e in p.expectations] == [True, False, False] * 2
+
+
+def test_quantized_variants_are_targets_of_their_own(store, tmp_path):
+    """`--runtimes tflite:int8-static`: the variant through the gateway (or as <model>:<variant> on
+    its server), only when its certificate passed; near-ties within twice its max abs error."""
+    import shutil
+
+    shutil.copytree(store, tmp_path / "s")
+    m = load_store(tmp_path / "s")["digits-cnn-keras"]
+    variant = m.artifacts["tflite"].model_copy(deep=True)
+    variant.variant, variant.parity.tolerance, variant.parity.max_abs_error = "int8-static", None, 0.25
+    m.artifacts["tflite:int8-static"] = variant
+    m.save(tmp_path / "s" / "digits-cnn-keras")
+    targets, manifests, notes = resolve_targets(tmp_path / "s", [], ["tflite:int8-static"], "gateway")
+    assert [(t.model, t.runtime) for t in targets] == [("digits-cnn-keras", "tflite:int8-static")]
+    assert notes == ["digits-cnn-torch@tflite:int8-static: no tflite:int8-static artifact that passed parity"]
+    t = targets[0]
+    assert t.path == "/v2/models/digits-cnn-keras@tflite:int8-static/infer" and t.server == "tflite"
+    assert Target("direct", t.model, t.runtime).path == "/v2/models/digits-cnn-keras:int8-static/infer"
+    p = build_payload(t, manifests["digits-cnn-keras"], tmp_path / "s")
+    assert p.expectations[0].tolerance == 0.25
+    # the source's scores of sample 0: a variant answering its runner-up is accepted within 2 x
+    # the variant's max abs error of the top score, and refused beyond
+    ref, top = p.expectations[0].reference, p.expectations[0].expected
+    second, last = int(np.argsort(ref)[-2]), int(np.argmin(ref))
+    gap = float(ref[top] - ref[second])
+    assert ref[top] - ref[last] > gap + 0.01
+    variant.parity.max_abs_error = gap / 2 + 0.005
+    m.save(tmp_path / "s" / "digits-cnn-keras")
+    p = build_payload(t, load_store(tmp_path / "s")["digits-cnn-keras"], tmp_path / "s")
+    one_hot = lambda c: np.eye(len(ref))[c] * 10  # noqa: E731
+    assert check_response(p, 0, 200, oip(one_hot(second)), served_by="tflite") is None
+    assert check_response(p, 0, 200, oip(one_hot(last)), served_by="tflite") == "wrong class"
+    assert check_response(p, 0, 200, oip(ref), served_by="onnxruntime") == "served by onnxruntime, not tflite:int8-static"

@@ -81,6 +81,17 @@ def test_verdict_answers_every_claim_for_both_architectures():
     assert tflite["answer"].startswith("Yes"), tflite
 
 
+def test_quantized_variants_do_not_enter_the_float_format_comparison():
+    """A bench of `--runtimes tflite:int8-static` lists the variant's artifact too; TFLite's "smallest
+    artifact" criterion still compares the float formats."""
+    results = synthetic.results()
+    for model in ("digits-cnn-torch", "digits-cnn-keras"):
+        results["models"][model]["artifacts"]["onnx:int8-static"] = {"bytes": 100_000, "parity_ok": True, "route": "q"}
+    tflite = {r["question"]: r["cells"] for r in verdict(results)}["TFLite the lightest for edge?"]["digits-cnn"]
+    assert tflite["answer"].startswith("Yes"), tflite
+    assert not any("int8" in d for d in tflite["details"])
+
+
 def test_wide_spreads_turn_differences_into_ties():
     rows = verdict(synthetic.results(spread=0.6))
     deploy = {r["question"]: r["cells"] for r in rows}["Deployment: is TF Serving faster than TorchServe?"]

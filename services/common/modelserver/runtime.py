@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from contract.codec import CodecError
-from contract.manifest import Manifest, Signature, TensorSpec, load_store
+from contract.manifest import Manifest, Signature, TensorSpec, load_store, served_name
 from services.settings import StackSettings, select_models
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,17 @@ class ModelRuntime(ABC):
     platform: ClassVar[str]  # OIP metadata "platform", also the server's name
     artifact_format: ClassVar[str]  # key in Manifest.artifacts
 
-    def __init__(self, manifest: Manifest, store: Path, settings: StackSettings) -> None:
+    def __init__(self, manifest: Manifest, store: Path, settings: StackSettings, key: str | None = None) -> None:
+        """key: the artifact's key in the manifest (a quantized variant's "tflite:int8-static"),
+        by default the float artifact of the runtime's format."""
+        key = key or self.artifact_format
         self.manifest = manifest
         self.store = Path(store)
-        self.name = manifest.name
-        self.artifact = manifest.artifacts[self.artifact_format]
+        self.artifact = manifest.artifacts[key]
+        # a variant is served as its own model, "<model>:<variant>" (contract.manifest.served_name)
+        self.name = served_name(manifest.name, self.artifact.variant)
         self.version = str(self.artifact.version)
-        self.path = manifest.artifact_path(store, self.artifact_format)
+        self.path = manifest.artifact_path(store, key)
         self.settings = settings
         self.signature: Signature = manifest.signature
         self.inputs: list[TensorSpec] = manifest.signature.inputs
@@ -132,17 +136,21 @@ def load_models(
 ) -> tuple[dict[str, ModelRuntime], dict[str, tuple[str, str]]]:
     """(loaded models by name, {name: (version, reason)} of those that failed) for every model
     with an artifact of the runtime's format, or only the `wanted` ones (NAME[,NAME...]; raises
-    UnknownModels before loading anything if one has no such artifact). A model that fails to
-    load or warm up is reported with its reason; it never keeps the others from being served."""
+    UnknownModels before loading anything if one has no such artifact). Quantized variants of a
+    selected model are served beside it as "<model>:<variant>". A model that fails to load or
+    warm up is reported with its reason; it never keeps the others from being served."""
     fmt = runtime_cls.artifact_format
-    manifests = {n: m for n, m in load_store(store).items() if fmt in m.artifacts}
+    manifests = {n: m for n, m in load_store(store).items() if any(a.format == fmt for a in m.artifacts.values())}
     loaded: dict[str, ModelRuntime] = {}
     failed: dict[str, tuple[str, str]] = {}
-    for name in select_models(wanted, manifests, f"among the {fmt} artifacts of {store}"):
-        manifest = manifests[name]
-        art = manifest.artifacts[fmt]
+    chosen = select_models(wanted, manifests, f"among the {fmt} artifacts of {store}")
+    keys = [(n, k) for n in chosen for k, a in manifests[n].artifacts.items() if a.format == fmt]
+    for base, key in keys:
+        manifest = manifests[base]
+        art = manifest.artifacts[key]
+        name = served_name(base, art.variant)
         try:
-            model = runtime_cls(manifest, store, settings)
+            model = runtime_cls(manifest, store, settings, key)
             if not model.path.is_file():
                 raise FileNotFoundError(f"artifact {model.path} does not exist")
             model.load()

@@ -1,0 +1,141 @@
+"""Quantized variants and their certificates, built from copies of the example store's smallest
+models (digits-mlp-*, digits-cnn-*): each variant derives from a certified float artifact."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.manifest import load_manifest
+from exporters.quantize import VARIANTS, Thresholds, quantize_model
+from exporters.targets import target
+from tests.conftest import REPO, python_env
+
+CALIBRATED = ("tflite:int8-static", "onnx:int8-static")
+
+
+def copy_models(real_store: Path, dest: Path, *names: str) -> Path:
+    for name in names:
+        shutil.copytree(real_store / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def quantized(real_store, tmp_path_factory) -> tuple[Path, dict]:
+    """Every variant of digits-mlp-torch and digits-cnn-keras, default thresholds."""
+    store = copy_models(real_store, tmp_path_factory.mktemp("qstore"), "digits-mlp-torch", "digits-cnn-keras")
+    rows = {}
+    for name in ("digits-mlp-torch", "digits-cnn-keras"):
+        rows[name] = {r.format: r for r in quantize_model(store, name)[1]}
+    return store, rows
+
+
+@pytest.mark.parametrize("model", ["digits-mlp-torch", "digits-cnn-keras"])
+def test_every_variant_is_certified_with_measured_quality(quantized, model) -> None:
+    store, rows = quantized
+    m = load_manifest(store / model)  # what the servers and the gateway will read
+    x, ref, labels = m.load_reference(store)
+    out = m.signature.outputs[0].name
+    for key, variant in VARIANTS.items():
+        art = m.artifacts[key]
+        assert rows[model][key].ok, (key, art.parity.error)
+        assert art.format == variant.format and art.variant == variant.name
+        assert art.path == f"{variant.format}-{variant.name}/1/{variant.filename}"
+        path = store / model / art.path
+        assert path.is_file() and art.bytes == path.stat().st_size
+        # smaller than the float artifact: fp16 halves the weights, int8 quarters them
+        assert art.bytes < m.artifacts[variant.format].bytes * (0.7 if variant.name == "fp16" else 0.45), key
+        # the certificate's figures are those of the artifact, recomputed here in its runtime
+        run = target(variant.format).runner(path, m.signature)
+        got = run(x)[out]
+        alone = np.concatenate([run({k: v[i : i + 1] for k, v in x.items()})[out] for i in range(len(got))])
+        q, p = art.parity.quantized, art.parity
+        assert q is not None and q.samples == len(labels)
+        assert p.tolerance is None and p.ok and p.error is None
+        assert p.top1_agreement == pytest.approx(float((got.argmax(1) == ref[out].argmax(1)).mean()))
+        assert p.top1_agreement >= 0.98
+        worst = max(np.abs(got.astype(np.float64) - ref[out]).max(), np.abs(alone.astype(np.float64) - ref[out]).max())
+        assert p.max_abs_error == pytest.approx(float(worst), rel=1e-6)
+        assert 0 < p.max_abs_error < 5  # quantized: not the float numbers, yet close
+        assert q.accuracy == pytest.approx(float((got.argmax(1) == labels).mean()))
+        assert q.source_accuracy == pytest.approx(float((ref[out].argmax(1) == labels).mean()))
+        assert q.accuracy_drop == pytest.approx(q.source_accuracy - q.accuracy)
+        assert (q.min_top1_agreement, q.max_accuracy_drop, q.max_abs_error) == (0.98, 0.01, None)
+    assert m.passed("onnx") and m.passed("tflite")  # the float artifacts are untouched
+
+
+@pytest.mark.parametrize("broken", ["scaled by 1000", "constant"])
+def test_a_broken_calibration_fails_its_certificate_naming_the_metric(real_store, tmp_path, broken) -> None:
+    store = copy_models(real_store, tmp_path, "digits-cnn-torch")
+    x, _, _ = load_manifest(store / "digits-cnn-torch").load_reference(store)
+    bad = {k: v * 1000 if broken == "scaled by 1000" else np.full_like(v, 0.5) for k, v in x.items()}
+    m, rows = quantize_model(store, "digits-cnn-torch", CALIBRATED, calibration=bad)
+    for row in rows:
+        art = m.artifacts[row.format]
+        assert not row.ok and not art.parity.ok, (row.format, art.parity)
+        assert "top-1 agreement with the float source" in art.parity.error, art.parity.error
+        assert "below the minimum 0.98" in art.parity.error
+        assert art.parity.top1_agreement < 0.98
+    # recorded on disk, so the gateway will not route it
+    assert not load_manifest(store / "digits-cnn-torch").artifacts["onnx:int8-static"].parity.ok
+
+
+def test_thresholds_are_configurable_and_a_certificate_must_check_something(real_store, tmp_path) -> None:
+    store = copy_models(real_store, tmp_path, "digits-mlp-keras")
+    key = ("onnx:int8-dynamic",)
+    m, _ = quantize_model(store, "digits-mlp-keras", key, Thresholds(None, None, 1e-6))
+    p = m.artifacts[key[0]].parity
+    assert not p.ok and f"max abs error {p.max_abs_error:.3g} exceeds the maximum 1e-06" in p.error
+    m, _ = quantize_model(store, "digits-mlp-keras", key, Thresholds(None, None, 10.0))
+    assert m.artifacts[key[0]].parity.ok
+    m, _ = quantize_model(store, "digits-mlp-keras", key, Thresholds(None, None, None))
+    assert "no threshold configured" in m.artifacts[key[0]].parity.error
+
+
+def test_a_variant_without_a_certified_source_is_recorded_as_failed(real_store, tmp_path) -> None:
+    store = copy_models(real_store, tmp_path, "digits-mlp-torch")
+    m = load_manifest(store / "digits-mlp-torch")
+    m.artifacts["onnx"].parity.ok = False
+    m.save(store / "digits-mlp-torch")
+    m, rows = quantize_model(store, "digits-mlp-torch", ("onnx:int8-dynamic",))
+    assert not rows[0].ok and "onnx:int8-dynamic" not in m.artifacts
+    assert "no onnx artifact that passed parity" in m.failed["onnx:int8-dynamic"].error
+    assert m.variants("onnx") == {"int8-dynamic": None}
+
+
+def test_cli_quantize_refuses_unknown_variants_and_bad_thresholds(real_store, tmp_path) -> None:
+    store = copy_models(real_store, tmp_path, "digits-mlp-torch")
+    cmd = [sys.executable, "-m", "exporters", "quantize", "digits-mlp-torch", "--store", str(store)]
+    r = subprocess.run([*cmd, "--variants", "onnx:int4"], cwd=REPO, env=python_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown variant(s) ['onnx:int4']" in r.stderr and "tflite:int8-static" in r.stderr
+    r = subprocess.run([*cmd, "--min-top1", "high"], cwd=REPO, env=python_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "--min-top1 takes a number or 'none'" in r.stderr
+    # an unreachable threshold: the variant is built, its certificate fails, exit 1 with the reason
+    r = subprocess.run([*cmd, "--variants", "onnx:int8-dynamic", "--min-top1", "1.01"], cwd=REPO, env=python_env(),
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "below the minimum 1.01" in r.stderr
+    assert not load_manifest(store / "digits-mlp-torch").artifacts["onnx:int8-dynamic"].parity.ok
+
+
+def test_examples_exit_code_counts_float_artifacts_but_quantize_counts_variants(tmp_path, capsys) -> None:
+    """`make export` (examples) is not failed by a variant that failed its certificate (listed,
+    not served); `python -m exporters quantize`, asked for variants, is."""
+    import typer
+
+    from exporters.cli import _finish
+    from exporters.pipeline import Row
+
+    rows = [Row("m", "onnx", True), Row("m", "tflite:int8-static", False, message="top-1 agreement 0.2 is below the minimum 0.98")]
+    _finish(rows, tmp_path, variants_fail=False)
+    assert "1 quantized variant(s) not certified, not served: m/tflite:int8-static: top-1" in capsys.readouterr().err
+    with pytest.raises(typer.Exit) as e:
+        _finish(rows, tmp_path)
+    assert e.value.exit_code == 1
+    with pytest.raises(typer.Exit):  # a float artifact's failure still fails examples
+        _finish([*rows, Row("m", "tflite", False, message="parity")], tmp_path, variants_fail=False)
