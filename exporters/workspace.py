@@ -150,6 +150,40 @@ class Workspace:
             )  # fmt: skip
         return path
 
+    # Edge runtimes (ExecuTorch) plan memory for each dynamic dimension's upper bound: the batch is
+    # bounded here (the server cuts larger batches into runs of at most this many samples), every
+    # other dynamic dim by the reference batch's size (the longest the source was given).
+    BOUNDED_MAX_BATCH = 64
+
+    def upper_bounds(self) -> dict[str, list[int]]:
+        """Input name -> the largest size of each dimension the bounded program takes."""
+        x = self.source.reference_inputs
+        return {s.name: [self.BOUNDED_MAX_BATCH if i == 0 else (x[s.name].shape[i] if d < 0 else d)
+                         for i, d in enumerate(s.shape)] for s in self.sig.inputs}  # fmt: skip
+
+    @step
+    def bounded_program(self):
+        """torch.export.export with every dynamic dimension named as in the signature (inputs that
+        share a name share the Dim) and bounded by upper_bounds()."""
+        import torch
+        from torch.export import Dim
+
+        bounds = self.upper_bounds()
+        dims: dict[str, object] = {}
+        shapes = []
+        for s in self.sig.inputs:
+            named = {}
+            for i, d in enumerate(s.shape):
+                if d < 0:
+                    name = s.dims[i] or f"{s.name}_d{i}"
+                    top = max(bounds[t.name][j] for t in self.sig.inputs for j, n in enumerate(t.dims) if n == name) \
+                        if s.dims[i] else bounds[s.name][i]  # fmt: skip
+                    named[i] = dims.setdefault(name, Dim(re.sub(r"\W", "_", name), min=1, max=top))
+            shapes.append(named)
+        with self.guard("torch.export.export (bounded dynamic dims)"):
+            # FlatModule.forward(*args): the args tuple is the one positional parameter
+            return torch.export.export(self.source.native, tuple(self.example(2)), dynamic_shapes=(tuple(shapes),))
+
     @step
     def onnx_frozen_path(self) -> Path:
         """tf2onnx on a frozen graph: freezing first turns constants the TF function captures
