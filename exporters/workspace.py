@@ -181,8 +181,13 @@ class Workspace:
                     named[i] = dims.setdefault(name, Dim(re.sub(r"\W", "_", name), min=1, max=top))
             shapes.append(named)
         with self.guard("torch.export.export (bounded dynamic dims)"):
+            module = self.source.native
+            if isinstance(module, torch.jit.ScriptModule):  # torch.export refuses TorchScript
+                from torch._export.converter import TS2EPConverter
+
+                module = _VarArgs(TS2EPConverter(module, tuple(self.example(2))).convert().module())
             # FlatModule.forward(*args): the args tuple is the one positional parameter
-            return torch.export.export(self.source.native, tuple(self.example(2)), dynamic_shapes=(tuple(shapes),))
+            return torch.export.export(module, tuple(self.example(2)), dynamic_shapes=(tuple(shapes),))
 
     @step
     def onnx_frozen_path(self) -> Path:
@@ -406,6 +411,21 @@ class Workspace:
                 native = torch.jit.trace(native, tuple(self.example(2)), strict=False)
             native.save(str(path))
         return path
+
+
+def _VarArgs(module):
+    """module behind forward(*args), the calling convention bounded_program's dynamic shapes use."""
+    import torch
+
+    class VarArgs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            return self.inner(*args)
+
+    return VarArgs()
 
 
 def rename(proto, names: dict[str, str]) -> None:
