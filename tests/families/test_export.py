@@ -7,6 +7,7 @@ import pytest
 
 from contract.manifest import load_manifest
 from contract.runtimes import FORMATS
+from exporters.targets import formats_for
 from tests.families.zoo import FAMILIES
 
 pytestmark = pytest.mark.families
