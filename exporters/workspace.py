@@ -161,11 +161,9 @@ class Workspace:
         return {s.name: [self.BOUNDED_MAX_BATCH if i == 0 else (x[s.name].shape[i] if d < 0 else d)
                          for i, d in enumerate(s.shape)] for s in self.sig.inputs}  # fmt: skip
 
-    @step
-    def bounded_program(self):
-        """torch.export.export with every dynamic dimension named as in the signature (inputs that
-        share a name share the Dim) and bounded by upper_bounds()."""
-        import torch
+    def bounded_dynamic_shapes(self) -> tuple:
+        """torch.export's dynamic_shapes for a forward(*args): every dynamic dimension named as in
+        the signature (inputs that share a name share the Dim), bounded by upper_bounds()."""
         from torch.export import Dim
 
         bounds = self.upper_bounds()
@@ -180,14 +178,26 @@ class Workspace:
                         if s.dims[i] else bounds[s.name][i]  # fmt: skip
                     named[i] = dims.setdefault(name, Dim(re.sub(r"\W", "_", name), min=1, max=top))
             shapes.append(named)
+        return (tuple(shapes),)  # forward(*args): the args tuple is the one positional parameter
+
+    def export_bounded(self, module):
+        """torch.export.export of a module taking the signature's inputs, with bounded dims."""
+        import torch
+
+        return torch.export.export(var_args(module), tuple(self.example(2)), dynamic_shapes=self.bounded_dynamic_shapes())
+
+    @step
+    def bounded_program(self):
+        """The source as a torch.export program with bounded dynamic dims (export_bounded)."""
+        import torch
+
         with self.guard("torch.export.export (bounded dynamic dims)"):
             module = self.source.native
             if isinstance(module, torch.jit.ScriptModule):  # torch.export refuses TorchScript
                 from torch._export.converter import TS2EPConverter
 
-                module = _VarArgs(TS2EPConverter(module, tuple(self.example(2))).convert().module())
-            # FlatModule.forward(*args): the args tuple is the one positional parameter
-            return torch.export.export(module, tuple(self.example(2)), dynamic_shapes=(tuple(shapes),))
+                module = TS2EPConverter(module, tuple(self.example(2))).convert().module()
+            return self.export_bounded(module)
 
     @step
     def onnx_frozen_path(self) -> Path:
@@ -413,8 +423,8 @@ class Workspace:
         return path
 
 
-def _VarArgs(module):
-    """module behind forward(*args), the calling convention bounded_program's dynamic shapes use."""
+def var_args(module):
+    """module behind forward(*args), the calling convention bounded_dynamic_shapes() describes."""
     import torch
 
     class VarArgs(torch.nn.Module):

@@ -57,11 +57,11 @@ def restore_bounds(program) -> None:
             env.var_to_range[sym] = ValueRanges(have.lower, declared.upper)
 
 
-def _lower(ws: Workspace, dest: Path, xnnpack: bool) -> Exported:
+def _lower(ws: Workspace, dest: Path, xnnpack: bool, int8: bool = False) -> Exported:
     what = "to_edge_transform_and_lower(XnnpackPartitioner)" if xnnpack else "to_edge (portable kernels)"
-    with ws.guard(f"executorch {what} -> to_executorch"):
+    with ws.guard(f"executorch {'int8 ' if int8 else ''}{what} -> to_executorch"):
         require()  # inside the guard: torchao prints at import time (to the route's log)
-        program = ws.bounded_program
+        program = quantized_int8(ws) if int8 else ws.bounded_program
         from executorch.exir import to_edge_transform_and_lower
 
         partitioner = []
@@ -77,11 +77,36 @@ def _lower(ws: Workspace, dest: Path, xnnpack: bool) -> Exported:
     # (-1) and are checked against max_shapes by the runtime adapter.
     fixed = {s.name: [bounds[s.name][0], *(-1 if d < 0 else d for d in s.shape[1:])] for s in ws.sig.inputs}
     extra = {"delegate": "XNNPACK" if xnnpack else "none (portable kernels)", "max_shapes": json.dumps(bounds)}
-    return Exported("model.pte", versions("torch", "executorch"), extra, fixed_shapes=fixed)
+    if int8:
+        extra["precision"] = "int8 (XNNPACKQuantizer: symmetric, per-channel weights; calibrated on the reference batch)"
+    conv = versions("torch", "executorch") | (versions("torchao") if int8 else {})
+    return Exported("model.pte", conv, extra, fixed_shapes=fixed)
+
+
+def quantized_int8(ws: Workspace):
+    """The bounded program quantized by torchao's PT2E flow with the XNNPACK quantizer (int8
+    activations, per-channel int8 weights), calibrated on the reference batch, re-exported with
+    the same bounded dims."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(ws.bounded_program.module(), quantizer)
+    x = ws.source.reference_inputs
+    prepared(*[torch.from_numpy(np.ascontiguousarray(x[s.name])) for s in ws.sig.inputs])  # calibration
+    return ws.export_bounded(convert_pt2e(prepared))
 
 
 def _xnnpack(ws: Workspace, dest: Path) -> Exported:
     return _lower(ws, dest, xnnpack=True)
+
+
+def _xnnpack_int8(ws: Workspace, dest: Path) -> Exported:
+    return _lower(ws, dest, xnnpack=True, int8=True)
 
 
 def _portable(ws: Workspace, dest: Path) -> Exported:
@@ -93,6 +118,10 @@ ROUTES = [
     # Every op on ExecuTorch's portable CPU kernels: slower, but no delegate to refuse an op.
     Route("torch.export (bounded dims) -> to_edge -> .pte (float32, portable kernels)", ("pytorch",), _portable),
 ]
+# The int8 variant: not a fallback of the float artifact (its numbers differ by design), so not in
+# ROUTES; certified with a looser tolerance by whoever exports variants (see the README).
+INT8_ROUTE = Route("torch.export (bounded dims) -> PT2E XNNPACKQuantizer int8 -> to_edge_transform_and_lower(XNNPACK) -> .pte",
+                   ("pytorch",), _xnnpack_int8)  # fmt: skip
 
 
 def set_threads(threads: int) -> None:
