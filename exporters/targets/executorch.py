@@ -21,12 +21,13 @@ from exporters.errors import ConversionError
 from exporters.targets import Exported, Route
 from exporters.workspace import Workspace, versions
 
-INSTALL = "install it with `.venv/bin/pip install --no-deps -r requirements-edge.lock` (make install does)"
 RUNNER_LABEL = "executorch.runtime (XNNPACK delegate)"
 
 
 def require() -> None:
     """ConversionError naming what is missing and how to install it, when executorch cannot load."""
+    from services.executorch.runtime import INSTALL
+
     try:
         import executorch.exir  # noqa: F401
         import executorch.runtime  # noqa: F401
@@ -124,26 +125,11 @@ INT8_ROUTE = Route("torch.export (bounded dims) -> PT2E XNNPACKQuantizer int8 ->
                    ("pytorch",), _xnnpack_int8)  # fmt: skip
 
 
-def set_threads(threads: int) -> None:
-    """The XNNPACK delegate's threadpool size (process-wide; its default is one per core)."""
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-    _unsafe_reset_threadpool(threads)
-
-
-def load_method(path: Path, threads: int = 1):
-    """The .pte's "forward" method, ready to execute."""
-    from executorch.runtime import Runtime
-
-    set_threads(threads)
-    method = Runtime.get().load_program(Path(path)).load_method("forward")
-    if method is None:
-        raise ValueError(f"{path} has no 'forward' method")
-    return method
-
-
 def runner(path: Path, signature):
+    """The serving adapter's own loader (services/executorch/runtime.py), one XNNPACK thread."""
     import torch
+
+    from services.executorch.runtime import load_method
 
     method = load_method(path)
     names = signature.input_names()

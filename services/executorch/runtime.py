@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +28,24 @@ INSTALL = "install it with `.venv/bin/pip install --no-deps -r requirements-edge
 # c10::ScalarType codes (MethodMeta's TensorInfo.dtype()) of the datatypes a manifest can name.
 SCALAR_TYPES = {0: "UINT8", 1: "INT8", 2: "INT16", 3: "INT32", 4: "INT64", 5: "FP16", 6: "FP32",
                 7: "FP64", 11: "BOOL"}  # fmt: skip
+
+
+def set_threads(threads: int) -> None:
+    """The XNNPACK delegate's threadpool size (process-wide; its default is one per core)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(threads)
+
+
+def load_method(path: Path, threads: int = 1):
+    """The .pte's "forward" method, ready to execute (the exporter's parity runner uses it too)."""
+    from executorch.runtime import Runtime
+
+    set_threads(threads)
+    method = Runtime.get().load_program(Path(path)).load_method("forward")
+    if method is None:
+        raise ValueError(f"{path} has no 'forward' method")
+    return method
 
 
 class ExecuTorchModel(ModelRuntime):
@@ -41,10 +60,6 @@ class ExecuTorchModel(ModelRuntime):
             return "not installed"
 
     def load(self) -> None:
-        try:
-            from exporters.targets.executorch import load_method
-        except ImportError as e:  # pragma: no cover - exporters always imports
-            raise RuntimeError(f"cannot import the ExecuTorch loader: {e}") from None
         try:
             import executorch.runtime  # noqa: F401
         except ImportError as e:

@@ -115,3 +115,33 @@ def test_without_executorch_the_route_fails_with_one_line_saying_how_to_install(
         assert f.error.startswith("executorch is not importable"), f.error
         assert "pip install --no-deps -r requirements-edge.lock" in f.error and "\n" not in f.error
         assert "Traceback" not in f.error
+
+
+def test_a_torchscript_source_goes_through_ts2ep(tmp_path):
+    """torch.export refuses a ScriptModule: bounded_program converts it (TS2EPConverter) first."""
+    import torch
+
+    from tests.exporters.tiny_models import linear
+
+    torch.jit.trace(linear().eval(), torch.rand(2, 6)).save(str(tmp_path / "user.pt"))
+    src = load_user_source(str(tmp_path / "user.pt"), "user-ts", input_shape="6")
+    manifest, rows = _export(src, tmp_path / "store")
+    assert rows[0].ok, rows[0].message
+    assert manifest.artifacts["executorch"].route == XNNPACK_ROUTE
+    _check_batches(src, manifest, tmp_path / "store")
+
+
+def test_int8_variant_of_the_cnn_is_smaller_and_agrees_with_the_float_model(examples, tmp_path):
+    store, done = examples
+    src, manifest, _ = done["digits-cnn-torch"]
+    ws = Workspace(src, tmp_path)
+    exported = et.INT8_ROUTE.export(ws, tmp_path)
+    assert exported.extra["precision"].startswith("int8") and exported.fixed_shapes == {"input": [64, 1, 8, 8]}
+    path = tmp_path / exported.filename
+    assert path.stat().st_size < manifest.artifacts["executorch"].bytes / 2
+    run = et.runner(path, src.signature)
+    for n in (1, 64):
+        x = _tiled(src.reference_inputs, n)
+        got, (want,) = run(x)[src.signature.outputs[0].name], src.predict(x)
+        assert got.shape == want.shape
+        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9, n  # quantized: same classes, not same logits

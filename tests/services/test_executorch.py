@@ -93,3 +93,13 @@ def test_a_program_that_does_not_match_its_manifest_fails_to_load(exported, tmp_
     model = ExecuTorchModel(manifest, store, StackSettings())
     with pytest.raises(ValueError, match="does not match the manifest: the program takes 2 input\\(s\\) and returns 2"):
         model.load()
+
+
+def test_without_executorch_load_says_how_to_install(exported, monkeypatch):
+    import sys
+
+    store, _ = exported
+    monkeypatch.setitem(sys.modules, "executorch.runtime", None)
+    model = ExecuTorchModel(load_manifest(store / "two"), store, StackSettings())
+    with pytest.raises(RuntimeError, match="executorch is not importable .*pip install --no-deps -r requirements-edge.lock"):
+        model.load()
