@@ -145,3 +145,14 @@ def test_int8_variant_of_the_cnn_is_smaller_and_agrees_with_the_float_model(exam
         got, (want,) = run(x)[src.signature.outputs[0].name], src.predict(x)
         assert got.shape == want.shape
         assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9, n  # quantized: same classes, not same logits
+
+
+def test_a_keras_source_has_no_executorch_route_and_that_is_not_a_failure(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((6,), name="x"), keras.layers.Dense(3)])
+    model.save(tmp_path / "k.keras")
+    src = load_user_source(str(tmp_path / "k.keras"), "k")
+    manifest, rows = export_model(src, tmp_path / "store", ("onnx", "executorch"))
+    assert [(r.format, r.ok) for r in rows] == [("onnx", True)]
+    assert "executorch" not in manifest.failed and list(manifest.artifacts) == ["onnx"]
