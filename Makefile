@@ -16,10 +16,12 @@ EXPORT_INPUTS := $(shell find exporters -name '*.py') $(wildcard contract/*.py) 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock requirements-edge.lock
 	@echo "==> creating $(VENV) (pip + venv; torch==2.13.0 CPU build)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -r requirements.lock
+	@# ExecuTorch without its declared dependencies (coremltools, ...): see the file's header.
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements-edge.lock
 	@touch $@
 
 install: $(VENV)/.installed ## build .venv from requirements.lock

@@ -60,7 +60,7 @@ RUNTIMES: dict[str, Runtime] = {
     )
 }  # fmt: skip
 
-FORMATS: tuple[str, ...] = ("torchserve", "savedmodel", "onnx", "tflite")  # export order
+FORMATS: tuple[str, ...] = ("torchserve", "savedmodel", "onnx", "tflite", "executorch")  # export order
 RUNTIME_OF_FORMAT: dict[str, str] = {r.format: r.name for r in RUNTIMES.values()}
 FORMAT_OF_RUNTIME: dict[str, str] = {r.name: r.format for r in RUNTIMES.values()}
 

@@ -33,8 +33,15 @@ def cases(source: SourceModel) -> list[tuple[str, dict[str, np.ndarray]]]:
     return out
 
 
+def runner_label(fmt: str) -> str:
+    """What runs the artifact: the registry's word, else (a format exported before its runtime is
+    registered) the target module's RUNNER_LABEL."""
+    name = RUNTIME_OF_FORMAT.get(fmt)
+    return RUNTIMES[name].parity_runner if name else target(fmt).RUNNER_LABEL
+
+
 def check(source: SourceModel, fmt: str, artifact: Path, tolerance: float = DEFAULT_TOLERANCE) -> Parity:
-    label = RUNTIMES[RUNTIME_OF_FORMAT[fmt]].parity_runner
+    label = runner_label(fmt)
     todo = cases(source)
     base = {"runtime": label, "tolerance": tolerance, "batch_sizes": [b for b in BATCH_SIZES if b <= source.batch],
             "inputs": f"{source.inputs_note}; checked at: " + ", ".join(n for n, _ in todo)}  # fmt: skip

@@ -19,7 +19,7 @@ from exporters import inputs as ref_inputs
 from exporters import parity, store
 from exporters.errors import ConversionError, captured, root_cause
 from exporters.sources import SourceModel
-from exporters.targets import routes, target
+from exporters.targets import formats_for, routes, target
 from exporters.workspace import Workspace
 
 log = logging.getLogger("exporters")
@@ -51,6 +51,10 @@ def export_model(
     staging = store.staging_dir(store_dir, source.name)
     manifest = Manifest(name=source.name, source=source.info, signature=source.signature)
     rows: list[Row] = []
+    skipped = [f for f in formats if f not in formats_for(source.framework, formats)]
+    if skipped:  # not a failure: no converter exists (e.g. Keras -> ExecuTorch)
+        log.info("[%s] no route from %s to %s: not exported", source.name, source.framework, ", ".join(skipped))
+    formats = formats_for(source.framework, formats)
     try:
         ref_inputs.check_meaningful(source.reference_inputs)
         outputs = dict(zip(source.signature.output_names(), source.predict(source.reference_inputs)))

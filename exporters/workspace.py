@@ -150,6 +150,55 @@ class Workspace:
             )  # fmt: skip
         return path
 
+    # Edge runtimes (ExecuTorch) plan memory for each dynamic dimension's upper bound: the batch is
+    # bounded here (the server cuts larger batches into runs of at most this many samples), every
+    # other dynamic dim by the reference batch's size (the longest the source was given).
+    BOUNDED_MAX_BATCH = 64
+
+    def upper_bounds(self) -> dict[str, list[int]]:
+        """Input name -> the largest size of each dimension the bounded program takes."""
+        x = self.source.reference_inputs
+        return {s.name: [self.BOUNDED_MAX_BATCH if i == 0 else (x[s.name].shape[i] if d < 0 else d)
+                         for i, d in enumerate(s.shape)] for s in self.sig.inputs}  # fmt: skip
+
+    def bounded_dynamic_shapes(self) -> tuple:
+        """torch.export's dynamic_shapes for a forward(*args): every dynamic dimension named as in
+        the signature (inputs that share a name share the Dim), bounded by upper_bounds()."""
+        from torch.export import Dim
+
+        bounds = self.upper_bounds()
+        dims: dict[str, object] = {}
+        shapes = []
+        for s in self.sig.inputs:
+            named = {}
+            for i, d in enumerate(s.shape):
+                if d < 0:
+                    name = s.dims[i] or f"{s.name}_d{i}"
+                    top = max(bounds[t.name][j] for t in self.sig.inputs for j, n in enumerate(t.dims) if n == name) \
+                        if s.dims[i] else bounds[s.name][i]  # fmt: skip
+                    named[i] = dims.setdefault(name, Dim(re.sub(r"\W", "_", name), min=1, max=top))
+            shapes.append(named)
+        return (tuple(shapes),)  # forward(*args): the args tuple is the one positional parameter
+
+    def export_bounded(self, module):
+        """torch.export.export of a module taking the signature's inputs, with bounded dims."""
+        import torch
+
+        return torch.export.export(var_args(module), tuple(self.example(2)), dynamic_shapes=self.bounded_dynamic_shapes())
+
+    @step
+    def bounded_program(self):
+        """The source as a torch.export program with bounded dynamic dims (export_bounded)."""
+        import torch
+
+        with self.guard("torch.export.export (bounded dynamic dims)"):
+            module = self.source.native
+            if isinstance(module, torch.jit.ScriptModule):  # torch.export refuses TorchScript
+                from torch._export.converter import TS2EPConverter
+
+                module = TS2EPConverter(module, tuple(self.example(2))).convert().module()
+            return self.export_bounded(module)
+
     @step
     def onnx_frozen_path(self) -> Path:
         """tf2onnx on a frozen graph: freezing first turns constants the TF function captures
@@ -372,6 +421,21 @@ class Workspace:
                 native = torch.jit.trace(native, tuple(self.example(2)), strict=False)
             native.save(str(path))
         return path
+
+
+def var_args(module):
+    """module behind forward(*args), the calling convention bounded_dynamic_shapes() describes."""
+    import torch
+
+    class VarArgs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            return self.inner(*args)
+
+    return VarArgs()
 
 
 def rename(proto, names: dict[str, str]) -> None:

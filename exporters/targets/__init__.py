@@ -29,15 +29,21 @@ class Route:
 
 
 def target(fmt: str) -> ModuleType:
-    from exporters.targets import onnx, savedmodel, tflite, torchserve
+    from exporters.targets import executorch, onnx, savedmodel, tflite, torchserve
 
-    modules = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite, "torchserve": torchserve}
+    modules = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite, "torchserve": torchserve,
+               "executorch": executorch}
     return modules[fmt]
 
 
 def routes(fmt: str, framework: str) -> list[Route]:
     fw = "keras" if framework == "tensorflow" else framework
     return [r for r in target(fmt).ROUTES if fw in r.frameworks]
+
+
+def formats_for(framework: str, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """The formats that have a route from this source framework (ExecuTorch: PyTorch only)."""
+    return tuple(f for f in formats if routes(f, framework))
 
 
 def cast_inputs(x: dict, wanted: dict) -> dict:
@@ -55,4 +61,4 @@ def cast_inputs(x: dict, wanted: dict) -> dict:
     return out
 
 
-__all__ = ["Exported", "Path", "Route", "cast_inputs", "routes", "target"]
+__all__ = ["Exported", "Path", "Route", "cast_inputs", "formats_for", "routes", "target"]

@@ -77,7 +77,26 @@ def check_torchserve(m: Manifest, store: Path) -> None:
         assert json.loads(z.read("manifest.json"))["signature"] == m.signature.model_dump(mode="json")
 
 
-CHECKS = {"onnx": check_onnx, "savedmodel": check_savedmodel, "tflite": check_tflite, "torchserve": check_torchserve}
+def check_executorch(m: Manifest, store: Path) -> None:
+    """A .pte keeps no names: N inputs/outputs in the manifest's order, their datatypes, and each
+    input planned for exactly the bounds the manifest records (fixed dims as the signature's)."""
+    from services.executorch.runtime import SCALAR_TYPES, load_method
+
+    art = m.artifacts["executorch"]
+    meta = load_method(m.artifact_path(store, "executorch")).metadata
+    assert (meta.num_inputs(), meta.num_outputs()) == (len(m.signature.inputs), len(m.signature.outputs)), m.name
+    bounds = json.loads(art.extra["max_shapes"])
+    for i, spec in enumerate(m.signature.inputs):
+        t = meta.input_tensor_meta(i)
+        assert SCALAR_TYPES[t.dtype()] == spec.datatype, f"{m.name}/executorch {spec.name}: {t.dtype()}"
+        assert list(t.sizes()) == bounds[spec.name], f"{m.name}/executorch {spec.name}: planned {t.sizes()}"
+        assert all(d < 0 or d == b for d, b in zip(spec.shape, bounds[spec.name])), f"{m.name}/executorch {spec.name}"
+    for i, spec in enumerate(m.signature.outputs):
+        assert SCALAR_TYPES[meta.output_tensor_meta(i).dtype()] == spec.datatype, f"{m.name}/executorch {spec.name}"
+
+
+CHECKS = {"onnx": check_onnx, "savedmodel": check_savedmodel, "tflite": check_tflite, "torchserve": check_torchserve,
+          "executorch": check_executorch}
 
 
 def check_artifacts(m: Manifest, store: Path) -> None:

@@ -86,3 +86,10 @@ class FlatSoftmax(nn.Module):
 
 def flat_softmax() -> nn.Module:
     return FlatSoftmax()
+
+
+def conv() -> nn.Module:
+    """A convolution: lowering it re-runs torch's fake conv kernel, whose backend choice by batch
+    size once narrowed an ExecuTorch program's batch bound (exporters/targets/executorch.py)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
