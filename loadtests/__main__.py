@@ -39,7 +39,10 @@ def bench(
     """Measure every (model, runtime) of the profile against the running stack (`make up`)."""
     from loadtests.report.build import build_report
 
+    from loadtests.report.stats import Method
+
     try:
+        Method.from_env()  # a bad BENCH_NEGLIGIBLE / BENCH_CONFIDENCE stops here, not after the runs
         if models:
             runner.check_models(_csv(models), StackSettings().model_store)
         prof = scenarios.get_profile(profile, models=_csv(models), runtimes=_csv(runtimes),
