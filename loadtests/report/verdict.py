@@ -69,6 +69,20 @@ def compare(a_label: str, a: Point | None, b_label: str, b: Point | None, metric
     return Finding(outcome, f"{headline}: {figures}", key, headline, (a.key, b.key), r.more)
 
 
+def verdict_method_line(results: dict, method: stats.Method | None = None) -> str:
+    """How the report decides, and what the adaptive repeats did (for the report's summary)."""
+    method = method or stats.Method.from_env()
+    line = (f"Comparisons: {method.describe()}. A cell says faster / slower only when the whole "
+            "interval is beyond the threshold, a tie when it is all within it, otherwise "
+            "inconclusive with the repeats a decision would need; each cites the repeats each "
+            "side took.")
+    a = results.get("adaptive") or {}
+    if a.get("extra_runs") is not None:
+        line += (f" Adaptive repeats: {a['extra_runs']} extra runs, up to {a.get('max_repeats')} "
+                 f"repeats per point in {a.get('budget_s'):g} s at most ({a.get('stopped')}).")
+    return line
+
+
 def pairs(results: dict) -> dict[str, tuple[str, str]]:
     """Architecture -> (torch-source model, keras-source model), for pairs present in the runs."""
     measured = {r["model"] for r in results.get("runs", []) if r.get("via") == "gateway"}
