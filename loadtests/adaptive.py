@@ -4,8 +4,9 @@ still open, until every comparison is decided or a time / repeat budget runs out
 The model is perf_analyzer's stability criterion (measure until the last windows agree), applied
 to what the report concludes rather than to one point: a point gets another repeat only while a
 verdict comparison that reads it is "inconclusive" and the repeats it needs (stats.py's estimate)
-fit under the profile's max_repeats. Comparisons that would need more (a ratio right at the
-negligible threshold) are left inconclusive at once instead of eating the budget. Each round adds
+might fit under the profile's max_repeats (within a factor 2: the estimate from 3 repeats is
+rough). Comparisons that would need far more (a ratio right at the negligible threshold) are left
+inconclusive at once instead of eating the budget. Each round adds
 one repeat to every open point, the closest to a decision first, so a shortened budget still
 settles the cheapest questions.
 """
@@ -24,8 +25,8 @@ Key = tuple  # Point.key: (via, mode, model, runtime, users, rate)
 
 
 def open_points(results: dict, max_repeats: int, method: stats.Method) -> dict[Key, int]:
-    """Point -> repeats it still needs, over the verdict's inconclusive comparisons that can be
-    decided within max_repeats per point (points already there are left out)."""
+    """Point -> repeats it still needs, over the verdict's inconclusive comparisons that might be
+    decided before their points reach max_repeats (points already there are left out)."""
     done = {key: len(runs) for key, runs in repeats(results).items()}
     need: dict[Key, int] = {}
     for row in verdict(results, method):
@@ -34,10 +35,14 @@ def open_points(results: dict, max_repeats: int, method: stats.Method) -> dict[K
                 if f["outcome"] != "inconclusive" or f["more"] is None:
                     continue
                 keys = [tuple(k) for k in f["points"]]
-                if any(done.get(k, 0) + f["more"] > max_repeats for k in keys):
-                    continue  # cannot be decided within the budget: do not spend it here
+                left = {k: max_repeats - done.get(k, 0) for k in keys}
+                # The estimate from 3 repeats is rough (their spread is itself uncertain): a
+                # comparison is tried if it might be decided within twice the repeats left.
+                if f["more"] > 2 * max(left.values()):
+                    continue
                 for k in keys:
-                    need[k] = min(need.get(k, f["more"]), f["more"])
+                    if left[k] > 0:
+                        need[k] = min(need.get(k, f["more"]), f["more"])
     return need
 
 
