@@ -70,7 +70,10 @@ _FIGURES = re.compile(r"\d+\.\d+×|\[[^\]]*\]|\(needs [^)]*\)|:\s*needs .*$")
 
 
 def answer_class(answer: str) -> str:
-    """'No: TorchServe/m 1.33× faster [1.28–1.39]' -> 'No: TorchServe/m faster'."""
+    """'No: TorchServe/m 1.33× faster [1.28–1.39]' -> 'No: TorchServe/m faster'; every
+    undecided answer is the same answer, whatever is left open."""
+    if answer.startswith("Inconclusive"):
+        return "Inconclusive"
     return " ".join(_FIGURES.sub("", answer).split())
 
 

@@ -106,12 +106,34 @@ class Ratio:
         return f"{INCONCLUSIVE}: {need} ({ratio})"
 
 
-def bootstrap(a: np.ndarray, b: np.ndarray, method: Method) -> np.ndarray:
-    """Ratio of medians median(a*) / median(b*) over `resamples` resamples of each side."""
+def residual_pool(groups: list[list[float]]) -> np.ndarray:
+    """Log-scale deviations of every repeat from its point's mean log, over the points (groups of
+    repeats) of one runtime: the shape and size of that runtime's window-to-window noise, from
+    many more windows than one point has. Scaled by sqrt(n / (n - 1)) so that a point's few
+    repeats do not shrink them (their own mean sits closer to them than the true value does)."""
+    out = []
+    for g in groups:
+        x = np.log(np.asarray(g, dtype=np.float64))
+        if x.size >= 2 and (x > -np.inf).all():
+            out.append((x - x.mean()) * math.sqrt(x.size / (x.size - 1)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _resampled_medians(x: np.ndarray, pool: np.ndarray | None, rng, resamples: int) -> np.ndarray:
+    if pool is not None and pool.size >= 2 * x.size:
+        # Residual bootstrap: the point's own level, its runtime's pooled noise.
+        noise = pool[rng.integers(0, pool.size, (resamples, x.size))]
+        return np.median(np.median(x) * np.exp(noise), axis=1)
+    return np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
+
+
+def bootstrap(a: np.ndarray, b: np.ndarray, method: Method, pool_a: np.ndarray | None = None,
+              pool_b: np.ndarray | None = None) -> np.ndarray:
+    """Ratio of medians median(a*) / median(b*) over `resamples` resamples of each side: of its
+    repeats, or with a pool, of its runtime's pooled noise around its median."""
     rng = np.random.default_rng(method.seed)
-    ra = np.median(a[rng.integers(0, a.size, (method.resamples, a.size))], axis=1)
-    rb = np.median(b[rng.integers(0, b.size, (method.resamples, b.size))], axis=1)
-    return ra / rb
+    return (_resampled_medians(a, pool_a, rng, method.resamples)
+            / _resampled_medians(b, pool_b, rng, method.resamples))
 
 
 def _more_repeats(n: int, log_est: float, lo: float, hi: float, method: Method) -> int | None:
@@ -128,16 +150,19 @@ def _more_repeats(n: int, log_est: float, lo: float, hi: float, method: Method) 
     return more if more <= method.most_repeats else None
 
 
-def ratio(a: list[float], b: list[float], higher_is_better: bool, method: Method) -> Ratio:
-    """A vs B from their repeats (throughput: higher_is_better; latency: not)."""
+def ratio(a: list[float], b: list[float], higher_is_better: bool, method: Method,
+          pools: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> Ratio:
+    """A vs B from their repeats (throughput: higher_is_better; latency: not); pools: each
+    side's runtime noise (residual_pool), else each side's own repeats are resampled."""
     xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if not (xa.size and xb.size) or (xa <= 0).any() or (xb <= 0).any():
         raise ValueError(f"ratio needs positive figures on both sides (got {list(a)} vs {list(b)})")
+    pa, pb = pools
     if not higher_is_better:
-        xa, xb = xb, xa
+        xa, xb, pa, pb = xb, xa, pb, pa
     est = float(np.median(xa) / np.median(xb))
     tail = (1 - method.confidence) / 2
-    lo, hi = (float(q) for q in np.quantile(bootstrap(xa, xb, method), [tail, 1 - tail]))
+    lo, hi = (float(q) for q in np.quantile(bootstrap(xa, xb, method, pa, pb), [tail, 1 - tail]))
     n = min(len(a), len(b))
     edge = 1 + method.negligible
     if n >= method.min_repeats and lo > edge:

@@ -46,8 +46,9 @@ class Finding:
 
 
 def compare(a_label: str, a: Point | None, b_label: str, b: Point | None, metric: str,
-            method: stats.Method | None = None) -> Finding:
-    """a vs b on metric 'rps' (higher is better) or 'p50' (lower is better)."""
+            method: stats.Method | None = None, pools: dict | None = None) -> Finding:
+    """a vs b on metric 'rps' (higher is better) or 'p50' (lower is better); pools: noise per
+    (runtime, metric) from noise_pools(), else each side's own repeats are resampled."""
     key = f"{a_label} vs {b_label} ({metric})"
     if a is None or b is None:
         missing = " and ".join(lbl for lbl, p in ((a_label, a), (b_label, b)) if p is None)
@@ -58,7 +59,9 @@ def compare(a_label: str, a: Point | None, b_label: str, b: Point | None, metric
     digits = 1 if metric == "rps" else 2
     figures = (f"{a_label} {sa.fmt(digits)} vs {b_label} {sb.fmt(digits)} {unit} "
                f"({sa.n} vs {sb.n} repeats)")
-    r = stats.ratio(sa.values, sb.values, metric == "rps", method)
+    pool = (pools or {}).get
+    r = stats.ratio(sa.values, sb.values, metric == "rps", method,
+                    (pool((a.runtime, metric)), pool((b.runtime, metric))))
     word = "faster" if metric == "rps" else "lower latency"
     outcome, headline = {
         stats.FASTER: ("a", f"{a_label} {r.text(method, word)}"),
@@ -67,6 +70,17 @@ def compare(a_label: str, a: Point | None, b_label: str, b: Point | None, metric
         stats.INCONCLUSIVE: (UNDECIDED, r.text(method)),
     }[r.outcome]
     return Finding(outcome, f"{headline}: {figures}", key, headline, (a.key, b.key), r.more)
+
+
+def noise_pools(points: list[Point]) -> dict:
+    """(runtime, metric) -> that runtime's pooled window-to-window noise over every closed-loop
+    gateway point of the bench (stats.residual_pool)."""
+    groups: dict = {}
+    for p in points:
+        if (p.via, p.mode) == ("gateway", "closed"):
+            for metric in ("rps", "p50"):
+                groups.setdefault((p.runtime, metric), []).append(getattr(p, metric).values)
+    return {k: stats.residual_pool(g) for k, g in groups.items()}
 
 
 def verdict_method_line(results: dict, method: stats.Method | None = None) -> str:
@@ -146,6 +160,7 @@ class _Measures:
         self.users = ref_users(results, self.points)
         kind = (results.get("tfserving") or {}).get("kind")
         self.lbl = {rt: runtime_label(rt, kind) for rt in RUNTIMES}
+        self.pools = noise_pools(self.points)
 
     def tput(self, model: str, runtime: str) -> Point | None:
         return one(self.points, via="gateway", mode="closed", model=model, runtime=runtime,
@@ -156,7 +171,8 @@ class _Measures:
                    users=1)
 
     def rps(self, a_label, a: tuple[str, str], b_label, b: tuple[str, str]) -> Finding:
-        return compare(a_label, self.tput(*a), b_label, self.tput(*b), "rps", self.method)
+        return compare(a_label, self.tput(*a), b_label, self.tput(*b), "rps", self.method,
+                       self.pools)
 
     def summary(self, found: list[Finding], a_wins: str, b_wins: str, yes_if: str) -> str:
         return _summary(found, a_wins, b_wins, yes_if, self.method)
@@ -256,7 +272,7 @@ def _tflite(m: _Measures, tm: str, km: str) -> dict:
         t = m.lat1(model, "tflite")
         others = [(rt, p) for rt in RUNTIMES if rt != "tflite" and (p := m.lat1(model, rt))]
         if t and others:
-            found = [compare(m.lbl["tflite"], t, m.lbl[rt], p, "p50", m.method).within(model, text=False)
+            found = [compare(m.lbl["tflite"], t, m.lbl[rt], p, "p50", m.method, m.pools).within(model, text=False)
                      for rt, p in others]
             latency += found
             outcomes = {f.outcome for f in found}

@@ -12,7 +12,8 @@ class P:  # just the figures compare() reads
     def __init__(self, rps, p50=None):
         self.rps = Spread.of(rps)
         self.p50 = Spread.of(p50 or [1.0] * len(rps))
-        self.key = ("gateway", "closed", "m", f"rt{id(self)}", 8, 0.0)
+        self.runtime = f"rt{id(self)}"
+        self.key = ("gateway", "closed", "m", self.runtime, 8, 0.0)
 
 
 def test_a_clear_winner_is_named_with_its_ratio_and_interval():
