@@ -2,8 +2,11 @@
 
 Each side is the list of a point's repeats (one figure per measurement window). The ratio is
 median(A) / median(B) (throughput) or median(B) / median(A) (latency), so > 1 always means "A is
-better". Its interval is a percentile bootstrap: resample the repeats of each side with
-replacement, recompute the ratio of medians, take the (1-c)/2 and (1+c)/2 quantiles. Resampling
+better". Its interval is a percentile bootstrap: resample each side, recompute the ratio of
+medians, take the (1-c)/2 and (1+c)/2 quantiles. A side is resampled as its median times noise
+drawn from its runtime's pooled residuals over the whole bench (residual_pool; verdict.py builds
+the pools), else as its own repeats with replacement: from 3 windows alone the interval's width
+is as random as the windows, and verdicts of two benches would differ for that alone. Resampling
 the repeats only (not the requests inside each window) is the standard choice for two-level data:
 each repeat's figure already carries its within-window sampling error, so the spread of the
 repeats contains both levels, and resampling both levels would count the inner one twice
@@ -75,7 +78,8 @@ class Method:
 
     def describe(self) -> str:
         return (f"{self.confidence:.0%} percentile-bootstrap interval of the ratio of medians "
-                f"over the repeats ({self.resamples} resamples, seed {self.seed}); differences "
+                f"over the repeats, each side's noise drawn from its runtime's pooled residuals "
+                f"({self.resamples} resamples, seed {self.seed}); differences "
                 f"within ±{self.negligible:.0%} are negligible (BENCH_NEGLIGIBLE, "
                 f"BENCH_CONFIDENCE); at least {self.min_repeats} repeats per point to decide")
 
