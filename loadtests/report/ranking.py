@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from contract.runtimes import FORMAT_OF_RUNTIME
 from loadtests.report import stats
 from loadtests.report.aggregate import Point, Spread, find, one
-from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES
+from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, noise_pools
 
 # RSS is one reading per service, not repeated: readings closer than 15% (+-7.5% each, the
 # tolerance of the bench's repeatability tool) are not told apart.
@@ -37,9 +37,12 @@ class Row:
     rank: int | None = None
 
 
-def clearly_above(a: Spread, b: Spread, method: stats.Method | None = None) -> bool:
-    """a's repeats are above b's the way the verdict's "faster" means it."""
-    return stats.ratio(a.values, b.values, True, method or stats.Method()).outcome == stats.FASTER
+def clearly_above(a: Spread, b: Spread, method: stats.Method | None = None,
+                  pools: tuple = (None, None)) -> bool:
+    """a's repeats are above b's the way the verdict's "faster" means it (pools: each side's
+    runtime noise, verdict.noise_pools, as the verdict uses them)."""
+    return stats.ratio(a.values, b.values, True, method or stats.Method(),
+                       pools).outcome == stats.FASTER
 
 
 def reading_clearly_above(a: float, b: float) -> bool:
@@ -98,7 +101,13 @@ def rows(results: dict, points: list[Point], model: str, users: int | None,
             why_not=None if ref else why_not_served(results, model, rt, users),
         ))
     measured = [r for r in out if r.rps]
-    ranked = [replace(r, rank=1 + sum(clearly_above(o.rps, r.rps, method) for o in measured))
+    pools = noise_pools(points)
+
+    def faster(o: Row, r: Row) -> bool:
+        return clearly_above(o.rps, r.rps, method,
+                             (pools.get((o.runtime, "rps")), pools.get((r.runtime, "rps"))))
+
+    ranked = [replace(r, rank=1 + sum(faster(o, r) for o in measured))
               for r in measured]
     ranked.sort(key=lambda r: (r.rank, -r.rps.median))
     return ranked + [r for r in out if not r.rps]

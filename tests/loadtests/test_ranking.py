@@ -124,3 +124,35 @@ def test_the_report_opens_with_one_ranking_section_per_model(tmp_path):
     assert "<strong>Recommendation: TFLite</strong>" in page
     assert md.count("Capacity (the highest request rate with p99 under a latency target) is not "
                     "measured yet") == 1
+
+
+def test_the_ranking_orders_two_runtimes_exactly_when_the_verdict_names_a_winner():
+    """Noisy repeats (lognormal 40%): wherever the verdict's "ONNX Runtime vs native" comparison
+    is decided, the ranking puts the winner above; where it is not, neither is ranked above the
+    other on that pair's account (same statistics, same pooled noise)."""
+    import numpy as np
+
+    from loadtests.report.verdict import noise_pools, verdict
+
+    rng = np.random.default_rng(4)
+    results = synthetic.results(spread=0.0)
+    for r in results["runs"]:
+        if r.get("ok"):
+            r["rps"] *= float(np.exp(rng.normal(0, 0.4)))
+    points = aggregate(results)
+    pools = noise_pools(points)
+    row = next(r for r in verdict(results) if r["question"].startswith("Does ONNX Runtime"))
+    seen = set()
+    for arch_cell in row["cells"].values():
+        for f in arch_cell["findings"]:
+            (_, _, model, a_rt, users, _), (_, _, _, b_rt, _, _) = f["points"]
+            pa, pb = (one(points, via="gateway", mode="closed", model=model, runtime=rt,
+                          users=users) for rt in (a_rt, b_rt))
+            above = ranking.clearly_above(pa.rps, pb.rps, None,
+                                          (pools[(a_rt, "rps")], pools[(b_rt, "rps")]))
+            assert above == (f["outcome"] == "a"), f
+            seen.add(f["outcome"])
+            by = {r.runtime: r.rank for r in ranked(results, model)}
+            if f["outcome"] == "a":
+                assert by[a_rt] < by[b_rt]
+    assert "a" in seen and "inconclusive" in seen  # both cases exercised
