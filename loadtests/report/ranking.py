@@ -229,10 +229,10 @@ def note(results: dict, users: int | None) -> str:
     method = stats.Method.from_env()
     spread = (f"median of the repeats [min–max]; a runtime ranks above another only where the "
               f"verdict would call it faster: the whole {method.confidence:.0%} interval of the "
-              f"ratio beyond ±{method.negligible:.0%}, with at least {method.min_repeats} repeats; "
-              "others share a rank, not told apart")
-    return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop ({spread}). "
-            "p50 / p99 at 1 user: single-stream latency, one request at a "
+              f"ratio beyond ±{method.negligible:.0%}, with at least {method.min_repeats} "
+              "repeats; others share a rank, not told apart")
+    return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop "
+            f"({spread}). p50 / p99 at 1 user: single-stream latency, one request at a "
             "time. RSS is the runtime's whole service at its peak with every model of the store "
             "loaded, not this model alone. Parity is the exporter's certificate against the "
             "source framework. Capacity (the highest request rate with p99 under a latency "

@@ -272,7 +272,8 @@ def _tflite(m: _Measures, tm: str, km: str) -> dict:
         t = m.lat1(model, "tflite")
         others = [(rt, p) for rt in RUNTIMES if rt != "tflite" and (p := m.lat1(model, rt))]
         if t and others:
-            found = [compare(m.lbl["tflite"], t, m.lbl[rt], p, "p50", m.method, m.pools).within(model, text=False)
+            found = [compare(m.lbl["tflite"], t, m.lbl[rt], p, "p50", m.method,
+                             m.pools).within(model, text=False)
                      for rt, p in others]
             latency += found
             outcomes = {f.outcome for f in found}

@@ -72,7 +72,8 @@ def test_opposite_winners_are_counted_and_named():
 def test_answer_figures_do_not_count_as_a_different_answer():
     assert (answer_class("No: TorchServe/m 1.33× faster [1.28–1.39]")
             == answer_class("No: TorchServe/m 1.29× faster [1.20–1.37]"))
-    assert answer_class("Inconclusive: needs 4 more repeats (1.12× [0.85–1.40])") == "Inconclusive"
+    undecided = "Inconclusive: needs 4 more repeats (1.12× [0.85–1.40])"
+    assert answer_class(undecided) == "Inconclusive"
     assert (answer_class("Inconclusive (needs up to 5 more repeats): a 1, b 0, tie 0 (of 2)")
             == answer_class("Inconclusive (needs up to 9 more repeats): a 0, b 0, tie 1 (of 2)"))
     assert answer_class("Yes (4/4)") != answer_class("Partly: a 3, b 1 (of 4)")
