@@ -39,7 +39,10 @@ def bench(
     """Measure every (model, runtime) of the profile against the running stack (`make up`)."""
     from loadtests.report.build import build_report
 
+    from loadtests.report.stats import Method
+
     try:
+        Method.from_env()  # a bad BENCH_NEGLIGIBLE / BENCH_CONFIDENCE stops here, not after the runs
         if models:
             runner.check_models(_csv(models), StackSettings().model_store)
         prof = scenarios.get_profile(profile, models=_csv(models), runtimes=_csv(runtimes),
@@ -75,11 +78,27 @@ def compare(
     a: Path = typer.Argument(..., exists=True, help="first results.json"),
     b: Path = typer.Argument(..., exists=True, help="second results.json (same profile)"),
     tolerance: float = typer.Option(0.15, help="relative difference counted as agreement"),
+    negligible: float = typer.Option(None, help="verdicts: ratio within 1 +- this is a tie "
+                                                "(default BENCH_NEGLIGIBLE or 0.10)"),
+    confidence: float = typer.Option(None, help="verdicts: confidence of the ratio's interval "
+                                                "(default BENCH_CONFIDENCE or 0.95)"),
 ):
-    """Repeatability: how far two benches of the same profile differ, per runtime and per point."""
-    from loadtests.report.compare import compare_files, render
+    """Repeatability: how far two benches of the same profile differ, per runtime and per point,
+    and whether their verdicts agree (the same answer per comparison, no opposite winners)."""
+    from dataclasses import replace
 
+    from loadtests.report.compare import agreement_files, compare_files, render, render_agreement
+    from loadtests.report.stats import Method
+
+    try:
+        method = replace(Method.from_env(), **{k: v for k, v in (
+            ("negligible", negligible), ("confidence", confidence)) if v is not None})
+    except ValueError as e:
+        typer.echo(f"compare: {e}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(render(compare_files(a, b), tolerance))
+    typer.echo("")
+    typer.echo(render_agreement(agreement_files(a, b, method)))
 
 
 @app.command()

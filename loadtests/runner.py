@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import affinity, capacity, monitor, openloop, payloads, standin_overhead
+from loadtests import adaptive, affinity, capacity, monitor, openloop, payloads, standin_overhead
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
 from contract.manifest import Manifest, load_store
 from services.settings import REPO_ROOT, StackSettings
@@ -415,7 +415,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     def execute(spec: RunSpec, fn) -> dict:
         nonlocal n
         n += 1
-        reps = {"ceiling": 1}.get(spec.via, profile.repeats)
+        reps = {"ceiling": 1}.get(spec.via, max(profile.repeats, spec.repeat))
         reps = profile.capacity_max_steps if spec.mode == "capacity" else reps
         word = "step" if spec.mode == "capacity" else "rep"
         say(f"[{n:3d}/{total}] {spec.label} {word} {spec.repeat}/{reps} ...")
@@ -434,11 +434,17 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             ceiling_of.update({m: model for m in same})
             if r.get("ok"):
                 ceilings.update({m: r["rps"] for m in same})
-        for spec in closed:
+        def closed_run(spec: RunSpec) -> dict:
             host = payloads.base_url(payloads.Target(spec.via, spec.model, spec.runtime), settings)
-            execute(spec, lambda: run_locust(spec, host=host, store=store,
-                                             warmup=profile.warmup_s, window=profile.window_s,
-                                             out_dir=out_dir, sampler=sampler))
+            return execute(spec, lambda: run_locust(spec, host=host, store=store,
+                                                    warmup=profile.warmup_s,
+                                                    window=profile.window_s, out_dir=out_dir,
+                                                    sampler=sampler))
+
+        for spec in closed:
+            closed_run(spec)
+        extra = adaptive.repeat_until_decided(profile, runs, closed_run)
+        say(f"adaptive repeats: {extra['extra_runs']} more runs ({extra['stopped']})")
         rates = open_rates(runs, profile)
 
         def open_run(spec: RunSpec, window: float, timeout_s: float = 10.0) -> dict:
@@ -496,6 +502,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         capacity.RESULTS_KEY: {k: rec for k, v in capacities.items()
                                if (rec := capacity.planned_record(v))},
         "cpu_sets": affinity.public(cpu_sets),
+        "adaptive": extra,
         "skipped": skipped,
         "shadow": shadow_report(settings),
         "standin_overhead": standin,

@@ -49,6 +49,10 @@ class Profile:
 
     def capacity_target_ms(self, model: str) -> float | None:
         return dict(self.capacity_targets_ms).get(model)
+    # Adaptive repeats (loadtests/adaptive.py): points a verdict comparison reads are measured
+    # again, up to max_repeats each, while that comparison is inconclusive and adaptive_s lasts.
+    max_repeats: int = 0
+    adaptive_s: float = 0.0
 
     def users_of(self, model: str) -> tuple[int, ...]:
         return (self.ref_users,) if model in self.ref_only_models else self.users
@@ -112,6 +116,11 @@ PROFILES: dict[str, Profile] = {
         capacity_max_window_s=2.5,
         direct_models=("digits-cnn-torch",),
         direct_users=(8,),
+        # Up to ~5 more runs (what is left of the 10 minutes without the transformer pair, after
+        # the capacity search): at ~±25% window-to-window noise a 1.5x difference needs ~6
+        # repeats a side to clear the ±10% threshold (stats.py); closer ones stay inconclusive.
+        max_repeats=6,
+        adaptive_s=25.0,
     ),
     # ~3.5 hours here (~40 minutes of it the capacity search).
     "full": Profile(
@@ -127,6 +136,8 @@ PROFILES: dict[str, Profile] = {
         capacity_models=DIGITS_MLP + DIGITS_CNN + MOBILENET + TRANSFORMER,
         direct_models=DIGITS_CNN + MOBILENET,
         direct_users=(1, 16),
+        max_repeats=10,
+        adaptive_s=900.0,
     ),
     # ~30 s: one point per runtime, for CI.
     "smoke": Profile(
@@ -184,8 +195,9 @@ def open_plan(
 def estimate_seconds(profile: Profile, n_runs: int, n_capacity_targets: int = 0) -> float:
     """Wall-clock estimate: n_runs Locust/open runs, plus the capacity search of
     n_capacity_targets (model, runtime) at its step budget, every step at its longest window (an
-    upper bound: measured 3.1-3.4 s a step with 2.5-3 s windows in the quick profile)."""
+    upper bound: measured 3.1-3.4 s a step with 2.5-3 s windows in the quick profile), plus the
+    adaptive repeats' budget (spent only if needed)."""
     step = (profile.capacity_warmup_s + max(profile.window_s, profile.capacity_max_window_s)
             + 0.3)  # uvloop start, pool connect, the answers still in flight
     return (n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)
-            + n_capacity_targets * profile.capacity_max_steps * step)
+            + n_capacity_targets * profile.capacity_max_steps * step + profile.adaptive_s)

@@ -17,6 +17,7 @@ class Spread:
     max: float
     stdev: float
     n: int
+    values: tuple[float, ...] = ()  # the repeats themselves: the verdict's bootstrap resamples them
 
     @classmethod
     def of(cls, values: list[float]) -> "Spread":
@@ -26,6 +27,7 @@ class Spread:
             max=max(values),
             stdev=statistics.stdev(values) if len(values) > 1 else 0.0,
             n=len(values),
+            values=tuple(values),
         )
 
     def overlaps(self, other: "Spread") -> bool:

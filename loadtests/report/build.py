@@ -17,7 +17,8 @@ import markupsafe
 
 from loadtests.report import capacity_report, plots, ranking
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
-from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, runtime_label, verdict
+from loadtests.report.verdict import (FORMAT_NAMES, RUNTIMES, runtime_label, verdict,
+                                      verdict_method_line)
 
 Cell = str | list[str]
 
@@ -120,9 +121,9 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
         f"Machine: {env.get('cpu_model')}, {env.get('cores')} cores (shared by the servers AND "
         f"the load generator), {env.get('memory_gb')} GB.",
         f"**{_tfserving_line(results)}**",
-        "Spreads are [min–max] over the repeats; where they overlap the report says "
-        "\"no measurable difference\". Runs where other processes used more than 20% of a core "
-        "are flagged noisy.",
+        "Spreads are [min–max] over the repeats. Runs where other processes used more than 20% "
+        "of a core are flagged noisy.",
+        verdict_method_line(results),
     ]))
 
     rows = []

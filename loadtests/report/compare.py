@@ -1,4 +1,5 @@
-"""Repeatability of the bench: two results.json of the same profile, point by point and per runtime.
+"""Repeatability of the bench: two results.json of the same profile, point by point and per runtime,
+and whether their verdicts agree (the same answer in each comparison, never opposite winners).
 
 Open-loop points are left out: their throughput is the offered rate, and the rate itself is derived
 from each bench's own closed-loop peak."""
@@ -6,10 +7,13 @@ from each bench's own closed-loop peak."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
+from loadtests.report import stats
 from loadtests.report.aggregate import aggregate
+from loadtests.report.verdict import verdict
 
 
 def _rel(a: float, b: float) -> float:
@@ -58,3 +62,67 @@ def render(result: dict, tolerance: float = 0.15) -> str:
 
 def compare_files(a: Path, b: Path) -> dict:
     return compare(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()))
+
+
+# The figures of an answer (ratios, intervals, repeats still needed) change from bench to bench
+# while the answer stays the same: they are left out when two answers are compared.
+_FIGURES = re.compile(r"\d+\.\d+×|\[[^\]]*\]|\(needs [^)]*\)|:\s*needs .*$")
+
+
+def answer_class(answer: str) -> str:
+    """'No: TorchServe/m 1.33× faster [1.28–1.39]' -> 'No: TorchServe/m faster'; every
+    undecided answer is the same answer, whatever is left open."""
+    if answer.startswith("Inconclusive"):
+        return "Inconclusive"
+    return " ".join(_FIGURES.sub("", answer).split())
+
+
+def agreement(a: dict, b: dict, method: stats.Method | None = None) -> dict:
+    """The verdicts of two benches, comparison by comparison (each a cell's finding: faster,
+    slower, tie or inconclusive) and answer by answer (a cell of the table): how many are the
+    same, and how many name opposite winners (A better in one bench, B in the other)."""
+    method = method or stats.Method.from_env()
+    rows_b = {r["question"]: r["cells"] for r in verdict(b, method)}
+    comparisons, answers = [], []
+    for row in verdict(a, method):
+        for arch, cell in row["cells"].items():
+            other = rows_b.get(row["question"], {}).get(arch)
+            if other is None:
+                continue
+            answers.append({"question": row["question"], "arch": arch, "a": cell["answer"],
+                            "b": other["answer"],
+                            "same": answer_class(cell["answer"]) == answer_class(other["answer"])})
+            theirs = {f["key"]: f["outcome"] for f in other["findings"]}
+            for f in cell["findings"]:
+                if f["key"] not in theirs or "missing" in (f["outcome"], theirs[f["key"]]):
+                    continue
+                pair = {f["outcome"], theirs[f["key"]]}
+                comparisons.append({"question": row["question"], "arch": arch, "key": f["key"],
+                                    "a": f["outcome"], "b": theirs[f["key"]],
+                                    "same": len(pair) == 1, "opposite": pair == {"a", "b"}})
+    return {"method": method.describe(), "comparisons": comparisons, "answers": answers,
+            "comparisons_same": sum(c["same"] for c in comparisons),
+            "opposite": sum(c["opposite"] for c in comparisons),
+            "answers_same": sum(c["same"] for c in answers)}
+
+
+def render_agreement(result: dict, bar: float = 0.9) -> str:
+    n, k = len(result["comparisons"]), result["comparisons_same"]
+    na, ka = len(result["answers"]), result["answers_same"]
+    ok = n and k / n >= bar and not result["opposite"]
+    lines = [f"verdicts ({result['method']}):",
+             f"  comparisons: {k}/{n} the same ({k / n if n else 0:.0%}), "
+             f"{n - k} different, {result['opposite']} opposite winners"
+             f"  -> {'holds' if ok else 'DOES NOT HOLD'} (bar: >= {bar:.0%} the same, "
+             "no opposite winners)",
+             f"  answers:     {ka}/{na} the same"]
+    for c in result["comparisons"]:
+        if not c["same"]:
+            flag = "OPPOSITE" if c["opposite"] else "differs"
+            lines.append(f"  {flag:<8} {c['question']} [{c['arch']}] {c['key']}: "
+                         f"{c['a']} vs {c['b']}")
+    return "\n".join(lines)
+
+
+def agreement_files(a: Path, b: Path, method: stats.Method | None = None) -> dict:
+    return agreement(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()), method)

@@ -2,9 +2,11 @@
 results (pure functions over results + aggregated points; build.py renders them).
 
 Ranked by throughput through the gateway at the reference concurrency. A runtime's rank is 1 + the
-number of runtimes clearly faster than it (their whole [min, max] range above its own), so runtimes
-whose ranges overlap share a rank: a tie within noise, never a winner. A runtime that could not
-serve the model keeps its row, with the reason from the manifest or the bench.
+number of runtimes clearly faster than it, "clearly" meaning what the verdict table means by
+"faster" (stats.py: the whole confidence interval of the ratio beyond the negligible threshold), so
+runtimes the verdict would call a tie or inconclusive share a rank: never a winner inside the
+noise, and never a ranking that contradicts the verdict. A runtime that could not serve the model
+keeps its row, with the reason from the manifest or the bench.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from contract.runtimes import FORMAT_OF_RUNTIME
+from loadtests.report import stats
 from loadtests.report.aggregate import Point, Spread, find, one
-from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES
+from loadtests.report.verdict import FORMAT_NAMES, RUNTIMES, noise_pools
 
-# With one repeat a point has no spread; the bench's repeatability tool (compare.py) counts
-# benches within 15% of each other as agreeing, so single figures closer than that are not ranked
-# apart (each gets +-7.5%). RSS is one sample per service: the same rule applies.
+# RSS is one reading per service, not repeated: readings closer than 15% (+-7.5% each, the
+# tolerance of the bench's repeatability tool) are not told apart.
 SINGLE_RUN_NOISE = 0.15
 
 
@@ -35,14 +37,17 @@ class Row:
     rank: int | None = None
 
 
-def interval(s: Spread) -> tuple[float, float]:
-    if s.n < 2:
-        return s.median * (1 - SINGLE_RUN_NOISE / 2), s.median * (1 + SINGLE_RUN_NOISE / 2)
-    return s.min, s.max
+def clearly_above(a: Spread, b: Spread, method: stats.Method | None = None,
+                  pools: tuple = (None, None)) -> bool:
+    """a's repeats are above b's the way the verdict's "faster" means it (pools: each side's
+    runtime noise, verdict.noise_pools, as the verdict uses them)."""
+    return stats.ratio(a.values, b.values, True, method or stats.Method(),
+                       pools).outcome == stats.FASTER
 
 
-def clearly_above(a: Spread, b: Spread) -> bool:
-    return interval(a)[0] > interval(b)[1]
+def reading_clearly_above(a: float, b: float) -> bool:
+    """One reading each (RSS): apart by more than SINGLE_RUN_NOISE."""
+    return a * (1 - SINGLE_RUN_NOISE / 2) > b * (1 + SINGLE_RUN_NOISE / 2)
 
 
 def why_not_served(results: dict, model: str, runtime: str, users: int | None) -> str:
@@ -73,8 +78,10 @@ def why_not_served(results: dict, model: str, runtime: str, users: int | None) -
     return f"not measured at {n_users(users)}"
 
 
-def rows(results: dict, points: list[Point], model: str, users: int | None) -> list[Row]:
+def rows(results: dict, points: list[Point], model: str, users: int | None,
+         method: stats.Method | None = None) -> list[Row]:
     """One row per runtime, ranked ones first (best first), then those without a figure."""
+    method = method or stats.Method.from_env()
     info = (results.get("models") or {}).get(model) or {}
     services = results.get("services") or {}
     gw = find(points, via="gateway", mode="closed", model=model)
@@ -94,7 +101,13 @@ def rows(results: dict, points: list[Point], model: str, users: int | None) -> l
             why_not=None if ref else why_not_served(results, model, rt, users),
         ))
     measured = [r for r in out if r.rps]
-    ranked = [replace(r, rank=1 + sum(clearly_above(o.rps, r.rps) for o in measured))
+    pools = noise_pools(points)
+
+    def faster(o: Row, r: Row) -> bool:
+        return clearly_above(o.rps, r.rps, method,
+                             (pools.get((o.runtime, "rps")), pools.get((r.runtime, "rps"))))
+
+    ranked = [replace(r, rank=1 + sum(faster(o, r) for o in measured))
               for r in measured]
     ranked.sort(key=lambda r: (r.rank, -r.rps.median))
     return ranked + [r for r in out if not r.rps]
@@ -116,13 +129,19 @@ def _p99(r: Row) -> float:
     return r.single.p99.median if r.single else float("inf")
 
 
-def _clearly_lowest(rows_: list[Row], spread, pick: Row, what: str, unit: str) -> str | None:
-    """'lowest X (a unit vs b next)' when pick's X is clearly below every other row's (spread(row):
-    a Spread or None); None when it is not, or when it is within noise of the next."""
-    have = sorted((r for r in rows_ if spread(r)), key=lambda r: spread(r).median)
-    if len(have) < 2 or have[0] is not pick or not clearly_above(spread(have[1]), spread(pick)):
+def _clearly_lowest(rows_: list[Row], value, pick: Row, what: str, unit: str,
+                    apart) -> str | None:
+    """'lowest X (a unit vs b next)' when pick's X is clearly below every other row's (value(row):
+    a figure or None; apart(x, y): x clearly above y); None when it is not, or when it is within
+    noise of the next."""
+    have = sorted((r for r in rows_ if value(r)), key=lambda r: _mid(value(r)))
+    if len(have) < 2 or have[0] is not pick or not apart(value(have[1]), value(pick)):
         return None
-    return f"{what} ({num(spread(pick).median)} {unit} vs {num(spread(have[1]).median)} next)"
+    return f"{what} ({num(_mid(value(pick)))} {unit} vs {num(_mid(value(have[1])))} next)"
+
+
+def _mid(x) -> float:
+    return x.median if isinstance(x, Spread) else x
 
 
 def recommend(ranked: list[Row], users: int | None, label) -> str:
@@ -136,7 +155,7 @@ def recommend(ranked: list[Row], users: int | None, label) -> str:
     rest = [r for r in measured if r is not pick]
     if len(top) > 1:
         others = ", ".join(f"{label(r.runtime)} {num(r.rps.median)}" for r in top if r is not pick)
-        reasons = [f"throughput at {n_users(users)} a tie within noise "
+        reasons = [f"throughput at {n_users(users)} not told apart (a tie or within noise) "
                    f"({num(pick.rps.median)} req/s vs {others})"]
     elif rest:
         reasons = [f"highest throughput at {n_users(users)} ({num(pick.rps.median)} req/s vs "
@@ -145,9 +164,9 @@ def recommend(ranked: list[Row], users: int | None, label) -> str:
         reasons = [f"the only runtime measured ({num(pick.rps.median)} req/s at {n_users(users)})"]
     apart = [c for c in (
         _clearly_lowest(measured, lambda r: r.single and r.single.p99, pick,
-                        "lowest p99 at 1 user", "ms"),
-        _clearly_lowest(measured, lambda r: r.rss_mb and Spread.of([r.rss_mb]), pick,
-                        "smallest RSS", "MB")) if c]
+                        "lowest p99 at 1 user", "ms", clearly_above),
+        _clearly_lowest(measured, lambda r: r.rss_mb, pick, "smallest RSS", "MB",
+                        reading_clearly_above)) if c]
     reasons += apart
     if len(top) > 1 and not apart:
         reasons.append("nothing else measured sets it apart from the tied runtimes")
@@ -192,7 +211,7 @@ def table_rows(ranked: list[Row], label) -> list[list]:
                     if r.rss_mb else "–", f"{r.failures}/{r.requests}"] if r.rps else
                    [[f"**not served:** {r.why_not}"], lat, "–", f"{r.failures}/{r.requests}"])
         tie = r.rank is not None and sum(o.rank == r.rank for o in ranked) > 1
-        rank = "–" if r.rank is None else f"{r.rank}" + (" (tie within noise)" if tie else "")
+        rank = "–" if r.rank is None else f"{r.rank}" + (" (not told apart)" if tie else "")
         out.append([rank, label(r.runtime), _artifact(r), _parity(r), *figures])
     return out
 
@@ -207,13 +226,13 @@ def models_to_rank(results: dict, points: list[Point]) -> list[str]:
 
 
 def note(results: dict, users: int | None) -> str:
-    repeats = (results.get("profile") or {}).get("repeats")
-    spread = (f"one repeat per point: no measured spread, so throughputs within "
-              f"{SINGLE_RUN_NOISE:.0%} of each other share a rank" if repeats == 1 else
-              f"median of {repeats} repeats [min–max]; runtimes whose ranges overlap share "
-              "a rank")
-    return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop ({spread}: "
-            "a tie within noise). p50 / p99 at 1 user: single-stream latency, one request at a "
+    method = stats.Method.from_env()
+    spread = (f"median of the repeats [min–max]; a runtime ranks above another only where the "
+              f"verdict would call it faster: the whole {method.confidence:.0%} interval of the "
+              f"ratio beyond ±{method.negligible:.0%}, with at least {method.min_repeats} "
+              "repeats; others share a rank, not told apart")
+    return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop "
+            f"({spread}). p50 / p99 at 1 user: single-stream latency, one request at a "
             "time. RSS is the runtime's whole service at its peak with every model of the store "
             "loaded, not this model alone. Parity is the exporter's certificate against the "
             "source framework. Capacity (the highest request rate with p99 under a latency "

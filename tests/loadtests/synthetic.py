@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 RUNTIMES = ("torchserve", "tfserving", "onnxruntime", "tflite")
-BASE_RPS = {"torchserve": 400.0, "tfserving": 300.0, "onnxruntime": 900.0, "tflite": 1000.0}
+BASE_RPS = {"torchserve": 400.0, "tfserving": 300.0, "onnxruntime": 900.0, "tflite": 1100.0}
 MODELS = {"digits-cnn-torch": 1.0, "digits-cnn-keras": 1.0,
           "mobilenetv2-torch": 0.02, "mobilenetv2-keras": 0.02}
 
@@ -31,7 +31,7 @@ def rps_of(model: str, runtime: str, users: int) -> float:
     return rps
 
 
-def results(repeats: int = 2, spread: float = 0.02) -> dict:
+def results(repeats: int = 3, spread: float = 0.02) -> dict:
     runs = []
     for rep in range(1, repeats + 1):
         jitter = 1 + spread * (1 if rep % 2 else -1)

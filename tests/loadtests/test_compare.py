@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from loadtests.report.compare import compare, render
+from loadtests.report.compare import agreement, answer_class, compare, render, render_agreement
 from tests.loadtests import synthetic
 
 
@@ -28,3 +28,52 @@ def test_a_runtime_that_drifts_is_reported():
     assert result["runtimes"]["onnxruntime"]["rps_diff_max"] == 0.0
     table = render(result, 0.15)
     assert any(line.startswith("torchserve") and line.endswith("NO") for line in table.splitlines())
+
+
+def _scaled(results, runtime, factor, model=None):
+    out = copy.deepcopy(results)
+    for run in out["runs"]:
+        if run.get("runtime") == runtime and model in (None, run["model"]) and run.get("ok"):
+            run["rps"] *= factor
+    return out
+
+
+def test_verdicts_of_identical_benches_all_agree():
+    a = synthetic.results()
+    result = agreement(a, copy.deepcopy(a))
+    n = len(result["comparisons"])
+    assert n >= 20 and result["comparisons_same"] == n and result["opposite"] == 0
+    assert result["answers_same"] == len(result["answers"]) == 10
+    assert "holds" in render_agreement(result)
+
+
+def test_a_noisier_bench_differs_without_naming_the_other_winner():
+    a = synthetic.results()
+    b = synthetic.results(spread=0.6)  # the same figures, +-60%: much is left inconclusive
+    result = agreement(a, b)
+    differ = [c for c in result["comparisons"] if not c["same"]]
+    assert differ and all(c["b"] == "inconclusive" for c in differ)
+    assert result["opposite"] == 0
+    assert result["answers_same"] < len(result["answers"])
+
+
+def test_opposite_winners_are_counted_and_named():
+    a = synthetic.results()
+    b = _scaled(a, "torchserve", 0.5)  # TorchServe 1.33x faster than TF Serving -> 1.5x slower
+    result = agreement(a, b)
+    opposite = [c for c in result["comparisons"] if c["opposite"]]
+    assert opposite and result["opposite"] == len(opposite)
+    assert all({c["a"], c["b"]} == {"a", "b"} for c in opposite)
+    assert any("TorchServe" in c["key"] and "TF Serving" in c["key"] for c in opposite)
+    text = render_agreement(result)
+    assert "DOES NOT HOLD" in text and "OPPOSITE" in text
+
+
+def test_answer_figures_do_not_count_as_a_different_answer():
+    assert (answer_class("No: TorchServe/m 1.33× faster [1.28–1.39]")
+            == answer_class("No: TorchServe/m 1.29× faster [1.20–1.37]"))
+    undecided = "Inconclusive: needs 4 more repeats (1.12× [0.85–1.40])"
+    assert answer_class(undecided) == "Inconclusive"
+    assert (answer_class("Inconclusive (needs up to 5 more repeats): a 1, b 0, tie 0 (of 2)")
+            == answer_class("Inconclusive (needs up to 9 more repeats): a 0, b 0, tie 1 (of 2)"))
+    assert answer_class("Yes (4/4)") != answer_class("Partly: a 3, b 1 (of 4)")
