@@ -25,16 +25,16 @@ import numpy as np
 from loadtests import payloads
 from loadtests.runner import free_port
 from contract.manifest import load_manifest
+from contract.runtimes import RUNTIMES as REGISTRY
 from services.settings import REPO_ROOT, get_settings
 from services.supervisor.state import RunDir
 
 REPORTS = REPO_ROOT / "loadtests" / "reports"
-RUNTIMES = ("onnxruntime", "tflite", "tfserving", "torchserve")
-PORT_VARS = (
-    "GATEWAY_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT",
-    "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
-    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
-)  # fmt: skip
+RUNTIMES = tuple(REGISTRY)  # chaos and soak default to every registered runtime
+# Every port a stack listens on: the gateway's three and each registered runtime's (a fixed list
+# here once missed the gateway's gRPC ports, and an own stack collided with `make up`'s).
+PORT_VARS = ("GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT",
+             *(key.upper() for r in REGISTRY.values() for key in r.port_keys))
 SUPERVISOR = [sys.executable, "-m", "services.supervisor"]
 
 
