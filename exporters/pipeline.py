@@ -57,7 +57,7 @@ def export_model(
         ref_inputs.check_outputs_vary(outputs, tolerance)
         manifest.reference = save_reference(staging, source.reference_inputs, outputs, source.reference_labels)
         with tempfile.TemporaryDirectory(prefix=f"export-{source.name}-") as tmp:
-            ws = Workspace(source, Path(tmp), None if debug else staging / "logs")
+            ws = Workspace(source, Path(tmp), None if debug else staging / "logs", store_dir)
             # ONNX first, then the SavedModel: routes through them (onnx2tf, the translation, the
             # .mar's onnxruntime fallback, TFLite) start from a certified file, not a failed attempt.
             order = {"onnx": 0, "savedmodel": 1}

@@ -29,9 +29,10 @@ class Route:
 
 
 def target(fmt: str) -> ModuleType:
-    from exporters.targets import onnx, savedmodel, tflite, torchserve
+    from exporters.targets import aotinductor, onnx, savedmodel, tflite, torchserve
 
-    modules = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite, "torchserve": torchserve}
+    modules = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite, "torchserve": torchserve,
+               "aotinductor": aotinductor}  # fmt: skip
     return modules[fmt]
 
 
