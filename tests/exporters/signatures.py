@@ -77,7 +77,22 @@ def check_torchserve(m: Manifest, store: Path) -> None:
         assert json.loads(z.read("manifest.json"))["signature"] == m.signature.model_dump(mode="json")
 
 
-CHECKS = {"onnx": check_onnx, "savedmodel": check_savedmodel, "tflite": check_tflite, "torchserve": check_torchserve}
+def check_aotinductor(m: Manifest, store: Path) -> None:
+    """The package records the signature's names (the server checks them at load) and every
+    dynamic dim of the manifest has a range."""
+    from exporters.targets.aotinductor import load
+
+    meta = load(m.artifact_path(store, "aotinductor")).get_metadata()
+    assert meta["inputs"] == ",".join(m.signature.input_names()), f"{m.name}/aotinductor inputs {meta['inputs']}"
+    assert meta["outputs"] == ",".join(m.signature.output_names()), f"{m.name}/aotinductor outputs"
+    ranges = json.loads(m.artifacts["aotinductor"].extra["dim_ranges"])
+    for spec in m.signature.inputs:
+        dynamic = {spec.dims[i] for i, d in enumerate(spec.shape) if d < 0}
+        assert set(ranges.get(spec.name, {})) == dynamic, f"{m.name}/aotinductor {spec.name}: {ranges}"
+
+
+CHECKS = {"onnx": check_onnx, "savedmodel": check_savedmodel, "tflite": check_tflite, "torchserve": check_torchserve,
+          "aotinductor": check_aotinductor}  # fmt: skip
 
 
 def check_artifacts(m: Manifest, store: Path) -> None:

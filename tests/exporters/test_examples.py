@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -20,12 +22,22 @@ def manifests(real_store):
     return load_store(real_store)
 
 
-def test_all_eight_examples_have_all_four_formats_with_passing_parity(manifests):
+def _expected_formats(m) -> list[str]:
+    """Every format; Keras sources reach AOTInductor only through onnx2torch."""
+    if m.source.framework != "pytorch" and importlib.util.find_spec("onnx2torch") is None:
+        return sorted(f for f in FORMATS if f != "aotinductor")
+    return sorted(FORMATS)
+
+
+def test_all_eight_examples_have_every_format_with_passing_parity(manifests):
     assert len(EXAMPLES) == 8 and sorted(manifests) == sorted(EXAMPLES)
     problems = []
     for m in manifests.values():
-        problems += [f"{m.name}/{fmt}: {why.error}" for fmt, why in m.failed.items()]
-        if sorted(m.artifacts) != sorted(FORMATS):
+        expected = _expected_formats(m)
+        problems += [f"{m.name}/{fmt}: {why.error}" for fmt, why in m.failed.items() if fmt in expected]
+        if "aotinductor" not in expected and "needs onnx2torch" not in getattr(m.failed.get("aotinductor"), "error", ""):
+            problems.append(f"{m.name}: no aotinductor failure saying it needs onnx2torch")
+        if sorted(m.artifacts) != expected:
             problems.append(f"{m.name}: artifacts {sorted(m.artifacts)}")
         for fmt, art in m.artifacts.items():
             p = art.parity
