@@ -25,15 +25,16 @@ import numpy as np
 from loadtests import payloads
 from loadtests.runner import free_port
 from contract.manifest import load_manifest
+from contract.runtimes import RUNTIMES as REGISTRY
 from services.settings import REPO_ROOT, get_settings
 from services.supervisor.state import RunDir
 
 REPORTS = REPO_ROOT / "loadtests" / "reports"
-RUNTIMES = ("onnxruntime", "tflite", "tfserving", "torchserve")
+RUNTIMES = tuple(REGISTRY)
 PORT_VARS = (
     "GATEWAY_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT",
     "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
-    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
+    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT", "AOTINDUCTOR_PORT",
 )  # fmt: skip
 SUPERVISOR = [sys.executable, "-m", "services.supervisor"]
 

@@ -14,20 +14,26 @@ def test_profiles_are_consistent(profile):
     assert profile.ref_users in profile.users
 
 
-def test_quick_plans_under_ten_minutes():
+def _served(model: str, runtime: str) -> bool:
+    """Keras sources have no AOTInductor package (no route without onnx2torch)."""
+    return not (runtime == "aotinductor" and model.endswith("-keras"))
+
+
+def test_quick_plans_under_eleven_minutes():
+    """Five runtimes: AOTInductor adds the torch-source models' points (~1.1 min)."""
     p = PROFILES["quick"]
-    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes]
+    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes if _served(m, rt)]
     closed = closed_plan(p, without)
     opened = open_plan(p, without, {m: 10.0 for m in p.models})
-    assert len(closed) == 3 * (16 * 2 + 4) and len(opened) == 3 * 4
-    assert estimate_seconds(p, len(closed) + len(opened) + 2) < 10 * 60
+    assert len(closed) == 3 * (18 * 2 + 5) and len(opened) == 3 * 5
+    assert estimate_seconds(p, len(closed) + len(opened) + 2) < 11 * 60
     assert len({s.run_id for s in closed + opened}) == len(closed) + len(opened)
-    # With the transformer pair in the store: 8 more targets at the reference concurrency only.
-    targets = [(m, rt) for m in p.models for rt in p.runtimes]
+    # With the transformer pair in the store: 9 more targets at the reference concurrency only.
+    targets = [(m, rt) for m in p.models for rt in p.runtimes if _served(m, rt)]
     closed = closed_plan(p, targets)
     extra = [s for s in closed if s.model in TRANSFORMER]
-    assert len(extra) == 3 * 8 and {s.users for s in extra} == {p.ref_users}
-    assert estimate_seconds(p, len(closed) + len(opened) + 3) < 11.5 * 60
+    assert len(extra) == 3 * 9 and {s.users for s in extra} == {p.ref_users}
+    assert estimate_seconds(p, len(closed) + len(opened) + 3) < 13 * 60
 
 
 def test_overrides():
