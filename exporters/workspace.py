@@ -39,9 +39,8 @@ class step:
 
 
 class Workspace:
-    def __init__(self, source: SourceModel, tmp: Path, log_dir: Path | None = None, store_dir: Path | None = None):
+    def __init__(self, source: SourceModel, tmp: Path, log_dir: Path | None = None):
         self.source = source
-        self.store_dir = Path(store_dir if store_dir is not None else tmp)  # caches across exports live here
         self.tmp = Path(tmp)
         self.log_dir = log_dir  # None: converters print to the terminal (--debug)
         self.log: Path | None = None  # the current route's log file

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import ConversionError
+from exporters.errors import RouteUnavailable
 from exporters.targets import Exported, Route
 from exporters.workspace import Workspace, versions
 from services.aotinductor.runtime import DIM_RANGES  # the server enforces the ranges it records
@@ -27,11 +27,14 @@ ARTIFACT = "model.pt2"
 # of torch 2.13; compile_threads bounds the parallel compile workers on a shared 2-core machine.
 # Measured figures are in services/aotinductor/README.md.
 INDUCTOR_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O1"}
-CACHE_ENV = "SERVEBENCH_AOTI_CACHE"  # where compiled packages are kept; default <store>/.cache/aotinductor
+# Where compiled packages are kept, by key: outside the store, which is mounted into every
+# container and copied into the Kubernetes store image.
+CACHE_ENV = "SERVEBENCH_AOTI_CACHE"
+DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "aotinductor"
 
 
-def cache_dir(store: Path) -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path(store) / ".cache" / "aotinductor")
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
 def cache_key(program_bytes: bytes) -> str:
@@ -53,7 +56,7 @@ def _package(ws: Workspace, program, dest: Path, conv: dict[str, str]) -> Export
     with ws.guard("torch.export.save"):
         torch.export.save(program, buf)
     key = cache_key(buf.getvalue())
-    cached = cache_dir(ws.store_dir) / f"{key}.pt2"
+    cached = cache_dir() / f"{key}.pt2"
     target = dest / ARTIFACT
     # The sizes each dynamic dim takes ({"sequence": [1, 64]}): the server refuses others with a 400.
     extra = {"cache_key": key, DIM_RANGES: json.dumps(ws.exported_ranges)}
@@ -84,7 +87,7 @@ def _torch(ws: Workspace, dest: Path) -> Exported:
 
 def _keras(ws: Workspace, dest: Path) -> Exported:
     if importlib.util.find_spec("onnx2torch") is None:
-        raise ConversionError("no route from Keras: needs onnx2torch, not installed (pip install onnx2torch, "
+        raise RouteUnavailable("no route from Keras: needs onnx2torch, not installed (pip install onnx2torch, "
                               "then export again)")  # fmt: skip
     return _package(ws, ws.exported_program, dest, versions("tf2onnx", "onnx2torch", "torch"))
 

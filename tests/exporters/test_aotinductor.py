@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from exporters import inputs as ref_inputs
-from exporters.errors import ConversionError
+from exporters.errors import ConversionError, RouteUnavailable
 from exporters.pipeline import export_model
 from exporters.sources import pytorch
 from exporters.targets import aotinductor, routes
@@ -122,5 +122,5 @@ def test_keras_route_says_what_it_needs(monkeypatch, tmp_path):
     (route,) = routes("aotinductor", "keras")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnx2torch" else real(n, *a))
-    with pytest.raises(ConversionError, match="no route from Keras: needs onnx2torch, not installed"):
+    with pytest.raises(RouteUnavailable, match="no route from Keras: needs onnx2torch, not installed"):
         route.export(None, tmp_path)
