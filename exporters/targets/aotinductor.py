@@ -37,15 +37,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
-def cache_key(program_bytes: bytes) -> str:
-    """sha256 over the serialized exported program and everything else the package depends on."""
+def cache_key(program_bytes: bytes, metadata: dict[str, str]) -> str:
+    """sha256 over the serialized exported program (graph and weights) and everything else the
+    package depends on: the torch version, the inductor options, the metadata it records."""
     import hashlib
 
     import torch
 
     h = hashlib.sha256(program_bytes)
-    h.update(json.dumps({"torch": torch.__version__, "options": INDUCTOR_OPTIONS}, sort_keys=True).encode())
+    h.update(json.dumps({"torch": torch.__version__, "options": INDUCTOR_OPTIONS, "metadata": metadata},
+                        sort_keys=True).encode())  # fmt: skip
     return h.hexdigest()
+
+
+def metadata(signature) -> dict[str, str]:
+    """What the package records about the signature (the server checks it at load)."""
+    return {"inputs": ",".join(signature.input_names()), "outputs": ",".join(signature.output_names())}
 
 
 def _package(ws: Workspace, program, dest: Path, conv: dict[str, str]) -> Exported:
@@ -55,17 +62,17 @@ def _package(ws: Workspace, program, dest: Path, conv: dict[str, str]) -> Export
     buf = io.BytesIO()
     with ws.guard("torch.export.save"):
         torch.export.save(program, buf)
-    key = cache_key(buf.getvalue())
+    meta = metadata(ws.sig)
+    key = cache_key(buf.getvalue(), meta)
     cached = cache_dir() / f"{key}.pt2"
     target = dest / ARTIFACT
     # The sizes each dynamic dim takes ({"sequence": [1, 64]}): the server refuses others with a 400.
     extra = {"cache_key": key, DIM_RANGES: json.dumps(ws.exported_ranges)}
     if cached.is_file():
         shutil.copy(cached, target)
-        meta = json.loads(cached.with_suffix(".json").read_text()) if cached.with_suffix(".json").is_file() else {}
+        built = json.loads(cached.with_suffix(".json").read_text()) if cached.with_suffix(".json").is_file() else {}
         return Exported(ARTIFACT, conv, extra | {"compile_cache": "hit", "compile_seconds": "0",
-                                                 "compile_seconds_when_built": str(meta.get("compile_seconds", ""))})
-    meta = {"inputs": ",".join(ws.sig.input_names()), "outputs": ",".join(ws.sig.output_names())}
+                                                 "compile_seconds_when_built": str(built.get("compile_seconds", ""))})
     start = time.perf_counter()
     with ws.guard("torch._inductor.aoti_compile_and_package"):
         torch._inductor.aoti_compile_and_package(

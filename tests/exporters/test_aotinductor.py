@@ -88,7 +88,7 @@ def test_changed_weights_change_the_cache_key(aoti_export, tmp_path):
     def key() -> str:
         buf = io.BytesIO()
         torch.export.save(Workspace(src, tmp_path).exported_program, buf)
-        return aotinductor.cache_key(buf.getvalue())
+        return aotinductor.cache_key(buf.getvalue(), aotinductor.metadata(src.signature))
 
     before = key()
     param = next(src.native.parameters())
