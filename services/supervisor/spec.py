@@ -129,6 +129,7 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
             cwd=str(ts_dir),
         ),
     ]
+    backends.sort(key=lambda b: list(RUNTIMES).index(b.name))  # registry order, as DEFAULT_SERVICES
     gateway = ServiceSpec(
         name="gateway",
         module="services.gateway",
