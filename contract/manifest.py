@@ -171,6 +171,9 @@ class ExportFailure(BaseModel):
     error: str  # one line: the format, the operator and every route tried
     routes_failed: list[RouteFailure] = Field(default_factory=list)
     log: str | None = None  # the converters' log, relative to the store (kept for the user)
+    # Every route needs a package that is not installed (e.g. onnx2torch for Keras -> AOTInductor):
+    # the format is not available here, the export itself did not fail.
+    unavailable: bool = False
 
 
 class Reference(BaseModel):

@@ -57,10 +57,13 @@ RUNTIMES: dict[str, Runtime] = {
                 # TorchServe itself with our handler, not KServe's kserve-torchserve: its kservev2
                 # envelope flattens output shapes and answers FP64 (deploy/kubernetes/README.md).
                 KServe("servebench-torchserve", False, "pytorch", "torchserve", "model")),
+        Runtime("aotinductor", "aotinductor", "oip", "services.aotinductor", "aotinductor_host",
+                ("aotinductor_port",), "oip", "AOTInductor", "torch._inductor.aoti_load_package",
+                KServe("servebench-aotinductor", False, "pytorch-aotinductor", "oip", "model")),
     )
 }  # fmt: skip
 
-FORMATS: tuple[str, ...] = ("torchserve", "savedmodel", "onnx", "tflite", "executorch")  # export order
+FORMATS: tuple[str, ...] = ("torchserve", "savedmodel", "onnx", "tflite", "aotinductor", "executorch")  # export order
 RUNTIME_OF_FORMAT: dict[str, str] = {r.format: r.name for r in RUNTIMES.values()}
 FORMAT_OF_RUNTIME: dict[str, str] = {r.name: r.format for r in RUNTIMES.values()}
 

@@ -5,7 +5,7 @@ and a comment per service). container_resources() turns them into a container's 
 block; deploy/capacity.py multiplies the "large" profile's block by the replica count it plans.
 
 Profiles
-- "small": the whole stack (4 runtimes, the gateway, one Locust worker) on ONE node of
+- "small": the whole stack (5 runtimes, the gateway, one Locust worker) on ONE node of
   SMALL_NODE's size; the test suite asserts that the requests and the memory limits fit its
   allocatable share.
 - "large": one core per runtime replica (each runtime runs 1 intra-op thread: services/stack.env),
@@ -80,6 +80,11 @@ RSS_MIB: dict[str, tuple[float, float]] = {
     # after up 2391. ~300 MiB per model: a single-model replica needs much less (deploy/capacity.py
     # says it uses this 8-model figure as an upper bound).
     "torchserve": (2590, 2592),
+    # Our OIP server over AOTInductor .pt2 packages, the 4 torch-source examples loaded (Keras
+    # sources have none); after up 373. PROVISIONAL: not the capacity bench above but a direct
+    # 8-user run per model (MobileNetV2 20 s, transformer and CNN 10 s each) on a loaded machine
+    # (load average 4-5), 2026-12-07.
+    "aotinductor": (478, 505),
     "gateway": (153, 244),  # one uvicorn process; after up 74; peak: MobileNetV2 bodies in flight
     # One headless Locust process (FastHttpUser, as a compose/Kubernetes worker runs it): median
     # and peak over the bench's 82 runs (a MobileNetV2 run pre-encodes 32 bodies of ~1.5 MB).
@@ -89,11 +94,14 @@ RSS_MIB: dict[str, tuple[float, float]] = {
 # bench's load-generator group (Locust + the bench's own process).
 CPU_US_MODELS = ("mobilenetv2-torch", "mobilenetv2-keras",
                  "digits-transformer-torch", "digits-transformer-keras")
-CPU_US_PER_REQUEST: dict[str, tuple[float, ...]] = {
+CPU_US_PER_REQUEST: dict[str, tuple[float | None, ...]] = {
     "onnxruntime": (30891, 56888, 931, 1418),
     "tflite": (33356, 24789, 939, 1039),
     "tfserving": (78432, 611276, 1253, 2833),
     "torchserve": (167392, 168046, 2216, 2784),
+    # PROVISIONAL (see RSS_MIB): direct at 8 users, not through the gateway at 16; no Keras-source
+    # artifacts (None).
+    "aotinductor": (17719, None, 676, None),
     "gateway": (12398, 9275, 525, 587),
     "locust": (4884, 4126, 561, 663),
 }
@@ -101,7 +109,9 @@ GATEWAY_REFERENCE_MODEL = "digits-cnn-torch"  # the model of `make bench-gateway
 GATEWAY_REFERENCE_CPU_US = 592  # its "cpu_us_per_request_at_saturation" of the gateway arm
 
 LARGE_CPU_M = 1000  # one core per replica
-SMALL_CPU_M = {"torchserve": 750}  # the Java frontend's share on top of its worker's; others 500
+# TorchServe: the Java frontend's share on top of its worker's. AOTInductor, the fifth runtime:
+# 250 keeps the requests within SMALL_NODE's allocatable 3.6 CPU. Others 500.
+SMALL_CPU_M = {"torchserve": 750, "aotinductor": 250}
 
 SERVICES: dict[str, dict] = {
     name: {"steady_rss_mib": steady, "peak_rss_mib": peak,
@@ -111,7 +121,7 @@ SERVICES: dict[str, dict] = {
     for name, (steady, peak) in RSS_MIB.items()
 }
 
-RUNTIMES = ("onnxruntime", "tflite", "tfserving", "torchserve")
+RUNTIMES = ("onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor")
 
 
 def _round_up_mi(mib: float) -> int:

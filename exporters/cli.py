@@ -77,7 +77,10 @@ def _finish(rows, store: Path, variants_fail: bool = True) -> None:
 
     refresh_runtime_views(store)
     typer.echo(summary_table(rows))
-    failed = [r for r in rows if not r.ok]
+    failed = [r for r in rows if not r.ok and not r.unavailable]
+    if missing := [r for r in rows if r.unavailable]:
+        typer.echo(f"{len(missing)} artifact(s) not available here (a package is missing; not a failure): "
+                   + "; ".join(f"{r.model}/{r.format}: {r.message}" for r in missing), err=True)  # fmt: skip
     if not variants_fail:
         uncertified = [r for r in failed if VARIANT_SEP in r.format]
         if uncertified:

@@ -23,6 +23,11 @@ class ConversionError(Exception):
     """A converter could not handle the model; the message names the step and the root cause."""
 
 
+class RouteUnavailable(ConversionError):
+    """The route needs a package that is not installed: nothing is wrong with the model. A format
+    whose every route is unavailable is recorded with the reason but does not fail the export."""
+
+
 def chain(e: BaseException) -> list[BaseException]:
     """The exception and its explicit causes (`raise ... from`). An implicit context (an error
     raised while handling another) is followed only past exceptions that say nothing: the error

@@ -17,7 +17,7 @@ from contract.manifest import Artifact, ExportFailure, Manifest, RouteFailure, s
 from contract.runtimes import FORMATS
 from exporters import inputs as ref_inputs
 from exporters import parity, store
-from exporters.errors import ConversionError, captured, root_cause
+from exporters.errors import ConversionError, RouteUnavailable, captured, root_cause
 from exporters.sources import SourceModel
 from exporters.targets import formats_for, routes, target
 from exporters.workspace import Workspace
@@ -37,6 +37,7 @@ class Row:
     seconds: float = 0.0
     message: str = ""
     route: str = ""
+    unavailable: bool = False  # no route can run here (a package is missing): not a failure
 
 
 def export_model(
@@ -79,6 +80,7 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
                 store_dir: Path) -> Row:  # fmt: skip
     name = ws.source.name
     failed: list[RouteFailure] = []
+    unavailable = 0  # routes that need a package that is not installed
     candidates = routes(fmt, ws.source.framework)
     log_rel = f"{name}/logs/{fmt}.log"
     for route in candidates:
@@ -95,6 +97,7 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
         try:
             seconds = ws.route_seconds(lambda: result.append(route.export(ws, dest)))
         except ConversionError as e:
+            unavailable += isinstance(e, RouteUnavailable)
             failed.append(RouteFailure(route=route.name, error=str(e)))
             log.warning("[%s] %s: route failed: %s", name, fmt, e)
             continue
@@ -128,10 +131,11 @@ def _export_one(ws: Workspace, fmt: str, staging: Path, version: int, tolerance:
     tried = "; ".join(f"[{f.route}] {f.error}" for f in failed) or "no route applies"
     where = f"; converter log: {store_dir / log_rel}" if ws.log_dir is not None else ""
     message = f"no {fmt} artifact: {len(failed)} route(s) tried: {tried}{where}"
-    manifest.failed[fmt] = ExportFailure(error=message, routes_failed=failed,
+    not_here = bool(failed) and unavailable == len(failed)
+    manifest.failed[fmt] = ExportFailure(error=message, routes_failed=failed, unavailable=not_here,
                                          log=log_rel if ws.log_dir is not None else None)  # fmt: skip
-    log.error("[%s] %s", name, message)
-    return Row(name, fmt, False, message=message)
+    (log.warning if not_here else log.error)("[%s] %s", name, message)
+    return Row(name, fmt, False, message=message, unavailable=not_here)
 
 
 __all__ = ["Row", "export_model", "target"]

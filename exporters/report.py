@@ -14,7 +14,7 @@ def manifest_rows(manifests: Iterable[Manifest]) -> list[Row]:
         for fmt, a in m.artifacts.items():
             p = a.parity
             rows.append(Row(m.name, fmt, p.ok, p.max_abs_error, a.bytes, a.export_seconds, p.error or "", a.route))
-        rows += [Row(m.name, fmt, False, message=why.error) for fmt, why in m.failed.items()]
+        rows += [Row(m.name, fmt, False, message=why.error, unavailable=why.unavailable) for fmt, why in m.failed.items()]
     return rows
 
 
@@ -25,5 +25,6 @@ def summary_table(rows: list[Row]) -> str:
         err = f"{r.max_abs_error:.2e}" if r.max_abs_error is not None else "-"
         size = f"{r.bytes / 1e6:.2f} MB" if r.bytes is not None else "-"
         what = r.route if r.ok or r.route else r.message[:90]
-        lines.append(f"{r.model:<26} {r.format:<19} {'ok' if r.ok else 'FAIL':<6} {err:>11} {size:>10} {r.seconds:>8.1f}  {what}")
+        status = "ok" if r.ok else "n/a" if r.unavailable else "FAIL"
+        lines.append(f"{r.model:<26} {r.format:<19} {status:<6} {err:>11} {size:>10} {r.seconds:>8.1f}  {what}")
     return "\n".join(lines)

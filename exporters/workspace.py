@@ -198,6 +198,72 @@ class Workspace:
 
                 module = TS2EPConverter(module, tuple(self.example(2))).convert().module()
             return self.export_bounded(module)
+    # --- torch.export ---------------------------------------------------------------------------
+
+    def _export_dims(self) -> tuple:
+        """torch.export dynamic_shapes from the manifest: one Dim per dynamic dim name, shared by
+        every input that names it (input_ids and attention_mask share "sequence"); unnamed dims
+        ("d<i>") get one Dim per input. Ranges are left to torch.export (Dim.AUTO would hide a
+        specialisation; a named Dim fails loudly and says which range the model needs)."""
+        import torch
+
+        dims: dict[str, object] = {}
+        shapes = []
+        for s in self.sig.inputs:
+            spec = {}
+            for i, d in enumerate(s.shape):
+                if d < 0:
+                    name = _dim_name(s, i)
+                    spec[i] = dims.setdefault(name, torch.export.Dim(name, min=1))
+            shapes.append(spec)
+        return (tuple(shapes),)  # FlatModule.forward(*args)
+
+    @step
+    def exported_program(self):
+        """torch.export.export of the PyTorch source (or of the certified ONNX through onnx2torch
+        for Keras sources) with every dynamic dim of the manifest. A dim whose valid range is
+        narrower than "any size" (a transformer's positions table caps its sequence at 64) is
+        narrowed as torch.export suggests; a suggestion to fix a dynamic dim to one size is refused."""
+        import torch
+        from torch.export.dynamic_shapes import refine_dynamic_shapes_from_suggested_fixes
+
+        if self.is_torch:
+            module = self.source.native
+        else:
+            with self.guard("onnx2torch.convert"):
+                module = _onnx2torch_module(self.best_onnx, self.sig)
+        shapes, args = self._export_dims(), tuple(self.example(2))
+        with self.guard("torch.export.export"):
+            try:
+                return torch.export.export(module, args, dynamic_shapes=shapes)
+            except torch._dynamo.exc.UserError as e:
+                if "Suggested fixes" not in e.msg:
+                    raise
+                refined = refine_dynamic_shapes_from_suggested_fixes(e.msg, shapes)
+                fixed = [f"{s.name} dim {i} ({old.__name__}) to {new}" for s, o, n in zip(self.sig.inputs, shapes[0], refined[0])
+                         for i, old in o.items() if isinstance(new := n[i], int)]  # fmt: skip
+                if fixed:
+                    raise ConversionError("torch.export would fix dynamic dims of the manifest to one size: "
+                                          + "; ".join(fixed)) from e  # fmt: skip
+                return torch.export.export(module, args, dynamic_shapes=refined)
+
+    @property
+    def exported_ranges(self) -> dict[str, dict[str, list[int | None]]]:
+        """{input: {dim name: [min, max or None]}}: the sizes the exported program accepts per
+        dynamic dim, e.g. {"input_ids": {"batch": [1, None], "sequence": [1, 64]}}."""
+        import torch
+
+        ep = self.exported_program
+        nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+        ranges: dict[str, dict[str, list[int | None]]] = {}
+        for spec, name in zip(self.sig.inputs, ep.graph_signature.user_inputs):
+            for i, size in enumerate(getattr(nodes[name].meta.get("val"), "shape", ())):
+                if spec.shape[i] < 0 and isinstance(size, torch.SymInt):
+                    r = ep.range_constraints.get(size.node.expr)
+                    upper = None if r is None or r.upper > 2**62 else int(r.upper)  # int_oo: unbounded
+                    lower = 1 if r is None else max(1, int(r.lower))
+                    ranges.setdefault(spec.name, {})[spec.dims[i] or f"d{i}"] = [lower, upper]
+        return ranges
 
     @step
     def onnx_frozen_path(self) -> Path:
@@ -436,6 +502,36 @@ def var_args(module):
             return self.inner(*args)
 
     return VarArgs()
+def _dim_name(spec, i: int) -> str:
+    """The torch.export Dim name of a dynamic dim: the manifest's name (shared across inputs),
+    or "<input>_d<i>" for dims the manifest leaves unnamed ("d<i>": one per input)."""
+    name = spec.dims[i] if spec.dims[i] and not re.fullmatch(r"d\d+", spec.dims[i]) else f"{spec.name}_d{i}"
+    return re.sub(r"\W", "_", name)
+
+
+def _onnx2torch_module(path: Path, sig):
+    """onnx2torch's GraphModule takes the ONNX graph's inputs in graph order and returns its
+    outputs in graph order: wrap it to take and return the signature's order."""
+    import onnx
+    import onnx2torch
+    import torch
+
+    graph = onnx.load(str(path)).graph
+    init = {t.name for t in graph.initializer}
+    graph_in, graph_out = [i.name for i in graph.input if i.name not in init], [o.name for o in graph.output]
+
+    class SignatureOrder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = onnx2torch.convert(str(path))
+
+        def forward(self, *args):
+            by_name = dict(zip(sig.input_names(), args))
+            out = self.inner(*(by_name[n] for n in graph_in))
+            got = dict(zip(graph_out, out if isinstance(out, (tuple, list)) else (out,)))
+            return tuple(got[n] for n in sig.output_names())
+
+    return SignatureOrder()
 
 
 def rename(proto, names: dict[str, str]) -> None:

@@ -42,6 +42,7 @@ def service_ports(s: StackSettings) -> dict[int, str]:
         s.tfserving_grpc_port: "tfserving",
         s.torchserve_inference_port: "torchserve",
         s.torchserve_management_port: "torchserve",
+        s.aotinductor_port: "aotinductor",
     }
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from contract.runtimes import RUNTIMES as REGISTRY
+
 RUNTIMES: tuple[str, ...] = ("torchserve", "tfserving", "onnxruntime", "tflite")
+RUNTIMES += tuple(r for r in REGISTRY if r not in RUNTIMES)  # runtimes added since, in registry order
 # Wall-clock cost of one Locust subprocess beyond warm-up + window (start-up, spawn, exit):
 # 0.85-0.91 s measured here over two quick benches of 82 runs.
 RUN_OVERHEAD_S = 1.0
@@ -90,7 +93,8 @@ DIGITS_MLP = ("digits-mlp-torch", "digits-mlp-keras")
 TRANSFORMER = ("digits-transformer-torch", "digits-transformer-keras")
 
 PROFILES: dict[str, Profile] = {
-    # ~9 minutes here (~11 with the transformer pair in the store): used by `make demo`.
+    # ~10.5 minutes here (~12.6 with the transformer pair in the store; AOTInductor, the fifth
+    # runtime, added ~1.1 min): used by `make demo`.
     "quick": Profile(
         name="quick",
         models=DIGITS_CNN + MOBILENET + TRANSFORMER,

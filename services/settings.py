@@ -42,6 +42,8 @@ class StackSettings(BaseSettings):
     torchserve_metrics_port: int = 8082
     torchserve_grpc_inference_port: int = 7070
     torchserve_grpc_management_port: int = 7071
+    aotinductor_host: str = "127.0.0.1"
+    aotinductor_port: int = 8300
 
     omp_num_threads: int = 1
     runtime_intra_op_threads: int = 1

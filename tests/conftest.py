@@ -79,7 +79,7 @@ PORT_VARS = (
     "GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT",
     "TFSERVING_REST_PORT",
     "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
-    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT",
+    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT", "AOTINDUCTOR_PORT",
 )  # fmt: skip
 
 
@@ -108,6 +108,7 @@ def running_stack(store: Path, run_dir: Path):
                 "tflite": url("TFLITE_PORT"),
                 "tfserving": url("TFSERVING_REST_PORT"),
                 "torchserve": url("TORCHSERVE_INFERENCE_PORT"),
+                "aotinductor": url("AOTINDUCTOR_PORT"),
             },
         }
     finally:
@@ -146,3 +147,25 @@ def pytest_collection_modifyitems(session, config, items):
     with ast ("SystemError: AST constructor recursion depth mismatch", seen in a full CI run, never
     in isolation). A fresh interpreter state is what it gets in isolation."""
     items.sort(key=lambda item: "test_schemathesis" not in item.nodeid)
+
+
+AOTI_EXAMPLES = ("digits-cnn-torch", "digits-transformer-torch")  # the smallest image and token models
+
+
+@pytest.fixture(scope="session")
+def aoti_export(tmp_path_factory):
+    """The CNN and the int64-token transformer exported to AOTInductor packages only (compiling
+    is the slow part: once per session), into a fresh store with a fresh compile cache.
+    (sources by name, {name: manifest}, store, cache dir)."""
+    from exporters.examples.build import sources
+    from exporters.pipeline import export_model
+    from exporters.targets import aotinductor
+
+    root = tmp_path_factory.mktemp("aoti")
+    store, cache = root / "store", root / "cache"
+    mp = pytest.MonkeyPatch()
+    mp.setenv(aotinductor.CACHE_ENV, str(cache))
+    srcs = {s.name: s for s in sources(AOTI_EXAMPLES)}
+    manifests = {name: export_model(src, store, ("aotinductor",))[0] for name, src in srcs.items()}
+    yield srcs, manifests, store, cache
+    mp.undo()

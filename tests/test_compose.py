@@ -24,7 +24,7 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 STACK_ENV = {k: v for k, v in dotenv_values(ROOT / "services" / "stack.env").items()}
-BACKENDS = ["onnxruntime", "tflite", "tfserving", "torchserve"]
+BACKENDS = ["onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor"]
 STACK = [*BACKENDS, "gateway"]
 LOADTEST = ["locust-master", "locust-worker"]
 # Which stack.env ports each service must expose.
@@ -34,6 +34,7 @@ EXPOSED = {
     "tfserving": ["TFSERVING_GRPC_PORT", "TFSERVING_REST_PORT"],
     "torchserve": ["TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT",
                    "TORCHSERVE_METRICS_PORT"],
+    "aotinductor": ["AOTINDUCTOR_PORT"],
     "gateway": ["GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT"],  # REST, gRPC x2
 }
 
@@ -162,7 +163,7 @@ def test_healthchecks(services):
     for name, s in services.items():
         hc = s.get("healthcheck") or {}
         assert not hc.get("disable") and hc.get("test") and hc["test"][0] == "CMD", name
-    for name in ["onnxruntime", "tflite", "torchserve", "gateway"]:
+    for name in ["onnxruntime", "tflite", "torchserve", "aotinductor", "gateway"]:
         test = services[name]["healthcheck"]["test"]
         assert test[1:4] == ["python", "-m", "services.supervisor.probe"] and test[4] == name
     for name in LOADTEST:
@@ -215,6 +216,7 @@ WRITES = {
     "torchserve": {"/tmp/torchserve": "run dir: config.properties, logs, TMPDIR (unpacked .mar)",
                    "/tmp": "HOME: torch's caches"},
     "locust-master": {"/app/loadtests/reports": "LOCUST_CSV and LOCUST_HTML"},
+    "aotinductor": {"/tmp": "aoti_load_package unpacks each .pt2's shared library and dlopens it"},
 }
 # deploy/sizing.py's name of a compose service, where it differs.
 SIZING_NAME = {"locust-master": "locust", "locust-worker": "locust"}
@@ -273,6 +275,7 @@ def test_writes_land_on_a_tmpfs_or_a_volume(services):
     assert torchserve["environment"]["HOME"] == "/tmp"
     tmp = _tmpfs(torchserve)["/tmp"]
     assert tmp["size"] == "2g" and "exec" in tmp  # every .mar unpacked; Netty's native transport
+    assert "exec" in _tmpfs(services["aotinductor"])["/tmp"]  # the packages' .so files are dlopened there
 
 
 @pytest.mark.parametrize("name", [*STACK, *LOADTEST])
@@ -336,7 +339,7 @@ def _dockerfiles(services: dict) -> dict[str, Path]:
 
 def test_build_contexts_dockerfiles_and_targets_exist(services):
     dockerfiles = _dockerfiles(services)
-    assert set(dockerfiles) == {"onnxruntime", "tflite", "torchserve", "gateway", *LOADTEST}
+    assert set(dockerfiles) == {"onnxruntime", "tflite", "torchserve", "aotinductor", "gateway", *LOADTEST}
     for name, s in services.items():
         if "build" not in s:
             continue

@@ -29,10 +29,10 @@ class Route:
 
 
 def target(fmt: str) -> ModuleType:
-    from exporters.targets import executorch, onnx, savedmodel, tflite, torchserve
+    from exporters.targets import aotinductor, executorch, onnx, savedmodel, tflite, torchserve
 
     modules = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite, "torchserve": torchserve,
-               "executorch": executorch}
+               "aotinductor": aotinductor, "executorch": executorch}  # fmt: skip
     return modules[fmt]
 
 

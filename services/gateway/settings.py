@@ -20,7 +20,7 @@ TFSERVING_TRANSPORTS = ("rest", "grpc")
 
 class GatewaySettings(StackSettings):
     # Backends the gateway talks to; the order is also the failover order after the default.
-    gateway_runtimes: str = "onnxruntime,tflite,tfserving,torchserve"
+    gateway_runtimes: str = ",".join(REGISTRY)
     # Per-runtime request timeout overrides, e.g. GATEWAY_BACKEND_TIMEOUTS='{"torchserve": 30}'.
     gateway_backend_timeouts: dict[str, float] = {}
     gateway_max_connections: int = 64  # keep-alive pool per backend

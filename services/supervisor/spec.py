@@ -1,6 +1,6 @@
 """What the supervisor runs: a list of plain-data service specs (JSON-serialisable).
 
-default_specs() derives the five services of the stack from StackSettings; tests (or anyone) can
+default_specs() derives the services of the stack from StackSettings; tests (or anyone) can
 pass their own list as a JSON file instead (`up --spec-file`).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from contract.runtimes import RUNTIMES
 from services.settings import REPO_ROOT, StackSettings
 
-DEFAULT_SERVICES = ("onnxruntime", "tflite", "tfserving", "torchserve", "gateway")
+DEFAULT_SERVICES = (*RUNTIMES, "gateway")  # every runtime of the registry, then the gateway
 
 
 @dataclass
@@ -129,6 +129,7 @@ def default_specs(s: StackSettings, run_dir: Path) -> list[ServiceSpec]:
             cwd=str(ts_dir),
         ),
     ]
+    backends.sort(key=lambda b: list(RUNTIMES).index(b.name))  # registry order, as DEFAULT_SERVICES
     gateway = ServiceSpec(
         name="gateway",
         module="services.gateway",

@@ -187,7 +187,7 @@ def test_container_resources_shape(service, profile):
 
 
 def test_every_service_is_sized_and_large_is_one_core():
-    assert set(sizing.SERVICES) == {"onnxruntime", "tflite", "tfserving", "torchserve",
+    assert set(sizing.SERVICES) == {"onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor",
                                     "gateway", "locust"}
     assert all(sizing.cpu_m(s, "large") == 1000 for s in sizing.SERVICES)
 

@@ -95,8 +95,22 @@ def check_executorch(m: Manifest, store: Path) -> None:
         assert SCALAR_TYPES[meta.output_tensor_meta(i).dtype()] == spec.datatype, f"{m.name}/executorch {spec.name}"
 
 
+def check_aotinductor(m: Manifest, store: Path) -> None:
+    """The package records the signature's names (the server checks them at load) and every
+    dynamic dim of the manifest has a range."""
+    from exporters.targets.aotinductor import load
+
+    meta = load(m.artifact_path(store, "aotinductor")).get_metadata()
+    assert meta["inputs"] == ",".join(m.signature.input_names()), f"{m.name}/aotinductor inputs {meta['inputs']}"
+    assert meta["outputs"] == ",".join(m.signature.output_names()), f"{m.name}/aotinductor outputs"
+    ranges = json.loads(m.artifacts["aotinductor"].extra["dim_ranges"])
+    for spec in m.signature.inputs:
+        dynamic = {spec.dims[i] for i, d in enumerate(spec.shape) if d < 0}
+        assert set(ranges.get(spec.name, {})) == dynamic, f"{m.name}/aotinductor {spec.name}: {ranges}"
+
+
 CHECKS = {"onnx": check_onnx, "savedmodel": check_savedmodel, "tflite": check_tflite, "torchserve": check_torchserve,
-          "executorch": check_executorch}
+          "aotinductor": check_aotinductor, "executorch": check_executorch}  # fmt: skip
 
 
 def check_artifacts(m: Manifest, store: Path) -> None:

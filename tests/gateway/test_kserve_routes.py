@@ -19,7 +19,7 @@ from services.gateway.backends import OIPBackend, make_backends
 from services.gateway.errors import BackendUnavailable
 from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import GatewayProcess, backend_env, free_port
-from tests.gateway.fakes import MODELS, FakeBackend
+from tests.gateway.fakes import FORMATS, MODELS, FakeBackend
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
@@ -180,7 +180,8 @@ def test_readiness_through_the_predictors(kserve_gateway, predictors) -> None:
     with kserve_gateway.client() as c:
         rows = {r["name"]: r for r in c.post("/v2/repository/index").json()}
         assert c.get("/v2/models/tiny-mlp@torchserve/ready").status_code == 200
-    assert all(rows[f"tiny-pair@{rt}"]["state"] == "READY" for rt in RUNTIMES), [rows[f"tiny-pair@{rt}"] for rt in RUNTIMES]
+    stored = [rt for _, rt in FORMATS]  # the runtimes the fake store has artifacts for
+    assert all(rows[f"tiny-pair@{rt}"]["state"] == "READY" for rt in stored), [rows[f"tiny-pair@{rt}"] for rt in stored]
     # TorchServe's management API stays in its pod: readiness is a real inference
     assert ("POST", "/predictions/tiny-pair") in predictors.requests
     assert not any(p.startswith("/models/") for _, p in predictors.requests)

@@ -31,6 +31,19 @@ def rps_of(model: str, runtime: str, users: int) -> float:
     return rps
 
 
+def with_aotinductor(res: dict, base_rps: float = 700.0) -> dict:
+    """res plus AOTInductor runs of the torch-source models (Keras sources have no .pt2)."""
+    repeats = res["profile"]["repeats"]
+    for rep in range(1, repeats + 1):
+        jitter = 1 + 0.02 * (1 if rep % 2 else -1)
+        for model, scale in MODELS.items():
+            if model.endswith("-torch"):
+                for users in (1, 8):
+                    rps = base_rps * scale * (1.0 if users == 1 else 3.0)
+                    res["runs"].append(run("gateway", "closed", model, "aotinductor", users, rep, rps * jitter))
+    return res
+
+
 def results(repeats: int = 3, spread: float = 0.02) -> dict:
     runs = []
     for rep in range(1, repeats + 1):

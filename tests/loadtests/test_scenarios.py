@@ -16,9 +16,15 @@ def test_profiles_are_consistent(profile):
     assert profile.ref_users in profile.users
 
 
-def test_quick_plans_under_ten_minutes():
+def _served(model: str, runtime: str) -> bool:
+    """Keras sources have no AOTInductor package (no route without onnx2torch)."""
+    return not (runtime == "aotinductor" and model.endswith("-keras"))
+
+
+def test_quick_plans_under_eleven_minutes():
+    """Five runtimes: AOTInductor adds the torch-source models' points (~1.1 min)."""
     p = PROFILES["quick"]
-    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes]
+    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes if _served(m, rt)]
     closed = closed_plan(p, without)
     opened = open_plan(p, without, {m: 10.0 for m in p.models})
     # The quick profile's open-loop runs are the capacity search's steps (one model, 4 runtimes).

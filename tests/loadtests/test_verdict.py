@@ -82,10 +82,10 @@ def test_outliers_name_the_repeat_the_median_ignores():
 
 
 def test_verdict_answers_every_claim_for_both_architectures():
-    rows = verdict(synthetic.results())
+    rows = verdict(synthetic.with_aotinductor(synthetic.results()))
     assert set(pairs(synthetic.results())) == {"digits-cnn", "mobilenetv2"}
     by_q = {r["question"]: r["cells"] for r in rows}
-    assert len(rows) == 5
+    assert len(rows) == 6
     for cells in by_q.values():
         assert set(cells) == {"digits-cnn", "mobilenetv2"}
         for cell in cells.values():
@@ -104,6 +104,17 @@ def test_verdict_answers_every_claim_for_both_architectures():
     assert by_q["Does ONNX Runtime beat both native runtimes?"]["mobilenetv2"]["answer"] == "Yes (4/4)"
     tflite = by_q["TFLite the lightest for edge?"]["digits-cnn"]
     assert tflite["answer"].startswith("Yes"), tflite
+    # AOTInductor 700 vs TorchServe 400 and ONNX Runtime 900 (x3 at 8 users): one each way.
+    aoti = by_q["Does PyTorch's compiled path (AOTInductor) beat TorchServe?"]["digits-cnn"]
+    assert aoti["answer"] == "Partly: AOTInductor faster 1, the other faster 1, no measurable difference 0 (of 2)"
+    assert aoti["details"][0].startswith("digits-cnn-torch: AOTInductor faster (1.75×)")
+    assert aoti["details"][1].startswith("digits-cnn-torch: ONNX Runtime faster (1.29×)")
+
+
+def test_aotinductor_not_measured_says_so():
+    rows = verdict(synthetic.results())
+    aoti = {r["question"]: r["cells"] for r in rows}["Does PyTorch's compiled path (AOTInductor) beat TorchServe?"]
+    assert aoti["digits-cnn"]["answer"] == "not measured"
 
 
 def test_quantized_variants_do_not_enter_the_float_format_comparison():
