@@ -25,7 +25,7 @@ from contract.runtimes import FORMATS
 
 ARTIFACT_PATHS = {"onnx": "onnx/1/model.onnx", "tflite": "tflite/1/model.tflite",
                   "savedmodel": "savedmodel/1", "torchserve": "torchserve/1/m.mar",
-                  "aotinductor": "aotinductor/1/model.pt2"}
+                  "aotinductor": "aotinductor/1/model.pt2", "executorch": "executorch/1/model.pte"}
 
 
 def compute(params: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -102,7 +102,9 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     n_steps = len(results["capacity"]["digits-cnn-torch@tflite"]["steps"])
     assert kinds == [("ceiling", "closed"), ("gateway", "closed"), ("gateway", "open")] + \
         [("gateway", "capacity")] * n_steps
-    assert all(r["ok"] and r["failures"] == 0 for r in results["runs"])
+    # A capacity step above the fake server's capacity may time out requests: that fails the step,
+    # which is the search working; every other run is below saturation and clean.
+    assert all(r["ok"] and r["failures"] == 0 for r in results["runs"] if r["mode"] != "capacity")
     # Open-loop runs are Poisson arrivals from this process (the load generator's CPU sampled).
     assert results["runs"][2]["arrivals"] == "poisson"
     assert "loadgen" in results["runs"][2]["cpu"]["groups_pct"]

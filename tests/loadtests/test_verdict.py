@@ -106,9 +106,9 @@ def test_verdict_answers_every_claim_for_both_architectures():
     assert tflite["answer"].startswith("Yes"), tflite
     # AOTInductor 700 vs TorchServe 400 and ONNX Runtime 900 (x3 at 8 users): one each way.
     aoti = by_q["Does PyTorch's compiled path (AOTInductor) beat TorchServe?"]["digits-cnn"]
-    assert aoti["answer"] == "Partly: AOTInductor faster 1, the other faster 1, no measurable difference 0 (of 2)"
-    assert aoti["details"][0].startswith("digits-cnn-torch: AOTInductor faster (1.75×)")
-    assert aoti["details"][1].startswith("digits-cnn-torch: ONNX Runtime faster (1.29×)")
+    assert aoti["answer"] == "Partly: AOTInductor faster 1, the other faster 1, tie (within 10%) 0 (of 2)"
+    assert aoti["details"][0].startswith("digits-cnn-torch: AOTInductor 1.75× faster [")
+    assert aoti["details"][1].startswith("digits-cnn-torch: ONNX Runtime 1.29× faster [")
 
 
 def test_aotinductor_not_measured_says_so():
