@@ -229,6 +229,12 @@ class Workspace:
 
         if self.is_torch:
             module = self.source.native
+            if isinstance(module, torch.jit.ScriptModule):
+                # torch.export does not take a ScriptModule, and TS2EPConverter's program (enough for
+                # ExecuTorch's bounded dims) answered [3] for [1, 3] at batch 1 once compiled here.
+                raise ConversionError("AOTInductor needs the nn.Module, not TorchScript: torch.export does not "
+                                      "take a ScriptModule and its TorchScript conversion changed output shapes "
+                                      "at batch 1; export from the module's factory (MODULE:FUNCTION) instead")
         else:
             with self.guard("onnx2torch.convert"):
                 module = _onnx2torch_module(self.best_onnx, self.sig)

@@ -30,7 +30,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def assert_all_ok(store: Path, name: str, formats=FORMATS):
     m = load_manifest(store / name)
-    assert sorted(m.artifacts) == sorted(formats_for(m.source.framework, formats)), m.failed
+    # "n/a": a route that needs a package this machine lacks (Keras -> AOTInductor: onnx2torch)
+    unavailable = {fmt for fmt, why in m.failed.items() if why.unavailable}
+    assert unavailable <= {"aotinductor"}, m.failed
+    assert sorted(m.artifacts) == sorted(set(formats_for(m.source.framework, formats)) - unavailable), m.failed
     for fmt, art in m.artifacts.items():
         assert art.parity.ok, f"{fmt}: {art.parity.error}"
         assert (store / name / art.path).exists()
@@ -209,9 +212,14 @@ def test_torchscript_file_with_npy_sample_and_trained_weights(torchscript):
 
 
 def test_torchscript_file_all_formats(torchscript):
+    """Every format but AOTInductor, which refuses a TorchScript source saying what to do instead
+    (a known limitation: its torch.export conversion changed output shapes at batch 1)."""
     store, done, _, _ = torchscript
-    assert done.returncode == 0
-    assert_all_ok(store, "user-ts")
+    assert done.returncode == 1  # one format failed, the others were written
+    m = load_manifest(store / "user-ts")
+    assert set(m.failed) == {"aotinductor"}
+    assert "not TorchScript" in m.failed["aotinductor"].error and "MODULE:FUNCTION" in m.failed["aotinductor"].error
+    assert_all_ok(store, "user-ts", tuple(f for f in FORMATS if f != "aotinductor"))
 
 
 def test_factory_with_state_dict(tmp_path, store):
