@@ -168,18 +168,15 @@ def _median(values: list[float]) -> float:
 
 
 def single_stream_p50(runs: list[dict], model: str) -> float | None:
-    """The model's p50 at the lowest closed-loop concurrency through the gateway (1 user in the
-    profiles), on its fastest runtime (median of the repeats)."""
-    closed = [r for r in runs if r.get("ok") and (r.get("via"), r.get("mode"), r.get("model"))
-              == ("gateway", "closed", model) and r.get("latency_ms")]
-    if not closed:
-        return None
-    users = min(r["users"] for r in closed)
+    """The model's p50 at 1 user (closed loop, through the gateway), on its fastest runtime (median
+    of the repeats); None when the model was not measured at 1 user (a reference-concurrency-only
+    model: its p50 under load is no basis for a single-stream target)."""
     by_runtime: dict[str, list[float]] = {}
-    for r in closed:
-        if r["users"] == users:
+    for r in runs:
+        if r.get("ok") and r.get("latency_ms") and r.get("users") == 1 and \
+                (r.get("via"), r.get("mode"), r.get("model")) == ("gateway", "closed", model):
             by_runtime.setdefault(r["runtime"], []).append(r["latency_ms"]["p50"])
-    return min(_median(v) for v in by_runtime.values())
+    return min((_median(v) for v in by_runtime.values()), default=None)
 
 
 def closed_peak(runs: list[dict], model: str, runtime: str) -> float | None:

@@ -124,6 +124,12 @@ def test_target_basis_and_range_come_from_the_closed_sweep():
     assert capacity.step_window(1000.0, 2.5, 300, 4.0) == 2.5
 
 
+def test_a_model_measured_only_under_load_has_no_single_stream_basis():
+    runs = [r for r in synthetic.results(repeats=2)["runs"] if r["users"] != 1]
+    assert runs and capacity.single_stream_p50(runs, "digits-cnn-torch") is None
+    assert capacity.latency_target(None, 5.0, 10.0)[1] == "no single-stream p50 measured for this model"
+
+
 def test_poisson_gaps_have_the_rate_and_a_coefficient_of_variation_of_one():
     t = openloop.arrival_offsets(400.0, 10.0, "poisson", np.random.default_rng(7))
     gaps = np.diff(t)

@@ -1,7 +1,7 @@
 import pytest
 
 from loadtests.scenarios import (
-    PROFILES, TRANSFORMER, closed_plan, estimate_seconds, get_profile, open_plan,
+    PROFILES, closed_plan, estimate_seconds, get_profile, open_plan,
 )
 
 
@@ -22,25 +22,28 @@ def _served(model: str, runtime: str) -> bool:
 
 
 def test_quick_plans_under_ten_minutes():
-    """Five runtimes (AOTInductor serves the torch-source models only), no direct runs."""
+    """Five runtimes (AOTInductor serves the torch-source models only; ExecuTorch, an edge
+    runtime, is measured in-process), no direct runs, a 1-user point for the capacity model only."""
     p = PROFILES["quick"]
-    without = [(m, rt) for m in p.models if m not in TRANSFORMER for rt in p.runtimes if _served(m, rt)]
-    closed = closed_plan(p, without)
-    opened = open_plan(p, without, {m: 10.0 for m in p.models})
-    # The quick profile's open-loop runs are the capacity search's steps (one model, 5 runtimes).
-    assert len(closed) == 3 * (4 * 2 * 4 + 2 * 2) and opened == []
-    assert {s.via for s in closed} == {"gateway"}
-    n_capacity = sum(m in p.capacity_models for m, _ in without)
-    assert n_capacity == 5
-    assert estimate_seconds(p, len(closed) + 2, n_capacity) < 10 * 60
-    assert len({s.run_id for s in closed}) == len(closed)
-    # With the transformer pair in the store: 9 more targets at the reference concurrency only.
+    assert "executorch" not in p.runtimes and len(p.runtimes) == 5
     targets = [(m, rt) for m in p.models for rt in p.runtimes if _served(m, rt)]
     closed = closed_plan(p, targets)
-    extra = [s for s in closed if s.model in TRANSFORMER]
-    assert len(extra) == 3 * 9 and {s.users for s in extra} == {p.ref_users}
-    assert estimate_seconds(p, len(closed) + 3, n_capacity) < 12.5 * 60
+    assert open_plan(p, targets, {m: 10.0 for m in p.models}) == []
+    assert {s.via for s in closed} == {"gateway"}
+    assert {s.model for s in closed if s.users == 1} == set(p.capacity_models) == {"digits-cnn-torch"}
+    # 3 repeats x (5 targets x 2 points + 22 targets at the reference concurrency).
+    assert len(closed) == 3 * (5 * 2 + 22) and len({s.run_id for s in closed}) == len(closed)
+    n_capacity = sum(m in p.capacity_models for m, _ in targets)
+    assert n_capacity == 5
+    # + one ceiling run per payload size (digits, MobileNetV2, the transformer's sequences).
+    assert estimate_seconds(p, len(closed) + 3, n_capacity) < 10 * 60
     assert 0 < p.adaptive_s and p.repeats < p.max_repeats
+
+
+def test_a_users_own_model_gets_the_sweep_and_the_capacity_search():
+    p = get_profile("quick", models=("my-model",))
+    assert p.users_of("my-model") == (1, 8) and p.capacity_models == ("my-model",)
+    assert get_profile("quick", models=("my-model",), capacity_models=()).capacity_models == ()
 
 
 def test_overrides():
