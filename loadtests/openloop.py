@@ -145,11 +145,12 @@ class OpenLoop:
 
 def run_open(payload: payloads.Payload, bodies: list[Body], base_url: str, rate: float,
              warmup_s: float, window_s: float, *, headers: dict[str, str] | None = None,
-             timeout_s: float = 10.0, seed: int | None = None) -> dict:
-    """One open-loop run: `warmup_s` of Poisson traffic at `rate` (not counted), then `window_s`
-    counted; the window summary (Locust-compatible fields) plus the offered rate and how late the
-    sender was. window_start/end are wall-clock times (for the CPU sampler)."""
-    offsets = arrival_offsets(rate, warmup_s + window_s, "poisson", np.random.default_rng(seed))
+             timeout_s: float = 10.0, seed: int | None = None, arrivals: str = "poisson") -> dict:
+    """One open-loop run: `warmup_s` of traffic at `rate` (Poisson arrivals, or evenly spaced:
+    `arrivals="constant"`; not counted), then `window_s` counted; the window summary
+    (Locust-compatible fields) plus the offered rate and how late the sender was.
+    window_start/end are wall-clock times (for the CPU sampler)."""
+    offsets = arrival_offsets(rate, warmup_s + window_s, arrivals, np.random.default_rng(seed))
     loop = OpenLoop(payload, bodies, base_url, headers or {}, timeout_s)
 
     async def go() -> tuple[list, Counter, dict]:
@@ -162,5 +163,5 @@ def run_open(payload: payloads.Payload, bodies: list[Body], base_url: str, rate:
     records, served_by, timing = uvloop.run(go())
     summary = summarize(records, warmup_s, window_s)
     return {"window_start": started + warmup_s, "window_end": started + warmup_s + window_s,
-            "window_s": window_s, "users": 0, "arrivals": "poisson", "offered_rate": rate,
+            "window_s": window_s, "users": 0, "arrivals": arrivals, "offered_rate": rate,
             **summary, "served_by": dict(served_by), **timing}

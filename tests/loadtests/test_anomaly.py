@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from loadtests import anomaly, stackrun
+from tests.loadtests.fakes import FakeOIPServer
+
+
+def test_kingman_is_the_service_time_when_idle_and_grows_with_burstiness_and_load():
+    assert anomaly.kingman_ms(2.0, 0.5, 1e-9, 1.0) == pytest.approx(2.0)
+    poisson, even = anomaly.kingman_ms(2.0, 0.5, 0.5, 1.0), anomaly.kingman_ms(2.0, 0.5, 0.5, 0.0)
+    assert poisson == pytest.approx(2.0 * (1 + 1.0 * 0.75)) and even == pytest.approx(2.5)
+    assert anomaly.kingman_ms(2.0, 0.5, 0.9, 1.0) == pytest.approx(2.0 * (1 + 9 * 0.75))
+    assert anomaly.kingman_ms(2.0, 0.5, 1.0, 1.0) is None
+
+
+def test_histogram_means_between_two_scrapes():
+    reg = CollectorRegistry()
+    h = Histogram("gateway_request_duration_seconds", "x", ["model"], registry=reg)
+    h.labels("a").observe(0.010)
+    before = anomaly.histogram_sums(generate_latest(reg).decode())
+    h.labels("a").observe(0.002)
+    h.labels("b").observe(0.004)  # label sets are summed
+    after = anomaly.histogram_sums(generate_latest(reg).decode())
+    assert anomaly.mean_of(before, after, "gateway_request_duration_seconds", 1000.0) == \
+        pytest.approx(3.0)
+    assert anomaly.mean_of(after, after, "gateway_request_duration_seconds") is None
+
+
+def test_single_stream_sends_one_request_at_a_time(store):
+    with FakeOIPServer(store, "digits-cnn-torch") as srv:
+        stack = stackrun.Stack(srv.url, store, store)
+        probe = anomaly.Probe(stack, "digits-cnn-torch", "onnxruntime")
+        lat = probe.single_stream(0.5)
+    assert lat.size > 10 and np.all(lat > 0)
+    # Back to back: the latencies fill the time (one in flight at once), give or take the client.
+    assert 0.3 * 500 < lat.sum() <= 500 + 5
+
+
+def test_fractions_must_stay_below_saturation():
+    with pytest.raises(SystemExit):
+        anomaly.parse_args(["--fractions", "0.5,1.0"])
