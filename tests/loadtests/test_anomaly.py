@@ -33,8 +33,9 @@ def test_single_stream_sends_one_request_at_a_time(store):
         probe = anomaly.Probe(stack, "digits-cnn-torch", "onnxruntime")
         lat = probe.single_stream(0.5)
     assert lat.size > 10 and np.all(lat > 0)
-    # Back to back: the latencies fill the time (one in flight at once), give or take the client.
-    assert 0.3 * 500 < lat.sum() <= 500 + 5
+    # One in flight at a time: the latencies add up to at most the time spent (the last request
+    # may end after it); concurrent requests would overlap and add up to more.
+    assert lat.sum() <= 500 + lat.max()
 
 
 def test_fractions_must_stay_below_saturation():
