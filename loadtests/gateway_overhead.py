@@ -132,12 +132,17 @@ def oip_backend(args: argparse.Namespace, store: Path, workdir: Path) -> Backend
                    {f"{rt}_HOST": "127.0.0.1", f"{rt}_PORT": str(port)})  # fmt: skip
 
 
+def standin_argv(store: Path, rest: int, grpc: int, run_dir: Path) -> list[str]:
+    """The TF Serving stand-in's command line as services/supervisor/spec.py starts it."""
+    return [sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
+            "--rest-port", str(rest), "--grpc-port", str(grpc), "--model-store", str(store),
+            "--run-dir", str(run_dir)]
+
+
 def tfserving_backend(args: argparse.Namespace, store: Path, workdir: Path) -> Backend:
-    """The stand-in as services/supervisor/spec.py starts it, on free REST and gRPC ports."""
+    """The stand-in on free REST and gRPC ports."""
     rest, grpc = free_port(), free_port()
-    return Backend([sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
-                    "--rest-port", str(rest), "--grpc-port", str(grpc), "--model-store", str(store),
-                    "--run-dir", str(workdir / "tfserving")],
+    return Backend(standin_argv(store, rest, grpc, workdir / "tfserving"),
                    f"http://127.0.0.1:{rest}", f"/v1/models/{args.model}",
                    {"TFSERVING_HOST": "127.0.0.1", "TFSERVING_REST_PORT": str(rest),
                     "TFSERVING_GRPC_PORT": str(grpc),

@@ -100,7 +100,7 @@ def interleaved(arms: dict[str, Callable[[], object]], requests: int) -> dict[st
 
 
 def _own_standin(store: Path, models: list[str], workdir: Path) -> tuple[subprocess.Popen, str, str]:
-    from loadtests.gateway_overhead import _wait
+    from loadtests.gateway_overhead import _wait, standin_argv
     from loadtests.runner import free_port
 
     own = workdir / "store"
@@ -110,10 +110,8 @@ def _own_standin(store: Path, models: list[str], workdir: Path) -> tuple[subproc
     rest, grpc_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_MODEL_STORE": str(own)}
     log = open(workdir / "standin.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen([sys.executable, "-m", "services.tfserving", "--standin", "--host", "127.0.0.1",
-                             "--rest-port", str(rest), "--grpc-port", str(grpc_port), "--model-store", str(own),
-                             "--run-dir", str(workdir / "run")],
-                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(standin_argv(own, rest, grpc_port, workdir / "run"), cwd=REPO_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{rest}"
     try:
         for m in models:
