@@ -55,8 +55,8 @@ status: ## what serves where
 logs: ## follow the logs of every service
 	$(PY) -m services.supervisor logs -f
 
-bench: export ## headless Locust benchmark (PROFILE=quick|full|smoke, MODELS=a,b, LATENCY_MS=ms|a=ms,b=ms) against `make up`
-	$(PY) -m loadtests bench --profile $(or $(PROFILE),quick)$(if $(MODELS), --models $(MODELS))$(if $(LATENCY_MS), --latency-target-ms $(LATENCY_MS))
+bench: export ## headless Locust benchmark (PROFILE=quick|full|smoke, MODELS=a,b, LATENCY_MS=ms|a=ms,b=ms, ENCODING=auto|json|binary) against `make up`
+	$(PY) -m loadtests bench --profile $(or $(PROFILE),quick)$(if $(MODELS), --models $(MODELS))$(if $(LATENCY_MS), --latency-target-ms $(LATENCY_MS))$(if $(ENCODING), --encoding $(ENCODING))
 
 bench-gateway: export ## gateway overhead: direct vs through the gateway (ONNX Runtime, digits-cnn-torch)
 	$(PY) -m loadtests.gateway_overhead --model digits-cnn-torch

@@ -35,6 +35,9 @@ def bench(
     latency_target_ms: str = typer.Option(
         None, help="p99 target of the capacity search: MS for every model, or MODEL=MS,... "
                    "(default: 5 x the model's single-stream p50 on its fastest runtime, >= 5 ms)"),
+    encoding: str = typer.Option(
+        "auto", help="tensor encoding of OIP requests: auto (binary tensor extension above 64 KB "
+                     "of JSON, JSON below: what production clients do), json, binary"),
 ):
     """Measure every (model, runtime) of the profile against the running stack (`make up`)."""
     from loadtests.report.build import build_report
@@ -57,7 +60,7 @@ def bench(
         if latency_target_ms:
             prof = replace(prof, capacity_targets_ms=capacity.parse_targets(latency_target_ms,
                                                                            prof.models))
-        results = runner.bench(prof, StackSettings(), out)
+        results = runner.bench(prof, StackSettings(), out, encoding=encoding)
     except (runner.BenchError, ValueError) as e:
         typer.echo(f"bench: {e}", err=True)
         raise typer.Exit(2) from None

@@ -53,6 +53,9 @@ def _add_arguments(parser):
                         help="open loop: total requests/s shared by all users (0 = closed loop)")
     parser.add_argument("--model-store", default="", env_var="LOCUST_MODEL_STORE",
                         help="model store (default: STACK_MODEL_STORE from services/stack.env)")
+    parser.add_argument("--encoding", default="auto", choices=list(payloads.ENCODINGS),
+                        env_var="LOCUST_ENCODING",
+                        help="tensor encoding: auto (binary above 64 KB of JSON), json, binary")
     parser.add_argument("--samples", type=int, default=0, include_in_web_ui=False,
                         help="use only the first N reference samples (0 = all)")
     parser.add_argument("--warmup", type=float, default=0.0, include_in_web_ui=False)
@@ -82,7 +85,8 @@ def _build_payloads(environment, **_kw):
         gevent.spawn(environment.runner.quit)
         return
     _state["payloads"] = [
-        payloads.build_payload(t, manifests[t.model], store, opts.samples) for t in targets
+        payloads.build_payload(t, manifests[t.model], store, opts.samples, opts.encoding)
+        for t in targets
     ]
     _state["user_ids"] = itertools.count()
     if opts.result_json:
@@ -110,7 +114,9 @@ class ModelUser(FastHttpUser):
         target = self.payload.target
         base = self.host if target.via != "direct" else payloads.base_url(target, _settings)
         self.url = base.rstrip("/") + target.path
-        self.headers = {"Content-Type": "application/json", **payloads.auth_headers(_settings)}
+        common = {"Content-Type": "application/json", **payloads.auth_headers(_settings)}
+        self.headers = [{**common, **self.payload.headers(k)}
+                        for k in range(len(self.payload.bodies))]  # fmt: skip
         rate = self.environment.parsed_options.rate
         if rate > 0:  # spread the users' phases so paced requests do not arrive in bursts
             users = max(1, self.environment.runner.target_user_count or 1)
@@ -120,7 +126,7 @@ class ModelUser(FastHttpUser):
     def infer(self):
         i = self.cursor
         self.cursor = (i + 1) % len(self.payload.bodies)
-        with self.client.post(self.url, data=self.payload.bodies[i], headers=self.headers,
+        with self.client.post(self.url, data=self.payload.bodies[i], headers=self.headers[i],
                               name=self.payload.target.name, catch_response=True) as resp:
             served_by = resp.headers.get("x-served-by") if resp.headers else None
             problem = payloads.check_response(self.payload, i, resp.status_code, resp.content,
@@ -195,6 +201,7 @@ class Recorder:
             "rps": lat.size / window if self.start else 0.0,
             "latency_ms": pct,
             "served_by": dict(self.served_by),
+            "encoding": ",".join(sorted({p.encoding for p in _state["payloads"]})),
         }
 
 

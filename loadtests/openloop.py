@@ -9,8 +9,8 @@ shows as latency instead of as fewer requests (no coordinated omission). Request
 gateway's own HTTP/1.1 client (services/gateway/backends/http.py HTTPPool) with the bench's
 payloads (loadtests/payloads.py), every answer checked like the Locust runs do.
 
-Bodies: the bench's OIP JSON, except for large inputs (above BINARY_ABOVE bytes of JSON), which go
-in the OIP binary tensor extension, the encoding production clients use for large tensors.
+Bodies: the payload's, in the bench's encoding (loadtests/payloads.py: by default the binary tensor
+extension above payloads.BINARY_ABOVE bytes of JSON, JSON below, as production clients do).
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import uvloop
 
-from contract.codec import InferRequest
 from loadtests import payloads
 from services.gateway.backends.http import HTTPPool
 
-BINARY_ABOVE = 64 * 1024  # JSON bodies larger than this are sent as binary tensors
 MAX_CONNECTIONS = 256  # beyond: requests wait for a connection (the wait counts as latency)
 
 
@@ -55,12 +53,11 @@ class Body:
     header_len: int | None  # Inference-Header-Content-Length for a binary body
 
 
-def encode_bodies(payload: payloads.Payload, manifest, store) -> list[Body]:
-    """The payload's JSON bodies, or binary-tensor ones when the JSON is large (same samples)."""
-    if payload.target.protocol != "oip" or max(map(len, payload.bodies)) <= BINARY_ABOVE:
-        return [Body(b, None) for b in payload.bodies]
-    samples = payloads.reference_samples(manifest, store, len(payload.bodies))
-    return [Body(*InferRequest.from_arrays(s.inputs).to_oip(binary=True)) for s in samples]
+def encode_bodies(payload: payloads.Payload, manifest=None, store=None) -> list[Body]:
+    """The payload's bodies, already in the bench's encoding (payloads.build_payload chose it;
+    manifest and store are no longer needed)."""
+    lens = payload.header_lens or (None,) * len(payload.bodies)
+    return [Body(b, n) for b, n in zip(payload.bodies, lens)]
 
 
 def summarize(records: list[tuple[float, float, str | None]], window_from: float,

@@ -12,6 +12,12 @@ outputs), not the label, so a runtime that reproduces the source model never fai
 within the artifact's parity tolerance is accepted as well (for a quantized variant, within twice
 its certificate's max abs error).
 
+Encoding (the bench's --encoding): "auto" sends a model's tensors the way production clients of
+the OIP do for that size, the binary tensor extension when the JSON body would be larger than
+BINARY_ABOVE (tritonclient's default; JSON for a 1.6 MB MobileNet image costs the server more than
+the inference), JSON below it; "json" and "binary" force one for every OIP target. Direct runs to
+TF Serving (its REST JSON) and TorchServe (no binary extension) keep their own wire formats.
+
 A quantized variant is a target of its own: runtime "tflite:int8-static" is
 `<model>@tflite:int8-static` through the gateway and `<model>:int8-static` on the TFLite server.
 """
@@ -23,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.codec import CodecError, InferRequest, InferResponse, decode_tfserving_outputs, element_count
+from contract.codec import BINARY_HEADER, CodecError, InferRequest, InferResponse, decode_tfserving_outputs, element_count
 from contract.manifest import VARIANT_SEP, Manifest, Signature, TensorSpec, load_store, served_name, variant_key
 from contract.runtimes import FORMAT_OF_RUNTIME
 from services.settings import StackSettings
 
 VIAS = ("gateway", "direct", "ceiling")
+ENCODINGS = ("auto", "json", "binary")
+BINARY_ABOVE = 64 * 1024  # auto: an OIP JSON body larger than this goes as binary tensors
 DEFAULT_TOLERANCE = 1e-4
 _BODIES: dict[tuple, list[bytes]] = {}
 
@@ -108,6 +116,13 @@ class Payload:
     bodies: list[bytes]
     expectations: list[Expectation]
     signature: Signature
+    header_lens: tuple[int | None, ...] = ()  # Inference-Header-Content-Length per binary body
+    encoding: str = "json"  # what the bodies are: json | binary | tfserving-json
+
+    def headers(self, index: int) -> dict[str, str]:
+        """The extra request headers of body `index` (the binary extension's header length)."""
+        n = self.header_lens[index] if index < len(self.header_lens) else None
+        return {} if n is None else {BINARY_HEADER: str(n)}
 
 
 @dataclass(frozen=True)
@@ -176,8 +191,35 @@ def encode_body(target: Target, inputs: dict[str, np.ndarray]) -> bytes:
     return req.to_tfserving() if target.protocol == "tfserving" else req.to_oip()[0]
 
 
-def build_payload(target: Target, manifest: Manifest, store: Path, samples: int = 0) -> Payload:
-    """Pre-encoded bodies and expectations for the first `samples` reference samples (0 = all)."""
+def wire_encoding(requested: str, target: Target, json_bytes: int) -> str:
+    """What a target's bodies are sent as for the requested encoding (auto | json | binary):
+    json | binary for OIP, the runtime's own format for direct TF Serving / TorchServe runs."""
+    if requested not in ENCODINGS:
+        raise ValueError(f"unknown encoding {requested!r}: one of {', '.join(ENCODINGS)}")
+    if target.protocol == "tfserving":
+        return "tfserving-json"
+    if target.via == "direct" and target.server == "torchserve":
+        return "json"  # TorchServe has no binary tensor extension
+    if requested == "auto":
+        return "binary" if json_bytes > BINARY_ABOVE else "json"
+    return requested
+
+
+def encode_bodies(target: Target, samples: list[Sample], encoding: str
+                  ) -> tuple[str, list[bytes], tuple[int | None, ...]]:  # fmt: skip
+    """(wire encoding, bodies, header lengths) of the samples for the requested encoding."""
+    bodies = [encode_body(target, s.inputs) for s in samples]
+    wire = wire_encoding(encoding, target, max(map(len, bodies), default=0))
+    if wire != "binary":
+        return wire, bodies, (None,) * len(bodies)
+    binary = [InferRequest.from_arrays(s.inputs).to_oip(binary=True) for s in samples]
+    return wire, [b for b, _ in binary], tuple(n for _, n in binary)
+
+
+def build_payload(target: Target, manifest: Manifest, store: Path, samples: int = 0,
+                  encoding: str = "auto") -> Payload:
+    """Pre-encoded bodies and expectations for the first `samples` reference samples (0 = all),
+    in the requested encoding (auto | json | binary, see the module's docstring)."""
     n = samples
     sig = manifest.signature
     art = manifest.artifacts.get(artifact_key(target.runtime) or "")
@@ -187,9 +229,11 @@ def build_payload(target: Target, manifest: Manifest, store: Path, samples: int 
     cls = classification_output(sig)
     picked = reference_samples(manifest, store, n)
     # Every OIP target of a model sends the same bytes: encode once (MobileNet: 1.6 MB a body).
-    key = (str(store), manifest.name, target.protocol, n)
+    key = (str(store), manifest.name, target.protocol, target.via == "direct" and
+           target.server == "torchserve", n, encoding)  # fmt: skip
     if key not in _BODIES:
-        _BODIES[key] = [encode_body(target, s.inputs) for s in picked]
+        _BODIES[key] = encode_bodies(target, picked, encoding)
+    wire, bodies, header_lens = _BODIES[key]
     expectations = []
     for s in picked:
         checks = tuple(OutputCheck(o.name, o.datatype, tuple(s.outputs[o.name].shape))
@@ -197,7 +241,7 @@ def build_payload(target: Target, manifest: Manifest, store: Path, samples: int 
         ref = np.asarray(s.outputs[cls.name], dtype=np.float64).ravel() if cls else None
         expected = int(np.argmax(ref)) if ref is not None and s.known else None
         expectations.append(Expectation(checks, cls.name if cls else None, ref, expected, tol))
-    return Payload(target, _BODIES[key], expectations, sig)
+    return Payload(target, bodies, expectations, sig, header_lens, wire)
 
 
 def resolve_targets(

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import adaptive, affinity, capacity, monitor, openloop, payloads, standin_overhead
+from loadtests import (adaptive, affinity, capacity, monitor, openloop, payloads, server_metrics,
+                       standin_overhead)
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
-from contract.manifest import Manifest, load_store
+from contract.manifest import Manifest, load_store, served_name
+from contract.runtimes import RUNTIMES
 from services.settings import REPO_ROOT, StackSettings
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -121,11 +123,13 @@ def detect_tfserving(settings: StackSettings, model: str | None) -> dict:
 
 
 def preflight(target: payloads.Target, manifest: Manifest, store: Path,
-              settings: StackSettings) -> str | None:
-    """One checked request; None if the target answers correctly, else why not."""
-    p = payloads.build_payload(target, manifest, store, samples=1)
+              settings: StackSettings, encoding: str = "auto") -> str | None:
+    """One checked request in the bench's encoding; None if the target answers correctly, else
+    why not."""
+    p = payloads.build_payload(target, manifest, store, samples=1, encoding=encoding)
     base = gateway_url(settings) if target.via != "direct" else payloads.base_url(target, settings)
-    headers = {"Content-Type": "application/json", **payloads.auth_headers(settings)}
+    headers = {"Content-Type": "application/json", **payloads.auth_headers(settings),
+               **p.headers(0)}
     try:
         r = httpx.post(base + target.path, content=p.bodies[0], headers=headers, timeout=60.0)
     except httpx.HTTPError as e:
@@ -164,7 +168,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: float,
-               out_dir: Path, sampler: monitor.CpuSampler | None = None, samples: int = 0) -> dict:
+               out_dir: Path, sampler: monitor.CpuSampler | None = None, samples: int = 0,
+               encoding: str = "auto") -> dict:
     """One headless Locust run of one point; returns its record (figures of the window only)."""
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,7 @@ def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: 
         "--csv", str(raw / rid), "--json-file", str(raw / f"{rid}_locust"),
         "--target-model", spec.model, "--target-runtime", spec.runtime, "--via", spec.via,
         "--model-store", str(store), "--rate", str(spec.rate), "--samples", str(samples),
+        "--encoding", encoding,
         "--warmup", str(warmup), "--window", str(window), "--result-json", str(result_path),
     ]
     log_path = raw / f"{rid}.log"
@@ -206,18 +212,19 @@ def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: 
 
 def run_open(spec: RunSpec, *, host: str, store: Path, manifest: Manifest, warmup: float,
              window: float, out_dir: Path, settings: StackSettings,
-             sampler: monitor.CpuSampler | None = None, timeout_s: float = 10.0) -> dict:
+             sampler: monitor.CpuSampler | None = None, timeout_s: float = 10.0,
+             encoding: str = "auto") -> dict:
     """One open-loop run of one point (Poisson arrivals at spec.rate, this process sending);
     returns its record, shaped like run_locust's."""
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     target = payloads.Target(spec.via, spec.model, spec.runtime)
-    payload = payloads.build_payload(target, manifest, store)
+    payload = payloads.build_payload(target, manifest, store, encoding=encoding)
     if sampler:
         sampler.set_group("loadgen", {os.getpid()}, tree=False)
-    record = {"id": spec.run_id, **asdict(spec), "exit_code": None}
+    record = {"id": spec.run_id, **asdict(spec), "exit_code": None, "encoding": payload.encoding}
     try:
-        result = openloop.run_open(payload, openloop.encode_bodies(payload, manifest, store), host,
+        result = openloop.run_open(payload, openloop.encode_bodies(payload), host,
                                    spec.rate, warmup, window, timeout_s=timeout_s,
                                    headers=payloads.auth_headers(settings))
     except (OSError, ValueError) as e:
@@ -227,6 +234,17 @@ def run_open(spec: RunSpec, *, host: str, store: Path, manifest: Manifest, warmu
     ok = result["requests"] > 0 and result["failures"] < result["requests"]
     return {**record, **result, "ok": ok, "cpu": cpu,
             "noisy": cpu.get("other_pct", 0.0) > NOISY_OTHER_PCT}
+
+
+def with_server_time(spec: RunSpec, settings: StackSettings, run) -> dict:
+    """run() with the runtime's own histograms scraped around it: the record's "server_time" is
+    what the run added ({histogram: [sum s, count]}, server_metrics), None where not measured."""
+    rt, _, variant = spec.runtime.partition(":")
+    url = server_metrics.metrics_url(rt, settings) if rt in RUNTIMES else None
+    name = served_name(spec.model, variant or None)
+    before = server_metrics.scrape(url, name)
+    record = run()
+    return {**record, "server_time": server_metrics.delta(before, server_metrics.scrape(url, name))}
 
 
 def capacity_phase(profile: Profile, live: list[tuple[str, str]], runs: list[dict], execute,
@@ -265,7 +283,8 @@ def capacity_phase(profile: Profile, live: list[tuple[str, str]], runs: list[dic
 
 
 def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile: Profile,
-                    out_dir: Path, sampler: monitor.CpuSampler | None) -> dict:
+                    out_dir: Path, sampler: monitor.CpuSampler | None,
+                    encoding: str = "auto") -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "loadtests.ceiling", "--model", model, "--port", str(port),
            "--model-store", str(store)]
@@ -278,7 +297,7 @@ def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile
         spec = RunSpec("ceiling", "closed", model, "ceiling", users, repeat)
         return run_locust(spec, host=f"http://127.0.0.1:{port}", store=store,
                           warmup=profile.warmup_s, window=profile.window_s, out_dir=out_dir,
-                          sampler=sampler, samples=1)
+                          sampler=sampler, samples=1, encoding=encoding)
     finally:
         stop(proc)
         if sampler:
@@ -350,7 +369,7 @@ def models_info(manifests: dict[str, Manifest]) -> dict:
     }
 
 
-def preflight_all(profile: Profile, settings: StackSettings
+def preflight_all(profile: Profile, settings: StackSettings, encoding: str = "auto"
                   ) -> tuple[dict[str, Manifest], list[tuple[str, str]], list[dict]]:
     """(manifests, live (model, runtime) targets, skipped targets with the reason)."""
     store = settings.model_store
@@ -362,7 +381,7 @@ def preflight_all(profile: Profile, settings: StackSettings
         vias = ["gateway"] + (["direct"] if t.model in profile.direct_models else [])
         for via in vias:
             problem = preflight(payloads.Target(via, t.model, t.runtime), manifests[t.model],
-                                store, settings)
+                                store, settings, encoding)
             if problem:
                 say(f"skip {via} {t.model}@{t.runtime}: {problem}")
                 skipped.append({"via": via, "model": t.model, "runtime": t.runtime,
@@ -372,8 +391,11 @@ def preflight_all(profile: Profile, settings: StackSettings
     return manifests, live, skipped
 
 
-def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None) -> Path:
-    """Run the whole bench; returns the results.json path."""
+def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None,
+          encoding: str = "auto") -> Path:
+    """Run the whole bench with tensors sent in `encoding` (payloads.ENCODINGS); returns the
+    results.json path."""
+    payloads.wire_encoding(encoding, payloads.Target("gateway", "", ""), 0)  # a typo stops here
     not_ready = check_stack(settings)
     if not_ready:
         say(f"warning: the gateway is not fully ready ({not_ready}); measuring what answers")
@@ -382,7 +404,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
 
-    manifests, live, skipped = preflight_all(profile, settings)
+    manifests, live, skipped = preflight_all(profile, settings, encoding)
     if not live:
         raise BenchError("no (model, runtime) target answered its preflight request; see above")
 
@@ -430,16 +452,15 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             spec = RunSpec("ceiling", "closed", model, "ceiling", users, 1)
             r = execute(spec, lambda: measure_ceiling(model, users, 1, store=store,
                                                       profile=profile, out_dir=out_dir,
-                                                      sampler=sampler))
+                                                      sampler=sampler, encoding=encoding))
             ceiling_of.update({m: model for m in same})
             if r.get("ok"):
                 ceilings.update({m: r["rps"] for m in same})
         def closed_run(spec: RunSpec) -> dict:
             host = payloads.base_url(payloads.Target(spec.via, spec.model, spec.runtime), settings)
-            return execute(spec, lambda: run_locust(spec, host=host, store=store,
-                                                    warmup=profile.warmup_s,
-                                                    window=profile.window_s, out_dir=out_dir,
-                                                    sampler=sampler))
+            return execute(spec, lambda: with_server_time(spec, settings, lambda: run_locust(
+                spec, host=host, store=store, warmup=profile.warmup_s, window=profile.window_s,
+                out_dir=out_dir, sampler=sampler, encoding=encoding)))
 
         for spec in closed:
             closed_run(spec)
@@ -452,7 +473,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
                             manifest=manifests[spec.model], warmup=profile.capacity_warmup_s
                             if spec.mode == "capacity" else profile.warmup_s, window=window,
                             out_dir=out_dir, settings=settings, sampler=sampler,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, encoding=encoding)
 
         for spec in open_plan(profile, live, rates):
             execute(spec, lambda: open_run(spec, profile.window_s))
@@ -483,6 +504,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": monitor.environment(settings),
         "tfserving": tfserving,
+        "encoding": encoding,  # requested; each run records the wire encoding it used
         "gateway_not_ready": not_ready,
         "services": {
             name: {

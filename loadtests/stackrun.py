@@ -119,7 +119,8 @@ def attached_stack() -> Stack:
 def bodies(store: Path, model: str, samples: int = 8) -> list[bytes]:
     """OIP JSON bodies (batch 1) of the model's first reference samples (loadtests.payloads)."""
     target = payloads.Target("gateway", model, "onnxruntime")
-    return payloads.build_payload(target, load_manifest(store / model), store, samples).bodies
+    return payloads.build_payload(target, load_manifest(store / model), store, samples,
+                                  encoding="json").bodies
 
 
 def error_code(exc: BaseException) -> str:

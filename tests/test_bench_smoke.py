@@ -26,8 +26,12 @@ def test_smoke_bench_measures_every_runtime_and_writes_the_report(real_stack, tm
         assert run["requests"] > 0, run["id"]
         assert run["failures"] == 0, (run["id"], run["failure_reasons"])  # every answer was checked
     assert results["ceilings"], "the client ceiling is measured before the runs"
+    # The OIP servers' own histograms were read around every closed gateway run (not TorchServe).
+    oip = [r for r in measured if r["mode"] == "closed" and r["runtime"] != "torchserve"]
+    assert oip and all(r["server_time"]["decode"][1] > 0 for r in oip)
     report = (out / "report.md").read_text()
-    for section in ("## Client ceiling", "## Verdict", "Performance: a tie?", "stand-in"):
+    for section in ("## Client ceiling", "## Verdict", "Performance: a tie?", "stand-in",
+                    "## Where the server's time goes: codec vs inference", "Tensor encoding: auto"):
         assert section in report
     assert (out / "report.html").exists() and list((out / "plots").glob("*.png"))
 
@@ -40,4 +44,7 @@ def test_single_request_latency_tool_checks_every_answer(real_stack):
     assert {(r[0], r[1]) for r in rows} == {
         (m, rt) for m in ("digits-cnn-torch", "digits-cnn-keras") for rt in ("onnxruntime", "tflite", "tfserving", "torchserve")
     }
-    assert all(float(r[3]) > 0 for r in rows)
+    assert all(float(r[4]) > 0 for r in rows)
+    # Direct, auto encoding: digits bodies are small (JSON); TF Serving gets its own REST JSON.
+    assert {(r[1], r[2]) for r in rows} == {("onnxruntime", "json"), ("tflite", "json"),
+                                            ("tfserving", "tfserving-json"), ("torchserve", "json")}

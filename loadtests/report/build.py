@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from loadtests.report import capacity_report, plots, ranking
+from loadtests.report import capacity_report, codec_report, plots, ranking
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import (FORMAT_NAMES, RUNTIMES, runtime_label, verdict,
                                       verdict_method_line)
@@ -121,6 +121,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
         f"Machine: {env.get('cpu_model')}, {env.get('cores')} cores (shared by the servers AND "
         f"the load generator), {env.get('memory_gb')} GB.",
         f"**{_tfserving_line(results)}**",
+        codec_report.encoding_line(results),
         "Spreads are [min–max] over the repeats. Runs where other processes used more than 20% "
         "of a core are flagged noisy.",
         verdict_method_line(results),
@@ -186,6 +187,8 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
         "Closed loop: each user sends its next request as soon as the previous one returns."],
         [Table(["model", "runtime", "users", "req/s", "of ceiling", "p50 ms", "p95 ms", "p99 ms",
                 "failures", ""], crow)], images))
+    if codec := codec_report.codec_section(results, label):
+        out.append(codec)
 
     orow = [[p.model, labels.get(p.runtime, p.runtime), f"{p.rate:g}", p.rps.fmt(),
              p.p50.fmt(2), p.p95.fmt(2), p.p99.fmt(2), f"{p.failures}/{p.requests}",

@@ -46,17 +46,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             servable = self.registry.get(*_spec(request))
             sig_name = request.model_spec.signature_name
+            timer = self.predictor.metrics.codec_timer
+            label = f"{servable.name}:{servable.version}"  # as the batcher's histograms
             try:
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                with timer(label, "decode"):
+                    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             except (TypeError, ValueError) as e:
                 raise invalid(f"bad TensorProto: {e}") from None
             servable.validate(sig_name, inputs)
             outputs = await self.predictor.predict(
                 servable, sig_name, inputs, list(request.output_filter)
             )
-            response = predict_pb2.PredictResponse(model_spec=model_spec(servable, sig_name))
-            for k, v in outputs.items():
-                response.outputs[k].CopyFrom(tf.make_tensor_proto(np.ascontiguousarray(v)))
+            with timer(label, "encode"):  # serializing the message is gRPC's, not timed
+                response = predict_pb2.PredictResponse(model_spec=model_spec(servable, sig_name))
+                for k, v in outputs.items():
+                    response.outputs[k].CopyFrom(tf.make_tensor_proto(np.ascontiguousarray(v)))
             return response
         except ServingError as e:
             await _abort(context, e)

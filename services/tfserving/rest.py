@@ -49,8 +49,18 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlette:
-    async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> dict:
+    async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> Response:
         servable = registry.get(name, version, label)
+        timer = predictor.metrics.codec_timer
+        label = f"{servable.name}:{servable.version}"  # as the batcher's histograms
+        with timer(label, "decode"):
+            inputs, row_format, signature_name = decode(servable, raw)
+        servable.validate(signature_name, inputs)
+        outputs = await predictor.predict(servable, signature_name, inputs)
+        with timer(label, "encode"):
+            return json_response(encode_tfserving_predict(outputs, row_format))
+
+    def decode(servable, raw: bytes) -> tuple[dict, bool, str]:
         try:
             body = parse_json(raw)
         except CodecError as e:
@@ -67,9 +77,7 @@ def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlet
             inputs, row_format = decode_tfserving_predict(body, dtypes, has_bool_literal(raw))
         except CodecError as e:
             raise invalid(e.message) from None
-        servable.validate(signature_name, inputs)
-        outputs = await predictor.predict(servable, signature_name, inputs)
-        return encode_tfserving_predict(outputs, row_format)
+        return inputs, row_format, signature_name
 
     async def dispatch(request: Request) -> Response:
         path, method = request.url.path, request.method
@@ -85,8 +93,7 @@ def create_app(registry: Registry, predictor: Predictor, about: dict) -> Starlet
                                           s.server_max_body_bytes, s.http_body_timeout_s)
                 except BodyError as e:
                     return json_response({"error": e.message}, e.status)
-                body = await predict(name, _int(version), label, raw)
-                return json_response(body)
+                return await predict(name, _int(version), label, raw)
             m = STATUS_RE.fullmatch(path) if method == "GET" else None
             if m:
                 name, version, label, metadata = m.groups()

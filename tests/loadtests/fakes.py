@@ -105,6 +105,7 @@ class FakeOIPServer:
             self.params = dict(f)
         self.wrong = wrong
         self.requests = 0
+        self.binary = 0  # requests sent in the binary tensor extension
         self.shapes: list[dict[str, list[int]]] = []
         server = self
         sig = self.manifest.signature
@@ -133,6 +134,7 @@ class FakeOIPServer:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 server.requests += 1
+                server.binary += "Inference-Header-Content-Length" in self.headers
                 try:
                     req = InferRequest.from_oip(body, header_length(
                         self.headers.get("Inference-Header-Content-Length")))

@@ -165,7 +165,7 @@ class SerializedPool:
 def _payload(store, model="digits-cnn-torch", runtime="onnxruntime"):
     manifest = load_manifest(store / model)
     p = payloads.build_payload(payloads.Target("gateway", model, runtime), manifest, store)
-    return p, openloop.encode_bodies(p, manifest, store)
+    return p, openloop.encode_bodies(p)
 
 
 def test_latency_runs_from_the_scheduled_time_not_the_send_time(store):
@@ -209,15 +209,15 @@ def test_run_open_sends_poisson_traffic_and_checks_answers(store):
     assert capacity.judge(bad, 1000.0)[0] is False
 
 
-def test_large_bodies_go_as_binary_tensors(store):
-    payload, _ = _payload(store)
-    big = payloads.Payload(payload.target, [b"x" * (openloop.BINARY_ABOVE + 1)]
-                           + payload.bodies[1:], payload.expectations, payload.signature)
-    bodies = openloop.encode_bodies(big, load_manifest(store / "digits-cnn-torch"), store)
+def test_binary_tensor_bodies_are_sent_with_their_header_length(store):
+    manifest = load_manifest(store / "digits-cnn-torch")
+    payload = payloads.build_payload(payloads.Target("gateway", "digits-cnn-torch", "onnxruntime"),
+                                     manifest, store, encoding="binary")
+    bodies = openloop.encode_bodies(payload)
     assert all(b.header_len for b in bodies) and len(bodies) == len(payload.bodies)
     with FakeOIPServer(store, "digits-cnn-torch") as srv:
         r = openloop.run_open(payload, bodies, srv.url, 100.0, 0.0, 0.5, seed=1)
-    assert r["requests"] > 0 and r["failures"] == 0
+    assert r["requests"] > 0 and r["failures"] == 0 and srv.binary == srv.requests
 
 
 def test_cpu_sets_split_only_with_enough_cores():

@@ -107,6 +107,11 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     assert all(r["ok"] and r["failures"] == 0 for r in results["runs"] if r["mode"] != "capacity")
     # Open-loop runs are Poisson arrivals from this process (the load generator's CPU sampled).
     assert results["runs"][2]["arrivals"] == "poisson"
+    # auto encoding: digits bodies are small, so JSON, recorded per run; nothing serves the
+    # TFLite runtime's /metrics here, so the closed run has no server-side split (not a failure).
+    assert results["encoding"] == "auto"
+    assert [r["encoding"] for r in results["runs"][1:3]] == ["json", "json"]
+    assert results["runs"][1]["server_time"] is None
     assert "loadgen" in results["runs"][2]["cpu"]["groups_pct"]
     # The capacity search: a generous explicit target (a fake server on a shared machine), the
     # range from the closed-loop peak, at most 3 steps; what deploy's plan reads is recorded.

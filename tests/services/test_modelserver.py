@@ -22,6 +22,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contract.codec import InferRequest
 from contract.manifest import Signature, TensorSpec, load_store
 from services.settings import UnknownModels, select_models
 from tests import http_checks
@@ -735,6 +736,31 @@ def test_metrics(server: Server, store: Path) -> None:
     assert metric(server, "modelserver_requests_total", model=LINEAR, code="200") >= 1
     assert metric(server, "modelserver_requests_total", model="_unknown", code="404") >= 1
     assert metric(server, "modelserver_batch_size_count", model=LINEAR) >= 1
+
+
+def test_codec_time_is_observed_per_request_and_stage(server: Server, store: Path) -> None:
+    """modelserver_codec_duration_seconds: one decode and one encode per answered request, JSON
+    or binary; a request that fails to decode observes neither."""
+    x, _ = reference(store, LINEAR)
+
+    def counts() -> tuple[float, float, float]:
+        name = "modelserver_codec_duration_seconds_count"
+        return (metric(server, name, model=LINEAR, stage="decode"),
+                metric(server, name, model=LINEAR, stage="encode"),
+                metric(server, "modelserver_codec_duration_seconds_sum", model=LINEAR))
+
+    before = counts()
+    infer(server, LINEAR, {"input": x[:3]})
+    body, n = InferRequest.from_arrays({"input": x[:2]}).to_oip(binary=True)
+    r = httpx.post(f"{server.url}/v2/models/{LINEAR}/infer", content=body,
+                   headers={"Inference-Header-Content-Length": str(n)})
+    assert r.status_code == 200, r.text
+    bad = httpx.post(f"{server.url}/v2/models/{LINEAR}/infer", content=b'{"inputs": 3}')
+    assert bad.status_code == 400
+    after = counts()
+    assert after[0] - before[0] == 2 and after[1] - before[1] == 2
+    assert after[2] > before[2]  # time was spent, and recorded in seconds (not ms)
+    assert after[2] - before[2] < 1.0
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))

@@ -382,6 +382,30 @@ def test_grpc_errors(stub, reference):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_codec_time_is_observed_over_rest_and_grpc(stub, standin, reference):
+    """The stand-in's decode/encode histograms (its batcher's "<name>:<version>" label), read the
+    way the bench reads them: one of each per answered request on either transport, none for a
+    body that does not parse."""
+    from loadtests import server_metrics
+
+    url = f"{standin.url}/monitoring/prometheus/metrics"
+
+    def codec() -> tuple[float, float]:
+        got = server_metrics.scrape(url, NAME)
+        return got.get("decode", [0, 0])[1], got.get("encode", [0, 0])[1]
+
+    before = codec()
+    x = reference[0][:2]
+    r = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    stub.Predict(_predict_request(NAME, x), timeout=30)
+    bad = httpx.post(f"{standin.url}/v1/models/{NAME}:predict", content=b"{not json")
+    assert bad.status_code == 400
+    after = codec()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+    assert server_metrics.scrape(url, NAME)["inference"][1] >= 2  # same label as inference
+
+
 def test_grpc_metadata_and_status(stub, standin):
     from tensorflow_serving.apis import (
         get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,

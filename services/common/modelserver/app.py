@@ -133,9 +133,11 @@ class ModelServer:
             except BodyError as e:
                 raise ApiError(e.status, e.message) from None
             try:
-                req = InferRequest.from_oip(body, header_length(request.headers.get(BINARY_HEADER)))
-                size = req.validate(model.signature, self.limits)
-                inputs = req.arrays(model.signature)
+                with self.metrics.codec_timer(model.name, "decode"):
+                    req = InferRequest.from_oip(body,
+                                                header_length(request.headers.get(BINARY_HEADER)))
+                    size = req.validate(model.signature, self.limits)
+                    inputs = req.arrays(model.signature)
                 model.check(inputs)
             except CodecError as e:
                 raise ApiError(e.status, e.message) from None
@@ -146,10 +148,11 @@ class ModelServer:
             outputs = await future
         except Exception as e:  # noqa: BLE001 - the batcher logged it
             raise ApiError(500, f"inference failed in {model.platform}: {e}") from None
-        answer = InferResponse.from_arrays(model.name, outputs, model.version, req.id)
-        body, length = answer.select(req.output_names(model.signature)).to_oip(
-            req.binary_outputs(model.signature)
-        )
+        with self.metrics.codec_timer(model.name, "encode"):
+            answer = InferResponse.from_arrays(model.name, outputs, model.version, req.id)
+            body, length = answer.select(req.output_names(model.signature)).to_oip(
+                req.binary_outputs(model.signature)
+            )
         if length is None:
             return Response(body, 200, media_type="application/json")
         return Response(body, 200, headers={BINARY_HEADER: str(length)},

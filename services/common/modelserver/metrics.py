@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
@@ -39,6 +42,14 @@ class Metrics:
             "modelserver_inference_duration_seconds", "Runtime time per batch.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        # Where the server's time goes besides inference: turning the request body into arrays
+        # (parse + validate + convert) and the outputs into the response body. For a large
+        # tensor sent as JSON this can exceed the inference itself (loadtests/README.md).
+        self.codec = Histogram(
+            "modelserver_codec_duration_seconds",
+            "Codec time per request: stage=decode (body -> arrays), encode (arrays -> body).",
+            ["model", "stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.queue_depth = Gauge(
             "modelserver_queue_depth", "Requests waiting to be batched.", ["model"], registry=r,
         )
@@ -49,6 +60,14 @@ class Metrics:
             "modelserver_model_info", "Loaded models (value 1).",
             ["model", "version", "platform"], registry=r,
         )
+
+    @contextmanager
+    def codec_timer(self, model: str, stage: str):
+        """Observe the block's duration as the codec `stage` (decode | encode) of `model`; a
+        block that raises (a bad request) is not observed, like the request latency."""
+        t0 = time.perf_counter()
+        yield
+        self.codec.labels(model, stage).observe(time.perf_counter() - t0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
