@@ -129,8 +129,13 @@ def measure(store: Path, models: list[str], max_calls: int = MAX_CALLS, max_seco
         doc["models"][model] = {"framework": m.source.framework, "weights": m.source.weights,
                                 "source_accuracy": source_accuracy(m, store), "rows": rows}
         for r in rows:
-            if r.get("certificate", {}).get("ok"):
+            if not r.get("certificate", {}).get("ok"):
+                continue
+            path = m.artifact_path(store, r["key"])
+            if path.exists():
                 jobs.setdefault(r["family"], {}).setdefault(model, []).append(r["key"])
+            else:  # a store copied without its files: say so, start no runtime for it
+                r["measured"] = {"error": f"{path} does not exist (re-export the model: make export)"}
     for family in FAMILY_OF_FORMAT.values():
         if family not in jobs:
             continue
