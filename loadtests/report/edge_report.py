@@ -55,7 +55,7 @@ def _accuracy(row: dict, model: dict) -> str:
     if m.get("accuracy") is None:
         return "no labels" if m else "–"
     d = drop_pt(row, model)
-    return f"{m['accuracy']:.3f}" + (f" ({-d:+.1f} pt)" if d is not None else "")
+    return f"{m['accuracy']:.3f}" + (f" ({round(-d, 1) + 0.0:+.1f} pt)" if d is not None else "")
 
 
 def table_rows(model: dict) -> list[list]:
@@ -94,7 +94,8 @@ def _intro(edge: dict) -> list[str]:
         f"batch 1, after {lim.get('warmup_calls')} untimed calls, at most {lim.get('max_calls')} calls or "
         f"{lim.get('max_seconds')} s each, on the model's reference samples at full length (round robin). "
         "RSS +MB is what loading and running the artifact added to its process (one process per runtime, "
-        "artifacts kept loaded, the runtime's one-time set-up charged to none of them). Accuracy and top-1 "
+        "artifacts kept loaded, the runtime's one-time set-up charged to none of them; under ~1 MB is within "
+        "the method's resolution). Accuracy and top-1 "
         "agreement are measured here, one sample at a time, on the reference samples; the drop is against "
         "the float source's own predictions on the same samples; max abs error and the certificate are the "
         "exporter's. An artifact whose certificate failed is not run.",
