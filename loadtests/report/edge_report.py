@@ -115,7 +115,7 @@ def edge_sections(results: dict, out_dir: Path) -> list:
         return []
     if edge.get("error"):
         return [Section(TITLE, [f"Not measured: {edge['error']}"])]
-    tables = [Table(HEADERS, table_rows(m), caption=f"**{model}** ({m.get('framework')} source"
+    tables = [Table(HEADERS, table_rows(m), caption=f"{model} ({m.get('framework')} source"
                     + (f", float source accuracy {m['source_accuracy']:.3f}" if m.get("source_accuracy") is not None
                        else ", no labels") + ")")
               for model, m in edge_models(results).items()]  # fmt: skip
