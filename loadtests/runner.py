@@ -477,8 +477,8 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             standin = standin_overhead.run_attached(store, keras, out_dir / "standin_overhead.json")
 
     edge_doc = None
-    if getattr(profile, "edge", True):  # every certified in-process artifact, batch 1 (~20-60 s)
-        in_store = [m for m in profile.models if m in manifests]
+    in_store = [m for m in profile.models if m in manifests]
+    if getattr(profile, "edge", True) and in_store:  # every certified in-process artifact (~20-60 s)
         say(f"edge: every certified in-process artifact of {', '.join(in_store)} ...")
         edge_doc = edge.run_attached(store, in_store, out_dir / "edge.json")
         say(f"          edge: {edge_doc.get('error') or str(edge_doc.get('seconds')) + ' s'}")
