@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import (adaptive, affinity, capacity, monitor, openloop, payloads, server_metrics,
-                       standin_overhead)
+from loadtests import (adaptive, affinity, capacity, edge, monitor, openloop, payloads,
+                       server_metrics, standin_overhead)
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
 from contract.manifest import Manifest, load_store, served_name
 from contract.runtimes import RUNTIMES
@@ -497,6 +497,13 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             say(f"TF Serving stand-in vs TensorFlow in-process: {', '.join(keras)} ...")
             standin = standin_overhead.run_attached(store, keras, out_dir / "standin_overhead.json")
 
+    edge_doc = None
+    in_store = [m for m in profile.models if m in manifests]
+    if getattr(profile, "edge", True) and in_store:  # every certified in-process artifact (~20-60 s)
+        say(f"edge: every certified in-process artifact of {', '.join(in_store)} ...")
+        edge_doc = edge.run_attached(store, in_store, out_dir / "edge.json")
+        say(f"          edge: {edge_doc.get('error') or str(edge_doc.get('seconds')) + ' s'}")
+
     results = {
         "schema": 1,
         "profile": profile.to_dict(),
@@ -528,6 +535,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
         "skipped": skipped,
         "shadow": shadow_report(settings),
         "standin_overhead": standin,
+        "edge": edge_doc,
         "runs": runs,
     }
     path = out_dir / "results.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from loadtests.report import capacity_report, codec_report, plots, ranking
+from loadtests.report import capacity_report, codec_report, edge_report, plots, ranking
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import (FORMAT_NAMES, RUNTIMES, runtime_label, verdict,
                                       verdict_method_line)
@@ -92,8 +92,11 @@ def your_model_sections(results: dict, points: list[Point], users: int | None,
                 else "Columns and caveats as in the first \"Your model\" section."]
         if cap := capacity_report.capacity_line(results, model, label):
             text.insert(1, cap)
-        out.append(Section(f"Your model: {model}", text,
-                           [Table(headers, ranking.table_rows(ranked, label))]))
+        tables = [Table(headers, ranking.table_rows(ranked, label))]
+        if edge := ranking.edge_rows(results, model):  # every certified variant, in-process
+            tables.append(Table(ranking.EDGE_HEADERS, edge, "On a device (in-process, batch 1; "
+                                "section \"Edge\"):"))
+        out.append(Section(f"Your model: {model}", text, tables))
     return out
 
 
@@ -266,6 +269,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
                     "top-1 disagreement", "max abs error"], srows)]))
 
     out += standin_sections(results)
+    out += edge_report.edge_sections(results, out_dir)
 
     noisy = sorted(([r["id"], r["cpu"].get("other_pct", 0.0)] for r in results.get("runs", [])
                     if r.get("noisy")), key=lambda row: -row[1])

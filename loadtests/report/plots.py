@@ -155,3 +155,59 @@ def artifact_sizes(models: dict, path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+EDGE_STYLE = {"tflite": ("tab:green", "o"), "onnxruntime": ("tab:blue", "s"), "executorch": ("tab:brown", "^")}
+
+
+def _edge_axis(axis, set_scale, values: list[float]) -> bool:
+    """Log scale where the values span 3x or more (sizes and latencies of variants do), plain
+    numbers on the ticks either way; True if log."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    log = max(values) >= 3 * min(values)
+    if log:
+        set_scale("log")
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    else:
+        axis.set_major_locator(MaxNLocator(4))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
+    axis.set_minor_formatter(NullFormatter())
+    return log
+
+
+def edge_map(models: dict, path: Path) -> Path | None:
+    """Size (x, log) vs p50 latency at batch 1 in-process (y, log), one panel per model, colour
+    and marker per runtime family, each point labelled with its variant and accuracy drop."""
+    from loadtests.report.edge_report import FAMILY_LABELS, drop_pt, measured
+
+    panels = {m: [r for r in v.get("rows", []) if measured(r) and r.get("bytes")] for m, v in models.items()}
+    panels = {m: rows for m, rows in panels.items() if rows}
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (model, rows) in zip(axes.flat, panels.items()):
+        for fam, (color, marker) in EDGE_STYLE.items():
+            mine = [r for r in rows if r["family"] == fam]
+            if mine:
+                ax.scatter([r["bytes"] / 1e6 for r in mine], [measured(r)["p50_ms"] for r in mine],
+                           color=color, marker=marker, s=50, label=FAMILY_LABELS[fam])
+        for r in rows:
+            d = drop_pt(r, models[model])
+            text = (r.get("variant") or "float") + ("" if d is None else f" {round(-d, 1) + 0.0:+.1f}pt")
+            ax.annotate(text, (r["bytes"] / 1e6, measured(r)["p50_ms"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 3))
+        log_x = _edge_axis(ax.xaxis, ax.set_xscale, [r["bytes"] / 1e6 for r in rows])
+        log_y = _edge_axis(ax.yaxis, ax.set_yscale, [measured(r)["p50_ms"] for r in rows])
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("artifact size (MB" + (", log)" if log_x else ")"))
+        ax.set_ylabel("p50 ms at batch 1, in-process" + (" (log)" if log_y else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Edge: size vs latency vs accuracy of every certified in-process artifact "
+                 "(labels: variant, accuracy change vs the float source in points)")
+    return _save(fig, path)

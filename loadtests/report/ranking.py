@@ -237,3 +237,30 @@ def note(results: dict, users: int | None) -> str:
             "loaded, not this model alone. Parity is the exporter's certificate against the "
             "source framework. Capacity (the highest request rate with p99 under a latency "
             "target) is not measured yet.")
+
+
+EDGE_HEADERS = ["artifact (in-process, batch 1)", "size", "p50 / p99 ms", "RSS +MB",
+                "accuracy drop vs float source", "certificate"]
+
+
+def edge_rows(results: dict, model: str) -> list[list]:
+    """The model's in-process artifacts, every certified variant included, from the bench's edge
+    phase (loadtests/edge.py), fastest first; uncertified ones last with the reason. [] without
+    an edge phase."""
+    from loadtests.report.edge_report import drop_pt, edge_models, measured, name, size, why_not
+
+    info = edge_models(results).get(model)
+    if not info:
+        return []
+    rows = sorted(info.get("rows", []), key=lambda r: (measured(r) is None, (measured(r) or {}).get("p50_ms", 0)))
+    out = []
+    for r in rows:
+        head = [f"{name(r)} `{r['key']}`", size(r.get("bytes"))]
+        if reason := why_not(r):
+            out.append([*head, [reason], "", "", ""])
+            continue
+        m, d = measured(r), drop_pt(r, info)
+        out.append([*head, f"{m['p50_ms']:.3f} / {m['p99_ms']:.3f}", f"{m['rss_mb']:.1f}",
+                    "n/a (no labels)" if d is None else f"{d:.1f} pt",
+                    (r.get("certificate") or {}).get("text", "")])
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from loadtests.report import stats
+from loadtests.report import edge_verdict, stats
 from loadtests.report.aggregate import Point, aggregate, one, ref_users
 
 RUNTIME_NAMES = {"torchserve": "TorchServe", "tfserving": "TF Serving",
@@ -20,6 +20,7 @@ RUNTIMES = tuple(RUNTIME_NAMES)
 FORMAT_NAMES = {"torchserve": ".mar", "savedmodel": "SavedModel", "onnx": "ONNX",
                 "tflite": ".tflite", "aotinductor": ".pt2", "executorch": ".pte (ExecuTorch, not served)"}
 UNDECIDED = "inconclusive"
+AOTI_QUESTION = "PyTorch's current server path (AOTInductor) vs TF Serving (and vs TorchServe)"
 
 
 def runtime_label(runtime: str, tfserving_kind: str | None) -> str:
@@ -201,10 +202,13 @@ def verdict(results: dict, method: stats.Method | None = None) -> list[dict]:
          "claim": "Exporting to ONNX and serving with ONNX Runtime beats TorchServe and "
                   "TF Serving.",
          "basis": basis + "; each model, ONNX Runtime vs each native server"},
-        {"question": "Does PyTorch's compiled path (AOTInductor) beat TorchServe?",
+        {"question": AOTI_QUESTION,
          "claim": "torch.export + AOTInductor, PyTorch's current server path, serves a PyTorch "
-                  "model faster than TorchServe, as fast as ONNX Runtime.",
-         "basis": basis + "; the torch-source model on AOTInductor vs TorchServe and vs ONNX Runtime"},
+                  "model at least as fast as TF Serving serves the Keras one, faster than "
+                  "TorchServe, as fast as ONNX Runtime.",
+         "basis": basis + f"; the torch-source model on AOTInductor vs {m.lbl['tfserving']} serving "
+                          "the keras model (each framework's server path), then vs TF Serving, "
+                          "TorchServe and ONNX Runtime on the torch model"},
     ]
     answers = (_same_runtime, _natives, _deployment, _tflite, _onnx, _aotinductor)
     for row in rows:
@@ -212,6 +216,17 @@ def verdict(results: dict, method: stats.Method | None = None) -> list[dict]:
     for arch, (tm, km) in pairs(results).items():
         for row, answer in zip(rows, answers):
             row["cells"][arch] = answer(m, tm, km)
+    if edge_verdict.edge_models(results):
+        rows.append({"question": edge_verdict.QUESTION,
+                     "claim": "TFLite (int8) is the lightest, fastest way to run a model on a "
+                              "device; ExecuTorch (PyTorch) and ONNX int8 are the alternatives.",
+                     "basis": "in-process at batch 1 (bench's edge phase): artifact bytes, p50 "
+                              "over the calls of one run (bootstrapped per call, ±"
+                              f"{m.method.negligible:.0%} a tie), RSS added, accuracy drop vs the "
+                              "float source; PyTorch sources ExecuTorch vs TFLite int8 vs ONNX int8, "
+                              "Keras sources TFLite int8 vs ONNX int8 (a runtime without a certified "
+                              "int8 variant: its float artifact)",
+                     "cells": edge_verdict.edge_cells(results, m.method)})
     return rows
 
 
@@ -246,10 +261,20 @@ def _onnx(m: _Measures, tm: str, km: str) -> dict:
 
 
 def _aotinductor(m: _Measures, tm: str, km: str) -> dict:
-    """Keras sources have no AOTInductor package (no route without onnx2torch): the torch model."""
-    found = [m.rps(m.lbl["aotinductor"], (tm, "aotinductor"), m.lbl[other], (tm, other)).within(tm)
-             for other in ("torchserve", "onnxruntime")]  # fmt: skip
-    return _cell(m.summary(found, "AOTInductor faster", "the other faster", "a"), found)
+    """Keras sources have no AOTInductor package (no route without onnx2torch): the torch model,
+    against TF Serving serving the keras model (each framework's own server path), then against
+    every other server on the torch model itself. The answer gives each opponent's headline."""
+    aoti = f"{m.lbl['aotinductor']}/{tm}"
+    native = m.rps(aoti, (tm, "aotinductor"), f"{m.lbl['tfserving']}/{km}", (km, "tfserving"))
+    same = [m.rps(m.lbl["aotinductor"], (tm, "aotinductor"), m.lbl[other], (tm, other)).within(tm)
+            for other in ("tfserving", "torchserve", "onnxruntime")]  # fmt: skip
+    found = [native, *same]
+    if all(f.outcome == "missing" for f in found):
+        return _cell("not measured", found)
+    parts = [f"vs {m.lbl['tfserving']} serving {km}: {native.headline}"]
+    parts += [f"vs {m.lbl[other]}" + (f" serving {tm}" if other == "tfserving" else "") + f": {f.headline}"
+              for other, f in zip(("tfserving", "torchserve", "onnxruntime"), same)]  # fmt: skip
+    return _cell(m.summary(found, "AOTInductor faster", "the other faster", "a") + " — " + "; ".join(parts), found)
 
 
 def _by_value(d: dict) -> list:

@@ -130,6 +130,10 @@ def test_bench_end_to_end_against_a_fake_gateway(store, tmp_path, fake_stack_set
     assert results["tfserving"]["kind"] == "unknown"
     assert "gateway" in results["services"] and results["services"]["gateway"]["startup_s"] is None
     assert results["environment"]["packages"]["locust"]
+    # The edge phase ran over the profile's model: the fake store's artifacts have no files.
+    edge_rows = {r["key"]: r for r in results["edge"]["models"]["digits-cnn-torch"]["rows"]}
+    assert set(edge_rows) == {"tflite", "onnx", "executorch"}
+    assert all("does not exist" in r["measured"]["error"] for r in edge_rows.values())
     # A sparse bench (one model, no torch/keras pair) still makes a whole report.
     html = build_report(path)
     assert "<strong>" in html.read_text() and (path.parent / "report.md").exists()
