@@ -418,7 +418,8 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     total = n_runs + n_capacity * profile.capacity_max_steps
     say(f"bench profile {profile.name}: {len(live)} targets, {total} runs (at most) of "
         f"{profile.warmup_s:g} s warm-up + {profile.window_s:g} s window, "
-        f"~{estimate_seconds(profile, n_runs, n_capacity) / 60:.1f} min; output {out_dir}")
+        f"~{estimate_seconds(profile, n_runs, n_capacity, len(models)) / 60:.1f} min; "
+        f"output {out_dir}")
 
     tfserving = detect_tfserving(settings, next((m for m, r in live if r == "tfserving"), None))
     say(f"TF Serving: {tfserving['kind']} ({tfserving['detail']})")
@@ -499,7 +500,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
 
     edge_doc = None
     in_store = [m for m in profile.models if m in manifests]
-    if getattr(profile, "edge", True) and in_store:  # every certified in-process artifact (~20-60 s)
+    if profile.edge and in_store:  # every certified in-process artifact (~20-60 s)
         say(f"edge: every certified in-process artifact of {', '.join(in_store)} ...")
         edge_doc = edge.run_attached(store, in_store, out_dir / "edge.json")
         say(f"          edge: {edge_doc.get('error') or str(edge_doc.get('seconds')) + ' s'}")

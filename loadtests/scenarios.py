@@ -22,6 +22,9 @@ EDGE_RUNTIMES: tuple[str, ...] = ("executorch",)
 # 0.85-0.91 s measured here over two quick benches of 82 runs; 1.52 s on average over the 158 runs
 # of the quick bench of 2026-12-07 10:13 (`import locust` alone takes 1.3 s).
 RUN_OVERHEAD_S = 1.5
+# The edge phase (loadtests/edge.py): 49-55 s for the quick profile's 6 models at load 5-9, most of
+# it the ExecuTorch process (torch import, MobileNetV2's first call).
+EDGE_S_PER_MODEL = 9.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Profile:
     # again, up to max_repeats each, while that comparison is inconclusive and adaptive_s lasts.
     max_repeats: int = 0
     adaptive_s: float = 0.0
+    # Every certified in-process artifact of each model timed at batch 1 (loadtests/edge.py).
+    edge: bool = True
 
     def users_of(self, model: str) -> tuple[int, ...]:
         return (self.ref_users,) if model in self.ref_only_models else self.users
@@ -121,10 +126,11 @@ PROFILES: dict[str, Profile] = {
         # (measured: 421 vs 680-824 req/s over 8 repeats of one point), and with 2 repeats of
         # 2+4 s two consecutive benches differed by up to 18% per runtime; the verdict decides
         # nothing on fewer than 3 (stats.py). 0.5 s of warm-up after the users are spawned covers
-        # connection set-up (each user opens its connection on its first request).
+        # connection set-up (each user opens its connection on its first request). 2 s windows:
+        # at 8 users ~1,600 digits requests, ~60 MobileNetV2 ones.
         repeats=3,
         warmup_s=0.5,
-        window_s=2.5,
+        window_s=2.0,
         ref_users=8,
         # The capacity search replaces the quick profile's fixed-rate runs (its steps are open-loop
         # Poisson runs too) and covers one model only, to keep to the time budget: 5 runtimes x at
@@ -169,6 +175,7 @@ PROFILES: dict[str, Profile] = {
         warmup_s=1.0,
         window_s=3.0,
         ref_users=4,
+        edge=False,  # (~20 s more; loadtests.edge has tests of its own)
     ),
 }
 
@@ -220,12 +227,14 @@ def open_plan(
     ]
 
 
-def estimate_seconds(profile: Profile, n_runs: int, n_capacity_targets: int = 0) -> float:
+def estimate_seconds(profile: Profile, n_runs: int, n_capacity_targets: int = 0,
+                     n_models: int = 0) -> float:
     """Wall-clock estimate: n_runs Locust/open runs, plus the capacity search of
     n_capacity_targets (model, runtime) at its step budget, every step at its longest window (an
     upper bound: measured 3.1-3.4 s a step with 2.5-3 s windows in the quick profile), plus the
-    adaptive repeats' budget (spent only if needed)."""
+    adaptive repeats' budget (spent only if needed), plus the edge phase of n_models."""
     step = (profile.capacity_warmup_s + max(profile.window_s, profile.capacity_max_window_s)
             + 0.3)  # uvloop start, pool connect, the answers still in flight
     return (n_runs * (profile.warmup_s + profile.window_s + RUN_OVERHEAD_S)
-            + n_capacity_targets * profile.capacity_max_steps * step + profile.adaptive_s)
+            + n_capacity_targets * profile.capacity_max_steps * step + profile.adaptive_s
+            + (EDGE_S_PER_MODEL * n_models if profile.edge else 0.0))
