@@ -233,10 +233,13 @@ def note(results: dict, users: int | None) -> str:
               "repeats; others share a rank, not told apart")
     return (f"Ranked by throughput through the gateway at {n_users(users)}, closed loop "
             f"({spread}). p50 / p99 at 1 user: single-stream latency, one request at a "
-            "time. RSS is the runtime's whole service at its peak with every model of the store "
-            "loaded, not this model alone. Parity is the exporter's certificate against the "
-            "source framework. Capacity (the highest request rate with p99 under a latency "
-            "target) is not measured yet.")
+            "time (\"not measured\" where the profile measured the model at its reference "
+            "concurrency only: `make bench MODELS=<model>` sweeps it; the in-process batch-1 "
+            "latency of its edge artifacts is in the table after this one). RSS is the runtime's "
+            "whole service at its peak with every model of the store loaded, not this model "
+            "alone. Parity is the exporter's certificate against the source framework. Capacity "
+            "(the highest Poisson request rate with p99 under the latency target), where the "
+            "profile searched it, is the line above the table.")
 
 
 EDGE_HEADERS = ["artifact (in-process, batch 1)", "size", "p50 / p99 ms", "RSS +MB",

@@ -125,8 +125,8 @@ def test_the_report_opens_with_one_ranking_section_per_model(tmp_path):
     assert titles[:5] == [f"Your model: {m}" for m in sorted(synthetic.MODELS)] + ["Summary"]
     assert "<h2>Your model: digits-cnn-torch</h2>" in page
     assert "<strong>Recommendation: TFLite</strong>" in page
-    assert md.count("Capacity (the highest request rate with p99 under a latency target) is not "
-                    "measured yet") == 1
+    # The caption's note once, after the first ranking; "not measured" latency says why.
+    assert md.count("where the profile searched it, is the line above the table") == 1
 
 
 def test_the_ranking_orders_two_runtimes_exactly_when_the_verdict_names_a_winner():
