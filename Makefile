@@ -19,9 +19,12 @@ help: ## list targets
 $(VENV)/.installed: requirements.lock requirements-edge.lock
 	@echo "==> creating $(VENV) (pip + venv; torch==2.13.0 CPU build)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -r requirements.lock
+	@# The lock is a complete `pip freeze --all` (every package pinned, setuptools and wheel too),
+	@# so the resolver has nothing to decide: --no-deps skips it, --no-compile leaves byte-compiling
+	@# to first import. Measured on a fresh venv here: 4.6 min instead of 19.7 (load ~10 both).
+	$(VENV)/bin/pip install --quiet --no-deps --no-compile -r requirements.lock
 	@# ExecuTorch without its declared dependencies (coremltools, ...): see the file's header.
-	$(VENV)/bin/pip install --quiet --no-deps -r requirements-edge.lock
+	$(VENV)/bin/pip install --quiet --no-deps --no-compile -r requirements-edge.lock
 	@touch $@
 
 install: $(VENV)/.installed ## build .venv from requirements.lock
@@ -80,7 +83,7 @@ loadtest-ui: install ## Locust web UI against the gateway on 127.0.0.1:8089
 lock: ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/servebench-lock && $(PYTHON) -m venv /tmp/servebench-lock
 	/tmp/servebench-lock/bin/pip install --quiet $$($(PYTHON) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(d['dependencies']+d['optional-dependencies']['test']))")
-	/tmp/servebench-lock/bin/pip freeze | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock
+	/tmp/servebench-lock/bin/pip freeze --all | grep -v '^pip==' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock
 
 clean: down ## remove the model store, run dir and reports (keeps .venv)
 	rm -rf $(STORE)/*/ $(STORE)/.examples.stamp .run loadtests/reports
