@@ -161,30 +161,28 @@ class Workspace:
         return {s.name: [self.BOUNDED_MAX_BATCH if i == 0 else (x[s.name].shape[i] if d < 0 else d)
                          for i, d in enumerate(s.shape)] for s in self.sig.inputs}  # fmt: skip
 
-    def bounded_dynamic_shapes(self) -> tuple:
-        """torch.export's dynamic_shapes for a forward(*args): every dynamic dimension named as in
-        the signature (inputs that share a name share the Dim), bounded by upper_bounds()."""
+    def dynamic_shapes(self, bounds: dict[str, list[int]] | None = None) -> tuple:
+        """torch.export dynamic_shapes for a forward(*args), from the manifest: one Dim per dynamic
+        dim name (_dim_name), shared by every input that names it (input_ids and attention_mask
+        share "sequence"); unnamed dims ("d<i>") get one Dim per input. With `bounds` (input ->
+        upper bound per dim, upper_bounds(): ExecuTorch plans memory for them) a shared Dim's max
+        is the largest of its inputs' bounds; without, ranges are left to torch.export (Dim.AUTO
+        would hide a specialisation; a named Dim fails loudly and says which range it needs)."""
         from torch.export import Dim
 
-        bounds = self.upper_bounds()
-        dims: dict[str, object] = {}
-        shapes = []
-        for s in self.sig.inputs:
-            named = {}
-            for i, d in enumerate(s.shape):
-                if d < 0:
-                    name = s.dims[i] or f"{s.name}_d{i}"
-                    top = max(bounds[t.name][j] for t in self.sig.inputs for j, n in enumerate(t.dims) if n == name) \
-                        if s.dims[i] else bounds[s.name][i]  # fmt: skip
-                    named[i] = dims.setdefault(name, Dim(re.sub(r"\W", "_", name), min=1, max=top))
-            shapes.append(named)
+        dynamic = [(s, i, _dim_name(s, i)) for s in self.sig.inputs for i, d in enumerate(s.shape) if d < 0]
+        tops: dict[str, int] = {}
+        for s, i, name in dynamic if bounds else ():
+            tops[name] = max(tops.get(name, 1), bounds[s.name][i])
+        dims = {name: Dim(name, min=1, max=tops[name]) if bounds else Dim(name, min=1) for _, _, name in dynamic}
+        shapes = [{i: dims[name] for t, i, name in dynamic if t is s} for s in self.sig.inputs]
         return (tuple(shapes),)  # forward(*args): the args tuple is the one positional parameter
 
     def export_bounded(self, module):
         """torch.export.export of a module taking the signature's inputs, with bounded dims."""
         import torch
 
-        return torch.export.export(var_args(module), tuple(self.example(2)), dynamic_shapes=self.bounded_dynamic_shapes())
+        return torch.export.export(var_args(module), tuple(self.example(2)), dynamic_shapes=self.dynamic_shapes(self.upper_bounds()))
 
     @step
     def bounded_program(self):
@@ -199,24 +197,6 @@ class Workspace:
                 module = TS2EPConverter(module, tuple(self.example(2))).convert().module()
             return self.export_bounded(module)
     # --- torch.export ---------------------------------------------------------------------------
-
-    def _export_dims(self) -> tuple:
-        """torch.export dynamic_shapes from the manifest: one Dim per dynamic dim name, shared by
-        every input that names it (input_ids and attention_mask share "sequence"); unnamed dims
-        ("d<i>") get one Dim per input. Ranges are left to torch.export (Dim.AUTO would hide a
-        specialisation; a named Dim fails loudly and says which range the model needs)."""
-        import torch
-
-        dims: dict[str, object] = {}
-        shapes = []
-        for s in self.sig.inputs:
-            spec = {}
-            for i, d in enumerate(s.shape):
-                if d < 0:
-                    name = _dim_name(s, i)
-                    spec[i] = dims.setdefault(name, torch.export.Dim(name, min=1))
-            shapes.append(spec)
-        return (tuple(shapes),)  # FlatModule.forward(*args)
 
     @step
     def exported_program(self):
@@ -238,7 +218,7 @@ class Workspace:
         else:
             with self.guard("onnx2torch.convert"):
                 module = _onnx2torch_module(self.best_onnx, self.sig)
-        shapes, args = self._export_dims(), tuple(self.example(2))
+        shapes, args = self.dynamic_shapes(), tuple(self.example(2))
         with self.guard("torch.export.export"):
             try:
                 return torch.export.export(module, args, dynamic_shapes=shapes)
@@ -496,7 +476,7 @@ class Workspace:
 
 
 def var_args(module):
-    """module behind forward(*args), the calling convention bounded_dynamic_shapes() describes."""
+    """module behind forward(*args), the calling convention dynamic_shapes() describes."""
     import torch
 
     class VarArgs(torch.nn.Module):

@@ -156,3 +156,21 @@ def test_a_keras_source_has_no_executorch_route_and_that_is_not_a_failure(tmp_pa
     manifest, rows = export_model(src, tmp_path / "store", ("onnx", "executorch"))
     assert [(r.format, r.ok) for r in rows] == [("onnx", True)]
     assert "executorch" not in manifest.failed and list(manifest.artifacts) == ["onnx"]
+
+
+def test_one_dim_builder_shares_named_dims_and_keeps_placeholders_per_input(tmp_path):
+    """dynamic_shapes() serves torch.export for AOTInductor (unbounded) and ExecuTorch (bounded):
+    a named dim is one Dim shared by the inputs naming it, bounded by the largest of their bounds;
+    a placeholder "d<i>" is one Dim per input (two inputs with "d1" need not have equal sizes)."""
+    src = load_user_source("tests.exporters.tiny_models:two_inputs", "two",
+                           inputs=["features:float32:batch,6", "ids:int64:batch,seq"])  # fmt: skip
+    ws = Workspace(src, tmp_path)
+    features, ids = ws.sig.inputs
+    ws.source.signature = ws.sig.model_copy(update={"inputs": [
+        features.model_copy(update={"shape": [-1, -1], "dims": ["batch", "d1"]}),
+        ids.model_copy(update={"shape": [-1, -1], "dims": ["batch", "d1"]})]})
+    ((f, i),) = ws.dynamic_shapes({"features": [64, 6], "ids": [32, 16]})
+    assert f[0] is i[0] and f[0].max == 64  # batch: shared, the larger bound
+    assert f[1] is not i[1] and (f[1].__name__, f[1].max, i[1].__name__, i[1].max) == ("features_d1", 6, "ids_d1", 16)
+    ((f, i),) = ws.dynamic_shapes()
+    assert f[0] is i[0] and f[1] is not i[1] and i[1].max > 16  # unbounded: torch.export decides
