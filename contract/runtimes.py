@@ -60,6 +60,9 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("aotinductor", "aotinductor", "oip", "services.aotinductor", "aotinductor_host",
                 ("aotinductor_port",), "oip", "AOTInductor", "torch._inductor.aoti_load_package",
                 KServe("servebench-aotinductor", False, "pytorch-aotinductor", "oip", "model")),
+        Runtime("executorch", "executorch", "oip", "services.executorch", "executorch_host",
+                ("executorch_port",), "oip", "ExecuTorch (XNNPACK)", "executorch.runtime (XNNPACK delegate)",
+                KServe("servebench-executorch", False, "executorch", "oip", "model")),
     )
 }  # fmt: skip
 

@@ -1,8 +1,9 @@
 """KServe: ServingRuntimes for our own servers and one InferenceService per (model, runtime) pair
 whose artifact passed its parity check, generated from the store's manifests.
 
-- ONNX Runtime and TFLite: our OIP v2 servers (the same images as compose) as ServingRuntimes; each
-  InferenceService mounts the whole store (pvc://, no copy) and serves its one model (`--models`).
+- ONNX Runtime, TFLite, AOTInductor and ExecuTorch: our OIP v2 servers (the same images as compose)
+  as ServingRuntimes; each InferenceService mounts the whole store (pvc://, no copy) and serves
+  its one model (`--models`).
 - SavedModels: KServe's built-in `kserve-tensorflow-serving` (the official tensorflow_model_server;
   it names the model after the InferenceService: contract.runtimes.kserve_remote_name).
 - TorchServe: TorchServe itself with our handler as a ServingRuntime, not KServe's built-in

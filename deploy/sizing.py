@@ -5,7 +5,7 @@ and a comment per service). container_resources() turns them into a container's 
 block; deploy/capacity.py multiplies the "large" profile's block by the replica count it plans.
 
 Profiles
-- "small": the whole stack (5 runtimes, the gateway, one Locust worker) on ONE node of
+- "small": the whole stack (6 runtimes, the gateway, one Locust worker) on ONE node of
   SMALL_NODE's size; the test suite asserts that the requests and the memory limits fit its
   allocatable share.
 - "large": one core per runtime replica (each runtime runs 1 intra-op thread: services/stack.env),
@@ -18,17 +18,19 @@ compressible: a leaking or oversized replica is better OOM-killed and restarted 
 the node's kubelet evict its neighbours.
 
 CPU: a request, no limit. "small" gives each service half a core (TorchServe 0.75: its Java
-frontend too), 3.25 CPU in all; "large" one core per replica. A CPU limit is a CFS quota per
-100 ms period: a server that spends its quota early in a period (a burst of requests, a batch,
-the Python GC) is frozen for the rest of it, which turns into tens of milliseconds of tail
-latency for requests that took 1-10 ms here. The request already guarantees the core's share
-under contention (and decides scheduling); spare cycles on the node are better used than
-throttled. Set a limit only where a namespace's LimitRange demands one.
+frontend too; the runtimes added since less: SMALL_CPU_M), 3.6 CPU in all; "large" one core per
+replica. A CPU limit is a CFS quota per 100 ms period: a server that spends its quota early in a
+period (a burst of requests, a batch, the Python GC) is frozen for the rest of it, which turns
+into tens of milliseconds of tail latency for requests that took 1-10 ms here. The request
+already guarantees the core's share under contention (and decides scheduling); spare cycles on
+the node are better used than throttled. Set a limit only where a namespace's LimitRange demands one.
 """
 
 from __future__ import annotations
 
 import math
+
+from contract.runtimes import RUNTIMES as REGISTRY
 
 MIB = 1
 GIB = 1024 * MIB
@@ -85,6 +87,11 @@ RSS_MIB: dict[str, tuple[float, float]] = {
     # 8-user run per model (MobileNetV2 20 s, transformer and CNN 10 s each) on a loaded machine
     # (load average 4-5), 2026-12-07.
     "aotinductor": (478, 505),
+    # Our OIP server over ExecuTorch .pte programs (XNNPACK), the 4 torch-source examples loaded;
+    # after up 644 (importing executorch.runtime loads torch, torchao and exir). PROVISIONAL, as
+    # AOTInductor's: a direct 8-user run per model (MobileNetV2 20 s, transformer and CNN 10 s,
+    # MLP 5 s), twice, load average 2-6, 2026-12-07.
+    "executorch": (702, 727),
     "gateway": (153, 244),  # one uvicorn process; after up 74; peak: MobileNetV2 bodies in flight
     # One headless Locust process (FastHttpUser, as a compose/Kubernetes worker runs it): median
     # and peak over the bench's 82 runs (a MobileNetV2 run pre-encodes 32 bodies of ~1.5 MB).
@@ -102,6 +109,9 @@ CPU_US_PER_REQUEST: dict[str, tuple[float | None, ...]] = {
     # PROVISIONAL (see RSS_MIB): direct at 8 users, not through the gateway at 16; no Keras-source
     # artifacts (None).
     "aotinductor": (17719, None, 676, None),
+    # PROVISIONAL (see RSS_MIB), as AOTInductor's. The transformer runs on portable kernels
+    # (services/executorch/README.md).
+    "executorch": (39926, None, 3070, None),
     "gateway": (12398, 9275, 525, 587),
     "locust": (4884, 4126, 561, 663),
 }
@@ -110,8 +120,9 @@ GATEWAY_REFERENCE_CPU_US = 592  # its "cpu_us_per_request_at_saturation" of the 
 
 LARGE_CPU_M = 1000  # one core per replica
 # TorchServe: the Java frontend's share on top of its worker's. AOTInductor, the fifth runtime:
-# 250 keeps the requests within SMALL_NODE's allocatable 3.6 CPU. Others 500.
-SMALL_CPU_M = {"torchserve": 750, "aotinductor": 250}
+# 250, and ExecuTorch, the sixth: 100, keep the requests within SMALL_NODE's allocatable 3.6 CPU
+# (a request is the share guaranteed under contention, not a cap: no CPU limits). Others 500.
+SMALL_CPU_M = {"torchserve": 750, "aotinductor": 250, "executorch": 100}
 
 SERVICES: dict[str, dict] = {
     name: {"steady_rss_mib": steady, "peak_rss_mib": peak,
@@ -121,7 +132,7 @@ SERVICES: dict[str, dict] = {
     for name, (steady, peak) in RSS_MIB.items()
 }
 
-RUNTIMES = ("onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor")
+RUNTIMES = tuple(REGISTRY)  # every registered runtime is sized above (tests/deploy/test_capacity.py)
 
 
 def _round_up_mi(mib: float) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from contract.runtimes import RUNTIMES
 from services.settings import REPO_ROOT, StackSettings
 
 STATE_FILE: Path | None = None  # None: <$STACK_RUN_DIR or .run>/state.json, as the supervisor
@@ -34,16 +35,10 @@ _STARTUP_KEYS = ("startup_s", "startup_seconds", "ready_after_s", "ready_s", "st
 
 
 def service_ports(s: StackSettings) -> dict[int, str]:
-    return {
-        s.gateway_port: "gateway",
-        s.onnxruntime_port: "onnxruntime",
-        s.tflite_port: "tflite",
-        s.tfserving_rest_port: "tfserving",
-        s.tfserving_grpc_port: "tfserving",
-        s.torchserve_inference_port: "torchserve",
-        s.torchserve_management_port: "torchserve",
-        s.aotinductor_port: "aotinductor",
-    }
+    """Which service listens on each port of the stack: the gateway's REST port and every port of
+    every registered runtime."""
+    return {s.gateway_port: "gateway",
+            **{getattr(s, key): r.name for r in RUNTIMES.values() for key in r.port_keys}}
 
 
 def read_state(path: Path | None = None) -> dict[str, dict]:

@@ -44,6 +44,8 @@ class StackSettings(BaseSettings):
     torchserve_grpc_management_port: int = 7071
     aotinductor_host: str = "127.0.0.1"
     aotinductor_port: int = 8300
+    executorch_host: str = "127.0.0.1"
+    executorch_port: int = 8400
 
     omp_num_threads: int = 1
     runtime_intra_op_threads: int = 1

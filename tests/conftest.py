@@ -75,18 +75,13 @@ def real_store() -> Path:
     return store
 
 
-PORT_VARS = (
-    "GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT", "ONNXRUNTIME_PORT", "TFLITE_PORT", "TFSERVING_GRPC_PORT",
-    "TFSERVING_REST_PORT",
-    "TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT", "TORCHSERVE_METRICS_PORT",
-    "TORCHSERVE_GRPC_INFERENCE_PORT", "TORCHSERVE_GRPC_MANAGEMENT_PORT", "AOTINDUCTOR_PORT",
-)  # fmt: skip
-
-
 @contextlib.contextmanager
 def running_stack(store: Path, run_dir: Path):
     """`make up` on free loopback ports in a private run dir over `store`: every runtime + the
     gateway, each having answered a real inference; `make down` afterwards, checked."""
+    from contract.runtimes import RUNTIMES
+    from loadtests.stackrun import PORT_VARS  # the gateway's ports and each registered runtime's
+
     ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS))))
     env = python_env(STACK_RUN_DIR=str(run_dir), STACK_MODEL_STORE=str(store),
                      **{k: str(v) for k, v in ports.items()})  # fmt: skip
@@ -103,13 +98,8 @@ def running_stack(store: Path, run_dir: Path):
             "run_dir": run_dir,
             "env": env,
             "up_output": up.stdout,
-            "runtimes": {
-                "onnxruntime": url("ONNXRUNTIME_PORT"),
-                "tflite": url("TFLITE_PORT"),
-                "tfserving": url("TFSERVING_REST_PORT"),
-                "torchserve": url("TORCHSERVE_INFERENCE_PORT"),
-                "aotinductor": url("AOTINDUCTOR_PORT"),
-            },
+            # Each runtime's own inference API: its registry entry's first port.
+            "runtimes": {name: url(rt.port_keys[0].upper()) for name, rt in RUNTIMES.items()},
         }
     finally:
         pids = _stack_pids(run_dir)

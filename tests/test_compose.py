@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from contract.runtimes import RUNTIMES
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 STACK_ENV = {k: v for k, v in dotenv_values(ROOT / "services" / "stack.env").items()}
-BACKENDS = ["onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor"]
+BACKENDS = list(RUNTIMES)  # every registered runtime has its container
 STACK = [*BACKENDS, "gateway"]
 LOADTEST = ["locust-master", "locust-worker"]
 # Which stack.env ports each service must expose.
@@ -35,6 +37,7 @@ EXPOSED = {
     "torchserve": ["TORCHSERVE_INFERENCE_PORT", "TORCHSERVE_MANAGEMENT_PORT",
                    "TORCHSERVE_METRICS_PORT"],
     "aotinductor": ["AOTINDUCTOR_PORT"],
+    "executorch": ["EXECUTORCH_PORT"],
     "gateway": ["GATEWAY_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_TFS_GRPC_PORT"],  # REST, gRPC x2
 }
 
@@ -163,7 +166,7 @@ def test_healthchecks(services):
     for name, s in services.items():
         hc = s.get("healthcheck") or {}
         assert not hc.get("disable") and hc.get("test") and hc["test"][0] == "CMD", name
-    for name in ["onnxruntime", "tflite", "torchserve", "aotinductor", "gateway"]:
+    for name in [*(b for b in BACKENDS if b != "tfserving"), "gateway"]:  # tfserving: bash, below
         test = services[name]["healthcheck"]["test"]
         assert test[1:4] == ["python", "-m", "services.supervisor.probe"] and test[4] == name
     for name in LOADTEST:
@@ -339,7 +342,8 @@ def _dockerfiles(services: dict) -> dict[str, Path]:
 
 def test_build_contexts_dockerfiles_and_targets_exist(services):
     dockerfiles = _dockerfiles(services)
-    assert set(dockerfiles) == {"onnxruntime", "tflite", "torchserve", "aotinductor", "gateway", *LOADTEST}
+    assert set(dockerfiles) == {"onnxruntime", "tflite", "torchserve", "aotinductor", "executorch", "gateway",
+                                *LOADTEST}
     for name, s in services.items():
         if "build" not in s:
             continue

@@ -17,7 +17,7 @@ from contract.codec import InferRequest, InferResponse
 from contract.manifest import load_store
 
 pytestmark = pytest.mark.real_stack
-SERVICES = {"onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor", "gateway"}
+SERVICES = {"onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor", "executorch", "gateway"}
 
 
 def state(stack) -> dict:

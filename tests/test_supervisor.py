@@ -263,7 +263,8 @@ def test_default_specs_follow_the_settings(monkeypatch, tmp_path):
     specs = spec.default_specs(settings, tmp_path)
     assert [s.name for s in specs] == list(spec.DEFAULT_SERVICES)
     by = {s.name: s for s in specs}
-    assert by["gateway"].after == ["onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor"]
+    assert by["gateway"].after == ["onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor",
+                                   "executorch"]
     assert by["onnxruntime"].ports == {"ONNXRUNTIME_PORT": 18100}
     assert by["onnxruntime"].argv[-4:] == ["--port", "18100", "--model-store",
                                            str(settings.model_store)]

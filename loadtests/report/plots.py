@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from loadtests.report.aggregate import Point, find  # noqa: E402
 
 COLORS = {"torchserve": "tab:red", "tfserving": "tab:orange", "onnxruntime": "tab:blue",
-          "tflite": "tab:green", "aotinductor": "tab:purple"}
+          "tflite": "tab:green", "aotinductor": "tab:purple", "executorch": "tab:brown"}
 
 
 def _err(spreads) -> np.ndarray:

@@ -15,10 +15,11 @@ from loadtests.report import edge_verdict, stats
 from loadtests.report.aggregate import Point, aggregate, one, ref_users
 
 RUNTIME_NAMES = {"torchserve": "TorchServe", "tfserving": "TF Serving",
-                 "onnxruntime": "ONNX Runtime", "tflite": "TFLite", "aotinductor": "AOTInductor"}
+                 "onnxruntime": "ONNX Runtime", "tflite": "TFLite", "aotinductor": "AOTInductor",
+                 "executorch": "ExecuTorch"}
 RUNTIMES = tuple(RUNTIME_NAMES)
 FORMAT_NAMES = {"torchserve": ".mar", "savedmodel": "SavedModel", "onnx": "ONNX",
-                "tflite": ".tflite", "aotinductor": ".pt2", "executorch": ".pte (ExecuTorch, not served)"}
+                "tflite": ".tflite", "aotinductor": ".pt2", "executorch": ".pte"}
 UNDECIDED = "inconclusive"
 AOTI_QUESTION = "PyTorch's current server path (AOTInductor) vs TF Serving (and vs TorchServe)"
 

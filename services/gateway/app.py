@@ -20,9 +20,9 @@ from services.gateway.settings import GatewaySettings
 DESCRIPTION = """One endpoint for every model on every runtime.
 
 Address a model as `<model>` (routed by policy) or `<model>@<runtime>` with runtime one of
-torchserve, tfserving, onnxruntime, tflite, aotinductor. Every response names the runtime that served it in
-`X-Served-By`. With an API key configured, send `Authorization: Bearer <key>` (health routes are
-open)."""
+torchserve, tfserving, onnxruntime, tflite, aotinductor, executorch. Every response names the runtime
+that served it in `X-Served-By`. With an API key configured, send `Authorization: Bearer <key>`
+(health routes are open)."""
 
 
 # Inference routes the middleware serves itself, without FastAPI's per-request routing and

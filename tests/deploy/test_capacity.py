@@ -10,6 +10,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from contract.runtimes import RUNTIMES
 from deploy import capacity, sizing
 
 
@@ -187,8 +188,7 @@ def test_container_resources_shape(service, profile):
 
 
 def test_every_service_is_sized_and_large_is_one_core():
-    assert set(sizing.SERVICES) == {"onnxruntime", "tflite", "tfserving", "torchserve", "aotinductor",
-                                    "gateway", "locust"}
+    assert set(sizing.SERVICES) == {*RUNTIMES, "gateway", "locust"}
     assert all(sizing.cpu_m(s, "large") == 1000 for s in sizing.SERVICES)
 
 

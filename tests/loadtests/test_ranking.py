@@ -29,10 +29,13 @@ def scale(results, runtime, users, factor, model=MODEL):
 def test_runtimes_ranked_by_throughput_at_the_reference_users():
     rows = ranked(synthetic.results())
     assert [(r.runtime, r.rank) for r in rows] == [
-        ("tflite", 1), ("onnxruntime", 2), ("torchserve", 3), ("tfserving", 4), ("aotinductor", None)]
+        ("tflite", 1), ("onnxruntime", 2), ("torchserve", 3), ("tfserving", 4), ("aotinductor", None),
+        ("executorch", None)]
     assert all(r.why_not is None and r.artifact["bytes"] > 0 for r in rows[:4])
-    # the synthetic store has no .pt2: the fifth runtime keeps its row with the reason
+    # the synthetic store has no .pt2 and no .pte: the fifth and sixth runtimes keep their rows
+    # with the reason
     assert rows[4].why_not == "no .pt2 artifact in the store" and rows[4].artifact is None
+    assert rows[5].why_not == "no .pte artifact in the store" and rows[5].artifact is None
 
 
 def test_runtimes_the_verdict_would_not_call_faster_share_a_rank():
@@ -40,7 +43,7 @@ def test_runtimes_the_verdict_would_not_call_faster_share_a_rank():
     scale(results, "onnxruntime", 8, 3100 / 2700)  # 3,300 vs 3,100 +-2%: 6% apart, under 10%
     rows = ranked(results)
     assert {r.runtime for r in rows if r.rank == 1} == {"tflite", "onnxruntime"}
-    assert [r.rank for r in rows] == [1, 1, 3, 4, None]  # no .pt2 in the synthetic store
+    assert [r.rank for r in rows] == [1, 1, 3, 4, None, None]  # no .pt2 / .pte in the synthetic store
     cells = ranking.table_rows(rows, label)
     assert [c[0] for c in cells[:3]] == ["1 (not told apart)", "1 (not told apart)", "3"]
     line = ranking.recommend(rows, 8, label)
@@ -52,10 +55,10 @@ def test_runtimes_the_verdict_would_not_call_faster_share_a_rank():
 def test_single_repeats_are_never_ranked_apart():
     results = synthetic.results(repeats=1, spread=0.0)
     scale(results, "onnxruntime", 8, 1000 / 2700)  # 3,300 vs 1,000, one run each: no spread
-    # (AOTInductor, last, is not in these results: unranked)
-    assert [r.rank for r in ranked(results)] == [1, 1, 1, 1, None]
+    # (AOTInductor and ExecuTorch, last, are not in these results: unranked)
+    assert [r.rank for r in ranked(results)] == [1, 1, 1, 1, None, None]
     assert "at least 3 repeats" in ranking.note(results, 8)
-    assert [r.rank for r in ranked(synthetic.results(repeats=3, spread=0.0))] == [1, 2, 3, 4, None]
+    assert [r.rank for r in ranked(synthetic.results(repeats=3, spread=0.0))] == [1, 2, 3, 4, None, None]
 
 
 def test_a_runtime_that_could_not_serve_the_model_keeps_its_row_with_the_reason():
@@ -70,7 +73,8 @@ def test_a_runtime_that_could_not_serve_the_model_keeps_its_row_with_the_reason(
     results["runs"] = [r for r in results["runs"]
                        if not (r["model"] == MODEL and r["runtime"] == "tfserving")]
     rows = ranked(results)
-    assert [r.runtime for r in rows] == ["onnxruntime", "torchserve", "tfserving", "tflite", "aotinductor"]
+    assert [r.runtime for r in rows] == ["onnxruntime", "torchserve", "tfserving", "tflite", "aotinductor",
+                                         "executorch"]
     by = {r.runtime: r for r in rows}
     assert by["onnxruntime"].rank == 1 and by["tflite"].rank is None
     assert "FlexErf" in by["tflite"].why_not

@@ -13,11 +13,10 @@ import numpy as np
 import orjson
 import pytest
 
-from contract.codec import InferRequest, InferResponse
-from contract.manifest import load_store
 from tests.conftest import AOTI_EXAMPLES
 from tests.gateway.conftest import GatewayProcess
-from tests.services.test_modelserver import Server, metric, run_server
+from tests.services.test_modelserver import (Server, metric, post_infer, reference_arrays, response_arrays,
+                                             run_server)
 
 CNN, TRANSFORMER = AOTI_EXAMPLES
 
@@ -27,17 +26,6 @@ def aoti_server(aoti_export, tmp_path_factory) -> Iterator[Server]:
     store = aoti_export[2]
     with run_server("aotinductor", store, tmp_path_factory.mktemp("aoti-logs")) as srv:
         yield srv
-
-
-def _reference(store: Path, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    x, y, _ = load_store(store)[model].load_reference(store)
-    return x, y
-
-
-def _infer(url: str, model: str, x: dict[str, np.ndarray], binary: bool = False) -> httpx.Response:
-    body, header_len = InferRequest.from_arrays(x).to_oip(binary=binary)
-    headers = {"Inference-Header-Content-Length": str(header_len)} if header_len is not None else {}
-    return httpx.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers, timeout=60)
 
 
 def test_metadata_names_every_input_with_its_datatype(aoti_server: Server) -> None:
@@ -59,41 +47,40 @@ def test_start_up_log_names_the_thread_settings(aoti_server: Server) -> None:
 @pytest.mark.parametrize("batch", [1, 32])
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_infer_matches_the_reference(aoti_server: Server, aoti_export, model: str, batch: int, binary: bool) -> None:
-    x, y = _reference(aoti_export[2], model)
-    r = _infer(aoti_server.url, model, {k: v[:batch] for k, v in x.items()}, binary)
+    x, y = reference_arrays(aoti_export[2], model)
+    r = post_infer(aoti_server.url, model, {k: v[:batch] for k, v in x.items()}, binary)
     assert r.status_code == 200, r.text
-    header = r.headers.get("inference-header-content-length")
-    got = InferResponse.from_oip(r.content, int(header) if header else None).arrays()
+    got = response_arrays(r)
     for name, want in y.items():
         np.testing.assert_allclose(got[name], want[:batch], atol=1e-4)
 
 
 def test_shorter_sequences_are_served(aoti_server: Server, aoti_export) -> None:
-    x, _ = _reference(aoti_export[2], TRANSFORMER)
+    x, _ = reference_arrays(aoti_export[2], TRANSFORMER)
     for seq in (1, 7):
-        r = _infer(aoti_server.url, TRANSFORMER, {k: v[:3, :seq] for k, v in x.items()})
+        r = post_infer(aoti_server.url, TRANSFORMER, {k: v[:3, :seq] for k, v in x.items()})
         assert r.status_code == 200, r.text
 
 
 def test_bad_inputs_are_400_naming_the_problem(aoti_server: Server, aoti_export) -> None:
-    x, _ = _reference(aoti_export[2], TRANSFORMER)
+    x, _ = reference_arrays(aoti_export[2], TRANSFORMER)
     wrong_type = {k: v[:2].astype(np.int32) for k, v in x.items()}
-    r = _infer(aoti_server.url, TRANSFORMER, wrong_type)
+    r = post_infer(aoti_server.url, TRANSFORMER, wrong_type)
     assert r.status_code == 400 and "input_ids" in r.json()["error"] and "INT64" in r.json()["error"], r.text
     # Longer than the positions table: torch.export proved the model for sequence 1..64 only.
     ids = np.ones((1, 65), np.int64)
-    r = _infer(aoti_server.url, TRANSFORMER, {"input_ids": ids, "attention_mask": ids})
+    r = post_infer(aoti_server.url, TRANSFORMER, {"input_ids": ids, "attention_mask": ids})
     assert r.status_code == 400, r.text
     assert "input 'input_ids' has sequence 65; this model takes sequence 1..64" in r.json()["error"]
-    cnn, _ = _reference(aoti_export[2], CNN)
-    r = _infer(aoti_server.url, CNN, {k: v[:1, :, :4] for k, v in cnn.items()})
+    cnn, _ = reference_arrays(aoti_export[2], CNN)
+    r = post_infer(aoti_server.url, CNN, {k: v[:1, :, :4] for k, v in cnn.items()})
     assert r.status_code == 400 and "input" in r.json()["error"], r.text
 
 
 def test_metrics_count_requests_and_batches(aoti_server: Server, aoti_export) -> None:
-    x, _ = _reference(aoti_export[2], CNN)
+    x, _ = reference_arrays(aoti_export[2], CNN)
     before = metric(aoti_server, "modelserver_requests_total", model=CNN, code="200")
-    assert _infer(aoti_server.url, CNN, {k: v[:2] for k, v in x.items()}).status_code == 200
+    assert post_infer(aoti_server.url, CNN, {k: v[:2] for k, v in x.items()}).status_code == 200
     assert metric(aoti_server, "modelserver_requests_total", model=CNN, code="200") == before + 1
     assert metric(aoti_server, "modelserver_batch_size_count", model=CNN) >= 1
 
@@ -113,12 +100,12 @@ def test_through_the_gateway(aoti_server: Server, aoti_export, tmp_path: Path) -
     gw = GatewayProcess(env, tmp_path / "gateway.log")
     try:
         gw.wait_ready(60)
-        x, y = _reference(store, TRANSFORMER)
+        x, y = reference_arrays(store, TRANSFORMER)
         for model in (f"{TRANSFORMER}@aotinductor", TRANSFORMER):
-            r = _infer(gw.url, model, {k: v[:4] for k, v in x.items()})
+            r = post_infer(gw.url, model, {k: v[:4] for k, v in x.items()})
             assert r.status_code == 200, r.text
             assert r.headers["x-served-by"].startswith("aotinductor")
-            got = InferResponse.from_oip(r.content).arrays()
+            got = response_arrays(r)
             np.testing.assert_allclose(got["logits"], y["logits"][:4], atol=1e-4)
         bad = orjson.dumps({"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]})
         r = httpx.post(f"{gw.url}/v2/models/{TRANSFORMER}@aotinductor/infer", content=bad, timeout=30)

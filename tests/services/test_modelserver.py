@@ -22,7 +22,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contract.codec import InferRequest
+from contract.codec import InferRequest, InferResponse
 from contract.manifest import Signature, TensorSpec, load_store
 from services.settings import UnknownModels, select_models
 from tests import http_checks
@@ -257,6 +257,25 @@ def metric(srv: Server, name: str, **labels: str) -> float:
         for s in fam.samples
         if s.name == name and labels.items() <= s.labels.items()
     )
+
+
+def reference_arrays(store: Path, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every input and output of a model's reference batch, by name."""
+    x, y, _ = load_store(store)[model].load_reference(store)
+    return x, y
+
+
+def post_infer(url: str, model: str, x: dict[str, np.ndarray], binary: bool = False) -> httpx.Response:
+    """POST an OIP v2 request of every input in `x` (JSON, or the binary tensor extension)."""
+    body, header_len = InferRequest.from_arrays(x).to_oip(binary=binary)
+    headers = {"Inference-Header-Content-Length": str(header_len)} if header_len is not None else {}
+    return httpx.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers, timeout=60)
+
+
+def response_arrays(r: httpx.Response) -> dict[str, np.ndarray]:
+    """Every output of an OIP v2 response, JSON or binary."""
+    header = r.headers.get("inference-header-content-length")
+    return InferResponse.from_oip(r.content, int(header) if header else None).arrays()
 
 
 def reference(store: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
