@@ -47,13 +47,16 @@ class _ToParent(logging.Handler):
 _to_parent: _ToParent | None = None
 
 
-def _start_worker(setup: Callable[[], None], lines: multiprocessing.Queue) -> None:
+def _start_worker(setup: Callable[[], None], lines: multiprocessing.Queue, progress: str) -> None:
     global _to_parent
     # Inductor would otherwise start a pool of compile processes per worker (one per core).
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     setup()
     _to_parent = _ToParent(lines)
-    logging.getLogger().handlers[:] = [_to_parent]
+    # Only the progress logger goes to the parent. Libraries' records stay on the worker's stderr,
+    # which the exporters capture into each route's log while a converter runs, as in one process.
+    logger = logging.getLogger(progress)
+    logger.handlers[:], logger.propagate = [_to_parent], False
 
 
 def _run_in_worker(job: Callable[[str], Outcome], name: str) -> Outcome:
@@ -72,9 +75,10 @@ def start_order(names: list[str], cost: dict[str, float] | None = None) -> list[
 
 
 def run(names: list[str], job: Callable[[str], Outcome], workers: int, setup: Callable[[], None],
-        echo: Callable[[str], None], cost: dict[str, float] | None = None) -> Iterator[Outcome]:  # fmt: skip
+        echo: Callable[[str], None], cost: dict[str, float] | None = None,
+        progress: str = "exporters") -> Iterator[Outcome]:  # fmt: skip
     """job(name) for every name in `workers` processes, started and yielded in start_order(). The
-    log lines of the first unfinished job are echoed as they come, the others' when their turn
+    lines of the `progress` logger of the first unfinished job are echoed as they come, the others' when their turn
     comes: the progress reads as a sequential run's. job and setup must be picklable (module-level
     functions, functools.partial). Stopping the iteration cancels the jobs not started and waits
     for the running ones (each commits its own model whole, or nothing)."""
@@ -83,7 +87,7 @@ def run(names: list[str], job: Callable[[str], Outcome], workers: int, setup: Ca
     lines: multiprocessing.Queue = ctx.Queue()
     held: dict[str, list[str]] = {n: [] for n in order}
     ended: set[str] = set()
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(setup, lines)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(setup, lines, progress)) as pool:
         futures: dict[str, Future] = {n: pool.submit(_run_in_worker, job, n) for n in order}
         try:
             for name in order:

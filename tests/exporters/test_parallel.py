@@ -47,6 +47,19 @@ def failing_job(name: str, **kw) -> Outcome:
     return sleepy_job(name, **kw)
 
 
+def library_noise_job(name: str) -> Outcome:
+    logging.getLogger("torchao").warning("Failed to load a kernel library")  # a library's own logger
+    log.info("[%s] progress", name)
+    return Outcome(name)
+
+
+def test_only_the_progress_logger_reaches_the_parent(capfd):
+    echoed: list[str] = []
+    list(run(["a", "b"], library_noise_job, 2, cheap_setup, echoed.append))
+    assert echoed == ["[a] progress", "[b] progress"]
+    assert "Failed to load" in capfd.readouterr().err  # on the worker's stderr, as in one process
+
+
 def worker_env(name: str) -> Outcome:
     return Outcome(name, (os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"), os.getpid()))
 
