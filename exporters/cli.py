@@ -166,12 +166,13 @@ def quantize(
     _finish(_quantize(names, store, chosen, limits), store)
 
 
-# Wall seconds of each example (build, every format, its variants) in one sequential cold run,
-# 2 shared cores (README "Exporters"): the parallel run starts the longest first.
+# Wall seconds of each example (build or train, every format, its variants) in one sequential cold
+# run (2 cores shared with other jobs, load average ~8; README "Exporters"): only their order
+# matters, the parallel run starts the longest first. Training dominates the transformers.
 EXAMPLE_SECONDS = {
-    "mobilenetv2-torch": 254, "mobilenetv2-keras": 233, "digits-transformer-torch": 120,
-    "digits-transformer-keras": 60, "digits-mlp-torch": 58, "digits-cnn-torch": 26, "digits-cnn-keras": 18,
-    "digits-mlp-keras": 10,
+    "digits-transformer-keras": 754, "digits-transformer-torch": 473, "mobilenetv2-torch": 254,
+    "mobilenetv2-keras": 233, "digits-mlp-torch": 90, "digits-cnn-torch": 65, "digits-mlp-keras": 50,
+    "digits-cnn-keras": 42,
 }  # fmt: skip
 
 
