@@ -3,7 +3,7 @@
 `python -m exporters examples` builds, exports, certifies and quantizes each example model on its
 own: nothing is shared between models but the store, where each model is committed whole under its
 own name (exporters/store.py). Most of that work is single-threaded (Python, converters, g++), so
-two processes on two cores roughly halve the wall time.
+two processes keep two cores busy (measured: README "Exporters").
 
 Workers are fresh interpreters (spawn: TensorFlow and torch do not survive a fork) with one thread
 per runtime, set by the caller's `setup`, and inductor compiling in-process, so that N workers use
@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import queue
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 
@@ -78,16 +78,17 @@ def run(names: list[str], job: Callable[[str], Outcome], workers: int, setup: Ca
         echo: Callable[[str], None], cost: dict[str, float] | None = None,
         progress: str = "exporters") -> Iterator[Outcome]:  # fmt: skip
     """job(name) for every name in `workers` processes, started and yielded in start_order(). The
-    lines of the `progress` logger of the first unfinished job are echoed as they come, the others' when their turn
-    comes: the progress reads as a sequential run's. job and setup must be picklable (module-level
-    functions, functools.partial). Stopping the iteration cancels the jobs not started and waits
+    lines of the `progress` logger are echoed job by job: the first unfinished job's as they come,
+    the others' when their turn comes, so the progress reads as a sequential run's. job and setup
+    must be picklable (module-level functions, functools.partial). Stopping the iteration cancels the jobs not started and waits
     for the running ones (each commits its own model whole, or nothing)."""
     order = start_order(names, cost)
     ctx = multiprocessing.get_context("spawn")
     lines: multiprocessing.Queue = ctx.Queue()
     held: dict[str, list[str]] = {n: [] for n in order}
     ended: set[str] = set()
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(setup, lines, progress)) as pool:
+    start = {"initializer": _start_worker, "initargs": (setup, lines, progress)}
+    with ProcessPoolExecutor(workers, mp_context=ctx, **start) as pool:
         futures: dict[str, Future] = {n: pool.submit(_run_in_worker, job, n) for n in order}
         try:
             for name in order:
