@@ -90,6 +90,18 @@ class Probe:
     def _loop(self) -> openloop.OpenLoop:
         return openloop.OpenLoop(self.payload, self.bodies, self.base, {})
 
+    def scrape(self) -> dict[str, dict]:
+        return {k: scrape(u) for k, u in self.metrics.items()}
+
+    @staticmethod
+    def server_means(before: dict, after: dict) -> dict:
+        """The gateway's and the runtime's own mean latency (ms) and mean batch between scrapes."""
+        g, r = (before["gateway"], after["gateway"]), (before["runtime"], after["runtime"])
+        return {"gateway_mean_ms": mean_of(*g, "gateway_request_duration_seconds", 1000.0),
+                "runtime_mean_ms": mean_of(*r, "modelserver_request_duration_seconds", 1000.0),
+                "inference_mean_ms": mean_of(*r, "modelserver_inference_duration_seconds", 1000.0),
+                "mean_batch": mean_of(*r, "modelserver_batch_size")}
+
     def single_stream(self, seconds: float) -> np.ndarray:
         """Latencies (ms) of requests sent one at a time, back to back, for `seconds`."""
         loop = self._loop()
@@ -112,16 +124,10 @@ class Probe:
         return np.asarray([r[1] for r in records]) * 1000.0
 
     def open(self, rate: float, arrivals: str, warmup_s: float, window_s: float) -> dict:
-        before = {k: scrape(u) for k, u in self.metrics.items()}
+        before = self.scrape()
         run = openloop.run_open(self.payload, self.bodies, self.base, rate, warmup_s, window_s,
                                 arrivals=arrivals)
-        after = {k: scrape(u) for k, u in self.metrics.items()}
-        g, r = (before["gateway"], after["gateway"]), (before["runtime"], after["runtime"])
-        return {**run,
-                "gateway_mean_ms": mean_of(*g, "gateway_request_duration_seconds", 1000.0),
-                "runtime_mean_ms": mean_of(*r, "modelserver_request_duration_seconds", 1000.0),
-                "inference_mean_ms": mean_of(*r, "modelserver_inference_duration_seconds", 1000.0),
-                "mean_batch": mean_of(*r, "modelserver_batch_size")}
+        return {**run, **self.server_means(before, self.scrape())}
 
 
 @contextlib.contextmanager
@@ -138,11 +144,12 @@ def spinners(n: int = 2):
 
 def measure(probe: Probe, args: argparse.Namespace) -> dict:
     probe.single_stream(1.0)  # warm-up: connections, first-call paths
+    before = probe.scrape()
     lat = probe.single_stream(args.single_s)
     s_mean, cs2 = float(lat.mean()), float(lat.var() / lat.mean() ** 2)
     single = {"requests": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
               "p99_ms": float(np.percentile(lat, 99)), "mean_ms": s_mean, "cs2": cs2,
-              "rate": 1000.0 / s_mean}
+              "rate": 1000.0 / s_mean, **probe.server_means(before, probe.scrape())}
     rows = []
     for frac in args.fractions:
         rate = round(frac * single["rate"], 1)
@@ -168,7 +175,8 @@ def render(doc: dict) -> str:
     s = doc["single_stream"]
     head = (f"{doc['target']}, single stream: {s['requests']} requests, p50 {s['p50_ms']:.2f} ms, "
             f"p99 {s['p99_ms']:.2f} ms, mean E[S] {s['mean_ms']:.2f} ms, Cs^2 {s['cs2']:.2f}, "
-            f"rate 1/E[S] {s['rate']:.0f} req/s")
+            f"rate 1/E[S] {s['rate']:.0f} req/s; gateway mean {_ms(s['gateway_mean_ms'])} ms, "
+            f"runtime mean {_ms(s['runtime_mean_ms'])} ms, mean batch {_ms(s['mean_batch'])}")
     rows = [[f"{r['rho']:g}", f"{r['rate']:g}", r["arrivals"], _ms(r["latency_ms"].get("p50")),
              _ms(r["latency_ms"].get("mean")), _ms(r["kingman_mean_ms"]),
              _ms(r["latency_ms"].get("p99")), _ms(r["gateway_mean_ms"]), _ms(r["runtime_mean_ms"]),
@@ -198,7 +206,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-pairs", type=int, default=2)
     p.add_argument("--store", default=str(get_settings().model_store))
     p.add_argument("--attach", action="store_true", help="use the running `make up` stack")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="stack setting for the own stack, e.g. BATCH_MAX_DELAY_MS=0 (repeatable)")
     args = p.parse_args(argv)
+    if bad := [e for e in args.env if "=" not in e]:
+        p.error(f"--env takes KEY=VALUE, got {', '.join(bad)}")
     if any(not 0 < f < 1 for f in args.fractions):
         p.error("--fractions must lie in (0, 1): at 1/E[S] a single server saturates")
     return args
@@ -207,11 +219,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ctx = (contextlib.nullcontext(stackrun.attached_stack()) if args.attach
-           else stackrun.own_stack(Path(args.store), [args.model]))
+           else stackrun.own_stack(Path(args.store), [args.model],
+                                   dict(e.split("=", 1) for e in args.env)))
     with ctx as stack:
         probe = Probe(stack, args.model, args.runtime)
         started = time.time()
         doc = {"target": f"{args.model}@{args.runtime}", "machine": stackrun.machine(),
+               "env": args.env,
                **measure(probe, args), "seconds": round(time.time() - started, 1)}
     print(render(doc))
     print(f"written: {stackrun.write_report('anomaly', doc)}")
