@@ -28,6 +28,7 @@ $(VENV)/.installed: requirements.lock requirements-edge.lock
 	$(VENV)/bin/pip install --quiet --no-deps --no-compile -r requirements.lock
 	@# ExecuTorch without its declared dependencies (coremltools, ...): see the file's header.
 	$(VENV)/bin/pip install --quiet --no-deps --no-compile -r requirements-edge.lock
+	@# (|| true: a few packages ship templates that are not Python; those are never imported.)
 	$(VENV)/bin/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	@touch $@
 
