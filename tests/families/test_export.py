@@ -10,7 +10,9 @@ from contract.runtimes import FORMATS
 from exporters.targets import formats_for
 from tests.families.zoo import FAMILIES
 
-pytestmark = pytest.mark.families
+# The session's family store is built in the first test's setup: 13 exports, 9.7-12 min here,
+# past the suite's 600 s per-test timeout (pyproject.toml); every test here gets 40 minutes.
+pytestmark = [pytest.mark.families, pytest.mark.timeout(2400)]
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)

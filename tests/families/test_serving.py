@@ -18,7 +18,8 @@ from contract.runtimes import FORMAT_OF_RUNTIME, RUNTIMES
 from exporters.inputs import crop
 from tests.families.zoo import FAMILIES
 
-pytestmark = [pytest.mark.families, pytest.mark.real_stack]
+# (Run alone, the family store is built in this module's first setup: see test_export.py.)
+pytestmark = [pytest.mark.families, pytest.mark.real_stack, pytest.mark.timeout(2400)]
 BATCH = 4
 
 
