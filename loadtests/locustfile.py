@@ -89,8 +89,9 @@ def _build_payloads(environment, **_kw):
         for t in targets
     ]
     _state["user_ids"] = itertools.count()
-    if opts.result_json:
-        _state["recorder"] = Recorder(Path(opts.result_json), opts.warmup, opts.window)
+    # A fresh recorder per run: the bench runs many in one process (loadtests/locust_session.py).
+    _state["recorder"] = (Recorder(Path(opts.result_json), opts.warmup, opts.window)
+                          if opts.result_json else None)
 
 
 class ModelUser(FastHttpUser):
@@ -121,6 +122,11 @@ class ModelUser(FastHttpUser):
         if rate > 0:  # spread the users' phases so paced requests do not arrive in bursts
             users = max(1, self.environment.runner.target_user_count or 1)
             gevent.sleep(random.uniform(0, users / rate))
+
+    def on_stop(self):
+        # Close this user's connections now, not when it is garbage-collected: the bench runs
+        # many runs in one process (loadtests/locust_session.py) and the servers bound theirs.
+        self.client.client.close()
 
     @task
     def infer(self):

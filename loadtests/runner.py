@@ -1,12 +1,13 @@
-"""The bench: headless Locust subprocesses, one per measured point, against a running stack.
+"""The bench: headless Locust runs, one per measured point, against a running stack.
 
 Order: stack check -> preflight of every target -> client ceiling per model -> closed-loop sweeps
 (gateway, then direct for the overhead models) -> open-loop runs at a rate derived from the sweep ->
-capacity at a latency target (server scenario) -> results.json -> report. Every closed-loop run is
-a fresh `locust --headless` process (clean isolation, the way Locust's docs recommend for
-automation); the locustfile resets stats after the warm-up and quits after a fixed window. Open-loop
-runs (fixed rate and capacity steps) are Poisson arrivals from loadtests/openloop.py, in this
-process. A sampler thread here records CPU of load generator, servers and the rest of the machine.
+capacity at a latency target (server scenario) -> results.json -> report. Closed-loop runs share one
+Locust process (loadtests/locust_session.py: a fresh Locust environment, users, connections and
+statistics per run, without paying Locust's ~2 s start-up per run); the locustfile resets stats
+after the warm-up and quits after a fixed window. Open-loop runs (fixed rate and capacity steps)
+are Poisson arrivals from loadtests/openloop.py, in this process. A sampler thread here records
+CPU of load generator, servers and the rest of the machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import httpx
 
 from loadtests import (adaptive, affinity, capacity, edge, monitor, openloop, payloads,
                        server_metrics, standin_overhead)
+from loadtests.locust_session import EXIT_TIMEOUT, LocustSession
 from loadtests.scenarios import Profile, RunSpec, closed_plan, estimate_seconds, open_plan
 from contract.manifest import Manifest, load_store, served_name
 from contract.runtimes import RUNTIMES
@@ -34,7 +36,7 @@ from services.settings import REPO_ROOT, StackSettings
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 REPORTS_DIR = Path(__file__).with_name("reports")
 NOISY_OTHER_PCT = 20.0  # other processes above this (% of one core) make a run suspect
-SAFETY_S = 20  # Locust's own -t bound beyond warm-up + window, in case the window never closes
+SAFETY_S = 20  # a run's bound beyond warm-up + window, in case its window never closes
 
 
 class BenchError(RuntimeError):
@@ -169,41 +171,41 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run_locust(spec: RunSpec, *, host: str, store: Path, warmup: float, window: float,
                out_dir: Path, sampler: monitor.CpuSampler | None = None, samples: int = 0,
-               encoding: str = "auto") -> dict:
-    """One headless Locust run of one point; returns its record (figures of the window only)."""
+               encoding: str = "auto", session: LocustSession | None = None) -> dict:
+    """One headless Locust run of one point; returns its record (figures of the window only).
+    `session` is the bench's Locust process (loadtests/locust_session.py); without one, the run
+    gets a process of its own."""
+    if session is None:
+        with LocustSession(child_env(), REPO_ROOT) as own:
+            return run_locust(spec, host=host, store=store, warmup=warmup, window=window,
+                              out_dir=out_dir, sampler=sampler, samples=samples,
+                              encoding=encoding, session=own)
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rid = spec.run_id
     result_path = raw / f"{rid}.json"
     result_path.unlink(missing_ok=True)
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "-u", str(spec.users), "-r", str(spec.users), "-t", f"{int(warmup + window + SAFETY_S)}s",
-        "--host", host, "--only-summary", "--loglevel", "WARNING",
-        "--csv", str(raw / rid), "--json-file", str(raw / f"{rid}_locust"),
+    args = [
+        "--headless", "-u", str(spec.users), "-r", str(spec.users), "--host", host,
         "--target-model", spec.model, "--target-runtime", spec.runtime, "--via", spec.via,
         "--model-store", str(store), "--rate", str(spec.rate), "--samples", str(samples),
-        "--encoding", encoding,
+        "--encoding", encoding, "--csv", str(raw / rid),
         "--warmup", str(warmup), "--window", str(window), "--result-json", str(result_path),
     ]
     log_path = raw / f"{rid}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
-                                cwd=REPO_ROOT)
-        if sampler:
-            sampler.set_group("loadgen", {os.getpid(), proc.pid}, tree=False)
-        try:
-            code = proc.wait(timeout=warmup + window + SAFETY_S + 40)
-        except subprocess.TimeoutExpired:
-            stop(proc)
-            code = None
+    if sampler:
+        sampler.set_group("loadgen", {os.getpid(), session.pid}, tree=False)
+    code = session.run(args, log_path, timeout=warmup + window + SAFETY_S)
     record = {"id": rid, **asdict(spec), "exit_code": code,
               "log": str(log_path.relative_to(out_dir)),
               "csv": str((raw / f"{rid}_window_stats.csv").relative_to(out_dir))}
     if not result_path.exists():
-        tail = log_path.read_text(errors="replace")[-600:]
+        tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
         return {**record, "ok": False, "error": f"no result (exit code {code}): {tail}"}
     result = json.loads(result_path.read_text())
+    if code == EXIT_TIMEOUT:  # the window was cut at the run's bound: not the figures asked for
+        return {**record, **result, "ok": False,
+                "error": f"the window did not close within {warmup + window + SAFETY_S:g} s"}
     cpu = sampler.window(result["window_start"], result["window_end"]) if sampler else {}
     ok = result["requests"] > 0 and result["failures"] < result["requests"]
     return {**record, **result, "ok": ok, "cpu": cpu,
@@ -284,7 +286,7 @@ def capacity_phase(profile: Profile, live: list[tuple[str, str]], runs: list[dic
 
 def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile: Profile,
                     out_dir: Path, sampler: monitor.CpuSampler | None,
-                    encoding: str = "auto") -> dict:
+                    encoding: str = "auto", session: LocustSession | None = None) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "loadtests.ceiling", "--model", model, "--port", str(port),
            "--model-store", str(store)]
@@ -297,7 +299,7 @@ def measure_ceiling(model: str, users: int, repeat: int, *, store: Path, profile
         spec = RunSpec("ceiling", "closed", model, "ceiling", users, repeat)
         return run_locust(spec, host=f"http://127.0.0.1:{port}", store=store,
                           warmup=profile.warmup_s, window=profile.window_s, out_dir=out_dir,
-                          sampler=sampler, samples=1, encoding=encoding)
+                          sampler=sampler, samples=1, encoding=encoding, session=session)
     finally:
         stop(proc)
         if sampler:
@@ -429,6 +431,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
     cpu_sets = affinity.apply(affinity.plan(affinity.available_cpus()), services)
     say(f"CPU sets: {cpu_sets['note']}")
     sampler = monitor.CpuSampler(services).start()
+    session = LocustSession(child_env(), REPO_ROOT)  # one Locust process for every closed-loop run
 
     runs: list[dict] = []
     ceilings: dict[str, float] = {}
@@ -453,7 +456,8 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             spec = RunSpec("ceiling", "closed", model, "ceiling", users, 1)
             r = execute(spec, lambda: measure_ceiling(model, users, 1, store=store,
                                                       profile=profile, out_dir=out_dir,
-                                                      sampler=sampler, encoding=encoding))
+                                                      sampler=sampler, encoding=encoding,
+                                                      session=session))
             ceiling_of.update({m: model for m in same})
             if r.get("ok"):
                 ceilings.update({m: r["rps"] for m in same})
@@ -461,7 +465,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             host = payloads.base_url(payloads.Target(spec.via, spec.model, spec.runtime), settings)
             return execute(spec, lambda: with_server_time(spec, settings, lambda: run_locust(
                 spec, host=host, store=store, warmup=profile.warmup_s, window=profile.window_s,
-                out_dir=out_dir, sampler=sampler, encoding=encoding)))
+                out_dir=out_dir, sampler=sampler, encoding=encoding, session=session)))
 
         for spec in closed:
             closed_run(spec)
@@ -480,6 +484,7 @@ def bench(profile: Profile, settings: StackSettings, out_dir: Path | None = None
             execute(spec, lambda: open_run(spec, profile.window_s))
         capacities = capacity_phase(profile, live, runs, execute, open_run)
     finally:
+        session.close()
         sampler.stop()
         affinity.restore(cpu_sets)
 

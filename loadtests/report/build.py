@@ -309,7 +309,7 @@ def sections(results: dict, out_dir: Path) -> list[Section]:
         "environment. `raw/<run>`: `.json` window summary; `_window_stats.csv` / "
         "`_window_failures.csv` Locust's stats at the moment the window closed; Locust's own "
         "`--csv` files (`_stats_history.csv` has the per-second history; `_stats.csv` is rewritten "
-        "once a second and may miss the last second) and `--json-file`; `.log`."]))
+        "once a second and may miss the last second); `.log`, the run's Locust log."]))
     return out
 
 
