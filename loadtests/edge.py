@@ -1,7 +1,7 @@
 """Edge: every certified artifact a device would run in-process, measured at batch 1.
 
     python -m loadtests.edge [--models a,b] [--store DIR] [--json out.json]
-                             [--max-calls 200] [--max-seconds 1.5] [--rounds 3]
+                             [--max-calls 200] [--max-seconds 1.5] [--rounds 5]
 
 Per model of the store: the float TFLite, ONNX and ExecuTorch artifacts and every quantized variant
 of them (manifest keys "<format>:<variant>"). Each certified one is loaded with its serving
@@ -46,7 +46,7 @@ FAMILY_LABELS = {"tflite": "TFLite (LiteRT)", "onnxruntime": "ONNX Runtime", "ex
 WARMUP_CALLS = 3
 MAX_CALLS = 200
 MAX_SECONDS = 1.5
-ROUNDS = 3  # each artifact's calls split over this many interleaved rounds (--rounds)
+ROUNDS = 5  # each artifact's calls split over this many interleaved rounds (--rounds); see the README
 REWARM_CALLS = 1  # untimed, at the start of each later round: another process had the caches
 FAMILY_TIMEOUT_S = 180  # the longest wait for one answer of a worker (its set-up, one round)
 
@@ -314,7 +314,8 @@ def table(doc: dict) -> str:
                        f"{rounds_text(meas)} | {meas['rss_mb']:.1f} | "
                        f"{_f(meas.get('accuracy'), '.3f')} | {_f(meas.get('top1_agreement'), '.3f')} | "
                        f"{cert.get('text', '')} |")
-    fam = ", ".join(f"{f} {v.get('seconds', '?')} s" + (f" ({v['error']})" if v.get("error") else "")
+    fam = ", ".join(f"{f} {v.get('busy_s', v.get('seconds', '?'))} s busy"
+                    + (f" ({v['error']})" if v.get("error") else "")
                     for f, v in doc["families"].items())
     return "\n".join(out) + f"\n\nedge phase {doc['seconds']} s ({fam})"
 

@@ -234,7 +234,8 @@ def run(job_path: Path, out_path: Path, commands, replies) -> None:
     Replies one JSON line per command on `replies`: {"ready"} once set up, then for each
     {"do": "round", "round": r, "model": m} -> {"done": [r, m]}; {"do": "finish"} writes the
     result to out_path ({"family", "version", "threads", "baseline_rss_mb", "setup_rss_mb",
-    "artifacts": {model: {key: figures or {"error"}}}, "seconds"}) and ends the process.
+    "artifacts": {model: {key: figures or {"error"}}}, "seconds" alive, "busy_s" working}) and
+    ends the process.
     Between commands the process waits on `commands`, using no CPU."""
     started = time.perf_counter()
     job = json.loads(job_path.read_text())
@@ -245,15 +246,18 @@ def run(job_path: Path, out_path: Path, commands, replies) -> None:
                                         f"adapter: {type(e).__name__}: {e}"[:600]}))  # fmt: skip
         reply(replies, {"failed": True})
         return
+    busy = time.perf_counter() - started  # set-up and rounds, not the waits between them
     reply(replies, {"ready": True})
     for line in commands:
         cmd = json.loads(line)
         if cmd["do"] == "round":
+            t0 = time.perf_counter()
             worker.round(cmd["round"], cmd["model"])
+            busy += time.perf_counter() - t0
             reply(replies, {"done": [cmd["round"], cmd["model"]]})
         elif cmd["do"] == "finish":
             out = worker.result()
-            out["seconds"] = round(time.perf_counter() - started, 2)
+            out["seconds"], out["busy_s"] = round(time.perf_counter() - started, 2), round(busy, 2)
             out_path.write_text(json.dumps(out))
             reply(replies, {"finished": True})
             return

@@ -96,7 +96,8 @@ def _intro(edge: dict) -> list[str]:
     fam = "; ".join(
         f"{FAMILY_LABELS.get(f, f)} {v.get('version', '?')}: {v['error']}" if v.get("error") else
         f"{FAMILY_LABELS.get(f, f)} {v.get('version')} ({v.get('threads')} thread): process {v.get('baseline_rss_mb')} MB "
-        f"after imports, +{v.get('setup_rss_mb')} MB runtime set-up, {v.get('seconds')} s"
+        f"after imports, +{v.get('setup_rss_mb')} MB runtime set-up, "
+        + (f"{v['busy_s']} s busy" if "busy_s" in v else f"{v.get('seconds')} s")
         for f, v in fams.items())  # fmt: skip
     return [
         "What a device would run in-process: the float TFLite, ONNX and ExecuTorch artifacts and every "
@@ -108,7 +109,8 @@ def _intro(edge: dict) -> list[str]:
            "verdict compares two artifacts round by round, so the machine's drift between their turns is in "
            "its interval. " if lim.get("rounds") else
            ". Measured before interleaved rounds existed: one run per runtime, one after another. ") +
-        "RSS +MB is what loading and running the artifact (its first round) added to its process (one process per runtime, "
+        "RSS +MB is what loading and running the artifact (its first round) added to its process (one "
+        "process per runtime, "
         "artifacts kept loaded, the runtime's one-time set-up charged to none of them; under ~1 MB is within "
         "the method's resolution). Accuracy and top-1 "
         "agreement are measured here, one sample at a time, on the reference samples; the drop is against "

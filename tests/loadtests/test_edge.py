@@ -52,7 +52,7 @@ def test_every_certified_artifact_is_measured_and_the_uncertified_one_is_not(sto
         m = rows[key]["measured"]
         assert "error" not in m, (key, m)
         assert 3 <= m["calls"] <= 40 and len(m["latencies_ms"]) == m["calls"]
-        assert [x["round"] for x in m["rounds"]] == [0, 1, 2] and sum(x["calls"] for x in m["rounds"]) == m["calls"]
+        assert [x["round"] for x in m["rounds"]] == list(range(edge.ROUNDS)) and sum(x["calls"] for x in m["rounds"]) == m["calls"]
         assert 0 < m["p50_ms"] <= m["p99_ms"] < 1000 and m["load_s"] > 0, (key, m)
         assert math.isfinite(m["rss_mb"])
         # certified: a quantized variant agrees on >= 98% and loses <= 1 point (its thresholds)
@@ -121,7 +121,7 @@ def test_rounds_interleave_the_families_one_at_a_time_in_the_claimed_order(fake_
 def test_a_worker_that_dies_mid_round_is_reported_and_the_others_finish(fake_store, monkeypatch):
     # its 50th call: primer 20, round 1 (3 warm-up + 10) per model = 46, then round 2 of a-torch
     monkeypatch.setenv(edge_fakes.FAIL_ENV, "onnxruntime:50:die")
-    doc = edge.measure(fake_store, ["a-torch", "b-keras"], max_calls=30, max_seconds=5,
+    doc = edge.measure(fake_store, ["a-torch", "b-keras"], max_calls=30, max_seconds=5, rounds=3,
                        adapters=edge_fakes.ADAPTERS)  # fmt: skip
     err = doc["families"]["onnxruntime"]["error"]
     assert err == ("the onnxruntime worker exited (code 3) during round 2 of a-torch: "
@@ -135,7 +135,7 @@ def test_a_worker_that_dies_mid_round_is_reported_and_the_others_finish(fake_sto
 
 def test_a_worker_that_hangs_mid_round_is_stopped_after_the_timeout(fake_store, monkeypatch):
     monkeypatch.setenv(edge_fakes.FAIL_ENV, "tflite:50:hang")
-    doc = edge.measure(fake_store, ["a-torch", "b-keras"], max_calls=30, max_seconds=5,
+    doc = edge.measure(fake_store, ["a-torch", "b-keras"], max_calls=30, max_seconds=5, rounds=3,
                        adapters=edge_fakes.ADAPTERS, timeout_s=3)  # fmt: skip
     assert doc["families"]["tflite"]["error"] == ("the tflite worker gave no answer in 3 s during round 2 "
                                                   "of a-torch; stopped it")
