@@ -20,6 +20,16 @@ def measured(row: dict) -> dict | None:
     return m if m and not m.get("error") else None
 
 
+def round_p50s(m: dict) -> list[float]:
+    """The p50 of each interleaved round (loadtests/edge.py); [] in a result from before rounds."""
+    return [r["p50_ms"] for r in m.get("rounds") or []]
+
+
+def rounds_text(m: dict) -> str:
+    """'0.020 / 0.021 / 0.020', '–' without rounds."""
+    return " / ".join(f"{x:.3f}" for x in round_p50s(m)) or "–"
+
+
 def name(row: dict) -> str:
     """'TFLite int8-static', 'ONNX Runtime (float)'."""
     return f"{FAMILY_LABELS.get(row['family'], row['family'])} {row.get('variant') or '(float)'}"
@@ -66,17 +76,17 @@ def table_rows(model: dict) -> list[list]:
         err = cert.get("max_abs_error")
         head = [f"`{r['key']}`", FAMILY_LABELS.get(r["family"], r["family"]), size(r.get("bytes"))]
         if reason := why_not(r):
-            out.append([*head, [reason], "", "", "", "", "", ""])
+            out.append([*head, [reason], "", "", "", "", "", "", ""])
             continue
         m = measured(r)
         top1 = m.get("top1_agreement")
         out.append([*head, f"{m['load_s'] * 1000:.1f}", f"{m['p50_ms']:.3f} / {m['p99_ms']:.3f} ({m['calls']})",
-                    f"{m['rss_mb']:.1f}", _accuracy(r, model), "–" if top1 is None else f"{top1:.3f}",
+                    rounds_text(m), f"{m['rss_mb']:.1f}", _accuracy(r, model), "–" if top1 is None else f"{top1:.3f}",
                     "–" if err is None else f"{err:.1e}", cert.get("text", "")])  # fmt: skip
     return out
 
 
-HEADERS = ["artifact", "runtime", "size", "load ms", "p50 / p99 ms (calls)", "RSS +MB",
+HEADERS = ["artifact", "runtime", "size", "load ms", "p50 / p99 ms (calls)", "p50 per round ms", "RSS +MB",
            "accuracy (vs float source)", "top-1 agreement", "max abs error", "certificate"]
 
 
@@ -86,14 +96,21 @@ def _intro(edge: dict) -> list[str]:
     fam = "; ".join(
         f"{FAMILY_LABELS.get(f, f)} {v.get('version', '?')}: {v['error']}" if v.get("error") else
         f"{FAMILY_LABELS.get(f, f)} {v.get('version')} ({v.get('threads')} thread): process {v.get('baseline_rss_mb')} MB "
-        f"after imports, +{v.get('setup_rss_mb')} MB runtime set-up, {v.get('seconds')} s"
+        f"after imports, +{v.get('setup_rss_mb')} MB runtime set-up, "
+        + (f"{v['busy_s']} s busy" if "busy_s" in v else f"{v.get('seconds')} s")
         for f, v in fams.items())  # fmt: skip
     return [
         "What a device would run in-process: the float TFLite, ONNX and ExecuTorch artifacts and every "
         "quantized variant, each loaded with its serving adapter's own code (services/<runtime>/runtime.py), "
         f"batch 1, after {lim.get('warmup_calls')} untimed calls, at most {lim.get('max_calls')} calls or "
-        f"{lim.get('max_seconds')} s each, on the model's reference samples at full length (round robin). "
-        "RSS +MB is what loading and running the artifact added to its process (one process per runtime, "
+        f"{lim.get('max_seconds')} s each, on the model's reference samples at full length (round robin)"
+        + (f", split over {lim['rounds']} interleaved rounds: in each, per model, every runtime's process times "
+           "its artifacts for its share, one process at a time, runtimes rotated from round to round; the "
+           "verdict compares two artifacts round by round, so the machine's drift between their turns is in "
+           "its interval. " if lim.get("rounds") else
+           ". Measured before interleaved rounds existed: one run per runtime, one after another. ") +
+        "RSS +MB is what loading and running the artifact (its first round) added to its process (one "
+        "process per runtime, "
         "artifacts kept loaded, the runtime's one-time set-up charged to none of them; under ~1 MB is within "
         "the method's resolution). Accuracy and top-1 "
         "agreement are measured here, one sample at a time, on the reference samples; the drop is against "

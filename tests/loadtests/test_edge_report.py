@@ -75,3 +75,66 @@ def test_report_has_the_edge_section_plot_and_the_ranking_shows_every_variant(tm
 
 def test_ranking_has_no_edge_rows_without_an_edge_phase():
     assert ranking.edge_rows(synthetic.results(), "digits-cnn-torch") == []
+
+
+def with_rounds(res: dict, model: str, p50s_of: dict[str, list[float]]) -> dict:
+    """res with these artifacts' rows measured in interleaved rounds at the given p50s (their
+    per-call latencies regrouped so the run's p50 is what the rounds pooled give)."""
+    import numpy as np
+
+    for row in res["edge"]["models"][model]["rows"]:
+        if row["key"] in p50s_of:
+            p50s, m = p50s_of[row["key"]], row["measured"]
+            noise = np.exp(np.random.default_rng(len(row["key"])).normal(0, 0.02, 60))
+            m["latencies_ms"] = [float(p * n) for p in p50s for n in noise]
+            m["p50_ms"], m["calls"] = float(np.median(m["latencies_ms"])), len(m["latencies_ms"])
+            m["rounds"] = [{"round": i, "calls": 60, "p50_ms": p, "window_s": [i, i + 0.1]} for i, p in enumerate(p50s)]
+    res["edge"]["limits"]["rounds"] = 3
+    return res
+
+
+def keras_pair(tflite_rounds, onnx_rounds):
+    res = with_rounds(synthetic.with_edge(synthetic.results()), "digits-cnn-keras",
+                      {"tflite:int8-dynamic": tflite_rounds, "onnx:int8-dynamic": onnx_rounds})
+    return [f for f in edge_cell(res)["findings"] if "digits-cnn-keras" in f["key"]], edge_cell(res)
+
+
+def test_a_pair_whose_rounds_disagree_is_not_called_a_winner():
+    # TFLite 1.5x ahead in two rounds, 1.33x behind in the third: pooled over the calls TFLite's
+    # p50 is 0.020 vs 0.030 and the per-call bootstrap (no drift in it) calls it 1.5x faster.
+    found, cell = keras_pair([0.020, 0.020, 0.040], [0.030, 0.030, 0.030])
+    assert [f["outcome"] for f in found] == ["inconclusive"]
+    assert "fastest not told apart: TFLite int8-dynamic" in cell["answer"]
+    text = next(d for d in cell["details"] if "digits-cnn-keras: not told apart" in d)
+    assert "(inconclusive): TFLite int8-dynamic 1.19× [" in text and text.endswith("(3 interleaved rounds)")
+
+
+def test_a_pair_apart_in_every_round_is_called_and_so_is_a_tie():
+    found, cell = keras_pair([0.020, 0.023, 0.019], [0.041, 0.044, 0.040])
+    assert [f["outcome"] for f in found] == ["a"]
+    assert "fastest TFLite int8-dynamic (" in cell["answer"]
+    assert any("TFLite int8-dynamic 2.02× lower latency [" in d and d.endswith("vs ONNX Runtime int8-dynamic "
+               "(3 interleaved rounds)") for d in cell["details"])  # fmt: skip
+    found, _ = keras_pair([0.020, 0.023, 0.019], [0.0201, 0.0232, 0.0192])  # same drift, 1% apart
+    assert [f["outcome"] for f in found] == ["tie"]
+
+
+def test_two_rounds_decide_nothing_and_a_result_without_rounds_says_how_it_was_compared():
+    res = with_rounds(synthetic.with_edge(synthetic.results()), "digits-cnn-keras",
+                      {"tflite:int8-dynamic": [0.020, 0.021], "onnx:int8-dynamic": [0.090, 0.091]})
+    found = [f for f in edge_cell(res)["findings"] if "digits-cnn-keras" in f["key"]]
+    assert [f["outcome"] for f in found] == ["inconclusive"]  # stats.Method.min_repeats = 3
+    old = edge_cell(synthetic.with_edge(synthetic.results()))
+    assert any(d.endswith("(one run, per-call bootstrap: drift between runs not in it)") for d in old["details"])
+
+
+def test_the_report_shows_each_rounds_p50_and_a_dash_without_rounds(tmp_path):
+    res = with_rounds(synthetic.with_edge(synthetic.results()), "digits-cnn-keras",
+                      {"tflite:int8-dynamic": [0.020, 0.023, 0.019]})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(res))
+    build_report(path)
+    edge = (tmp_path / "report.md").read_text().split("## Edge: every certified in-process artifact")[1]
+    assert "split over 3 interleaved rounds" in edge
+    assert "| 0.020 / 0.023 / 0.019 |" in edge.split("digits-cnn-keras")[1]
+    assert "(200) | – |" in edge.split("digits-cnn-keras")[0]  # the torch rows have no rounds
