@@ -63,13 +63,7 @@ def by_rounds(lead: dict, other: dict, method: stats.Method) -> stats.Ratio | No
     n, mean = len(logs), float(logs.mean())
     half = (float(t_dist.ppf((1 + method.confidence) / 2, n - 1)) * float(logs.std(ddof=1)) / math.sqrt(n)
             if n >= 2 else 0.0)  # fmt: skip
-    est, lo, hi = math.exp(mean), math.exp(mean - half), math.exp(mean + half)
-    edge = 1 + method.negligible
-    decided = n >= method.min_repeats
-    outcome = (stats.FASTER if decided and lo > edge else stats.SLOWER if decided and hi < 1 / edge
-               else stats.TIE if decided and 1 / edge <= lo and hi <= edge else stats.INCONCLUSIVE)
-    more = stats._more_repeats(n, mean, lo, hi, method) if outcome == stats.INCONCLUSIVE else 0
-    return stats.Ratio(est, lo, hi, n, n, outcome, more)
+    return stats.decide(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, n, method)
 
 
 def speed(m: dict) -> float:

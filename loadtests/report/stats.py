@@ -167,7 +167,14 @@ def ratio(a: list[float], b: list[float], higher_is_better: bool, method: Method
     est = float(np.median(xa) / np.median(xb))
     tail = (1 - method.confidence) / 2
     lo, hi = (float(q) for q in np.quantile(bootstrap(xa, xb, method, pa, pb), [tail, 1 - tail]))
-    n = min(len(a), len(b))
+    return decide(est, lo, hi, len(a), len(b), method)
+
+
+def decide(est: float, lo: float, hi: float, n_a: int, n_b: int, method: Method) -> Ratio:
+    """The verdict on a ratio and its interval [lo, hi] (> 1: A better) from n_a and n_b repeats:
+    faster / slower when the whole interval is beyond the ±negligible band, a tie when it is all
+    inside, else inconclusive with the repeats that would likely decide it."""
+    n = min(n_a, n_b)
     edge = 1 + method.negligible
     if n >= method.min_repeats and lo > edge:
         outcome = FASTER
@@ -178,4 +185,4 @@ def ratio(a: list[float], b: list[float], higher_is_better: bool, method: Method
     else:
         outcome = INCONCLUSIVE
     more = _more_repeats(n, math.log(est), lo, hi, method) if outcome == INCONCLUSIVE else 0
-    return Ratio(est, lo, hi, len(a), len(b), outcome, more)
+    return Ratio(est, lo, hi, n_a, n_b, outcome, more)
