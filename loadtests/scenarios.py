@@ -18,13 +18,15 @@ RUNTIMES += tuple(r for r in REGISTRY if r not in RUNTIMES)  # runtimes added si
 # Runtimes made for devices: served and benchable by name (--runtimes), measured in-process by the
 # report's Edge section; the quick profile leaves them out of its gateway runs (time budget).
 EDGE_RUNTIMES: tuple[str, ...] = ("executorch",)
-# Wall-clock cost of one Locust subprocess beyond warm-up + window (start-up, spawn, exit):
-# 0.85-0.91 s measured here over two quick benches of 82 runs; 1.52 s on average over the 158 runs
-# of the quick bench of 2026-12-07 10:13 (`import locust` alone takes 1.3 s).
-RUN_OVERHEAD_S = 1.5
+# Wall-clock cost of one Locust run beyond warm-up + window (users' spawn, stop, files). A locust
+# subprocess per run cost 1.52 s on average over the 158 runs of the quick bench of 2026-12-07
+# 10:13 (`import locust` alone takes 1.2-1.3 s); runs in one Locust process
+# (loadtests/locust_session.py) cost 0.48-0.92 s against 3.6-5.9 s for a process per run, 6 runs
+# each, interleaved, at load 6-7 (2026-12-07 15:18).
+RUN_OVERHEAD_S = 0.7
 # The edge phase (loadtests/edge.py): 49-55 s for the quick profile's 6 models at load 5-9, most of
-# it the ExecuTorch process (torch import, MobileNetV2's first call).
-EDGE_S_PER_MODEL = 9.0
+# it the ExecuTorch process (torch import, MobileNetV2's first call); 52-65 s in 5 rounds.
+EDGE_S_PER_MODEL = 10.0
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,13 @@ PROFILES: dict[str, Profile] = {
         capacity_max_steps=5,
         capacity_min_requests=200,
         capacity_max_window_s=2.5,
-        # Up to ~5 more runs: at ~±25% window-to-window noise a 1.5x difference needs ~6
-        # repeats a side to clear the ±10% threshold (stats.py); closer ones stay inconclusive.
+        # Up to ~15 more runs (~3 s each): at ~±25% window-to-window noise a 1.5x difference
+        # needs ~6 repeats a side to clear the ±10% threshold (stats.py); closer ones stay
+        # inconclusive. Two consecutive benches differed only in comparisons one of them left
+        # inconclusive (9 of 62, never opposite winners, with 20 s here), which is what this
+        # budget settles.
         max_repeats=6,
-        adaptive_s=20.0,
+        adaptive_s=45.0,
     ),
     # ~3.5 hours here (~40 minutes of it the capacity search).
     "full": Profile(
