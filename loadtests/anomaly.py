@@ -29,41 +29,18 @@ import contextlib
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
 from contract.manifest import load_manifest
-from loadtests import openloop, payloads, stackrun
+from loadtests import openloop, payloads, server_metrics, stackrun
 from services.settings import get_settings
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.85)
 SPIN = "import os\nos.nice(19)\nwhile True:\n    pass\n"
-
-
-def histogram_sums(text: str) -> dict[str, float]:
-    """Each _sum / _count series of a Prometheus exposition, summed over its label sets."""
-    out: Counter = Counter()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.endswith(("_sum", "_count")):
-                out[s.name] += s.value
-    return dict(out)
-
-
-def scrape(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return histogram_sums(r.read().decode())
-
-
-def mean_of(before: dict, after: dict, name: str, scale: float = 1.0) -> float | None:
-    """Mean of histogram `name` over the observations made between two scrapes."""
-    n = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
-    return None if n <= 0 else scale * (after[f"{name}_sum"] - before.get(f"{name}_sum", 0.0)) / n
 
 
 def kingman_ms(s_mean_ms: float, cs2: float, rho: float, ca2: float) -> float | None:
@@ -78,6 +55,7 @@ class Probe:
 
     def __init__(self, stack: stackrun.Stack, model: str, runtime: str):
         manifest = load_manifest(stack.store / model)
+        self.model = model
         target = payloads.Target("gateway", model, runtime)
         self.payload = payloads.build_payload(target, manifest, stack.store)
         self.bodies = openloop.encode_bodies(self.payload, manifest, stack.store)
@@ -90,17 +68,18 @@ class Probe:
     def _loop(self) -> openloop.OpenLoop:
         return openloop.OpenLoop(self.payload, self.bodies, self.base, {})
 
-    def scrape(self) -> dict[str, dict]:
-        return {k: scrape(u) for k, u in self.metrics.items()}
+    def scrape(self) -> dict[str, dict | None]:
+        return {k: server_metrics.scrape(u, self.model) for k, u in self.metrics.items()}
 
     @staticmethod
     def server_means(before: dict, after: dict) -> dict:
         """The gateway's and the runtime's own mean latency (ms) and mean batch between scrapes."""
-        g, r = (before["gateway"], after["gateway"]), (before["runtime"], after["runtime"])
-        return {"gateway_mean_ms": mean_of(*g, "gateway_request_duration_seconds", 1000.0),
-                "runtime_mean_ms": mean_of(*r, "modelserver_request_duration_seconds", 1000.0),
-                "inference_mean_ms": mean_of(*r, "modelserver_inference_duration_seconds", 1000.0),
-                "mean_batch": mean_of(*r, "modelserver_batch_size")}
+        g = server_metrics.delta(before["gateway"], after["gateway"])
+        r = server_metrics.delta(before["runtime"], after["runtime"])
+        return {"gateway_mean_ms": server_metrics.mean(g, "gateway", 1000.0),
+                "runtime_mean_ms": server_metrics.mean(r, "request", 1000.0),
+                "inference_mean_ms": server_metrics.mean(r, "inference", 1000.0),
+                "mean_batch": server_metrics.mean(r, "batch_size")}
 
     def single_stream(self, seconds: float) -> np.ndarray:
         """Latencies (ms) of requests sent one at a time, back to back, for `seconds`."""

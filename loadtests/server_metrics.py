@@ -18,6 +18,7 @@ from services.settings import StackSettings
 
 # Histogram base name -> key in a snapshot (the codec histogram is split by stage).
 HISTOGRAMS = {
+    "gateway_request_duration_seconds": "gateway",  # the gateway's own /metrics
     "modelserver_request_duration_seconds": "request",
     "modelserver_inference_duration_seconds": "inference",
     "modelserver_batch_size": "batch_size",
@@ -42,7 +43,8 @@ def _is_model(label: str | None, model: str) -> bool:
 
 
 def parse(text: str, model: str) -> dict[str, list[float]]:
-    """{"request"|"inference"|"batch_size"|"decode"|"encode": [sum, count]} of one model."""
+    """{"gateway"|"request"|"inference"|"batch_size"|"decode"|"encode": [sum, count]} of one
+    model, summed over its other labels (endpoint, runtime)."""
     out: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(text):
         key = HISTOGRAMS.get(family.name)
@@ -75,3 +77,10 @@ def delta(before: dict | None, after: dict | None) -> dict[str, list[float]] | N
     zero = [0.0, 0.0]
     return {k: [a[0] - before.get(k, zero)[0], a[1] - before.get(k, zero)[1]]
             for k, a in after.items()}
+
+
+def mean(added: dict | None, key: str, scale: float = 1.0) -> float | None:
+    """Mean of one histogram over what a delta() added (x scale, e.g. 1000 for ms); None when
+    nothing was observed."""
+    total, n = (added or {}).get(key, (0.0, 0.0))
+    return scale * total / n if n > 0 else None

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from loadtests import anomaly, stackrun
+from loadtests import anomaly, server_metrics, stackrun
 from tests.loadtests.fakes import FakeOIPServer
 
 
@@ -14,17 +14,24 @@ def test_kingman_is_the_service_time_when_idle_and_grows_with_burstiness_and_loa
     assert anomaly.kingman_ms(2.0, 0.5, 1.0, 1.0) is None
 
 
-def test_histogram_means_between_two_scrapes():
+def test_server_means_between_two_scrapes_are_the_probed_models():
     reg = CollectorRegistry()
-    h = Histogram("gateway_request_duration_seconds", "x", ["model"], registry=reg)
-    h.labels("a").observe(0.010)
-    before = anomaly.histogram_sums(generate_latest(reg).decode())
-    h.labels("a").observe(0.002)
-    h.labels("b").observe(0.004)  # label sets are summed
-    after = anomaly.histogram_sums(generate_latest(reg).decode())
-    assert anomaly.mean_of(before, after, "gateway_request_duration_seconds", 1000.0) == \
-        pytest.approx(3.0)
-    assert anomaly.mean_of(after, after, "gateway_request_duration_seconds") is None
+    gw = Histogram("gateway_request_duration_seconds", "x", ["endpoint", "model", "runtime"],
+                   registry=reg)
+    rt = Histogram("modelserver_inference_duration_seconds", "x", ["model"], registry=reg)
+    gw.labels("infer", "a", "onnxruntime").observe(0.010)
+    snap = lambda: server_metrics.parse(generate_latest(reg).decode(), "a")  # noqa: E731
+    before = {"gateway": snap(), "runtime": snap()}
+    gw.labels("infer", "a", "onnxruntime").observe(0.002)
+    gw.labels("v2-infer", "a", "onnxruntime").observe(0.004)  # the model's label sets add up
+    gw.labels("infer", "b", "onnxruntime").observe(1.0)  # another model's: not counted
+    rt.labels("a").observe(0.001)
+    after = {"gateway": snap(), "runtime": snap()}
+    means = anomaly.Probe.server_means(before, after)
+    assert means["gateway_mean_ms"] == pytest.approx(3.0)
+    assert means["inference_mean_ms"] == pytest.approx(1.0)
+    assert means["runtime_mean_ms"] is None and means["mean_batch"] is None  # nothing observed
+    assert anomaly.Probe.server_means(after, after)["gateway_mean_ms"] is None
 
 
 def test_single_stream_sends_one_request_at_a_time(store):
