@@ -82,18 +82,12 @@ def runner(path: Path, signature):
 
     def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         body, _ = InferRequest.from_arrays(x).to_oip()
-        (reply,) = run_in_process(str(unpacked), [orjson_loads(body)])
+        (reply,) = run_in_process(str(unpacked), [body])  # the request bytes, as a client sends them
         if "error" in reply:
             raise RuntimeError(f"handler answered {reply.get('status')}: {reply['error']}")
         return InferResponse.from_oip(orjson_dumps(reply)).arrays()
 
     return run
-
-
-def orjson_loads(b: bytes):
-    import orjson
-
-    return orjson.loads(b)
 
 
 def orjson_dumps(doc) -> bytes:

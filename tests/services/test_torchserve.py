@@ -135,6 +135,20 @@ def test_run_in_process_matches_source(tiny, name):
     np.testing.assert_allclose(output(r1), y[:1], atol=TOL)
 
 
+def test_run_in_process_takes_the_request_bytes_as_a_client_sends_them(tiny):
+    """The exporter's parity check passes the encoded request as it is: the same answer as the
+    dict, and a broken body is refused as TorchServe would refuse it."""
+    import json
+
+    src = tiny["models"]["tiny-torch"]
+    x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
+    as_bytes, broken = json.dumps(oip(x)).encode(), json.dumps(oip(x))[:-5].encode()
+    r_dict, r_bytes, r_broken = ts_handler.run_in_process(str(src), [oip(x), as_bytes, broken])
+    assert output(r_bytes).tolist() == output(r_dict).tolist()
+    np.testing.assert_allclose(output(r_bytes), y, atol=TOL)
+    assert r_broken["status"] == 400 and "error" in r_broken
+
+
 def test_invalid_requests_fail_alone_in_a_batch(tiny):
     src = tiny["models"]["tiny-torch"]
     x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
