@@ -235,8 +235,15 @@ def run_in_process(
         serialized_file = found[0]
     context = _fake_context(model_dir, serialized_file)
     handler = TensorHandler()
-    handler.initialize(context)
-    out = handler.handle([{"body": b if isinstance(b, bytes) else json.dumps(b).encode()} for b in bodies], context)
+    caller_path = list(sys.path)
+    try:
+        handler.initialize(context)
+        out = handler.handle([{"body": b if isinstance(b, bytes) else json.dumps(b).encode()} for b in bodies], context)
+    finally:
+        # initialize() puts model_dir first on sys.path, as TorchServe needs. The caller (an
+        # exporter certifying a .mar, a test) keeps its own: processes it spawns later inherit
+        # sys.path and would import the .mar's partial copy of contract instead of the package.
+        sys.path[:] = caller_path
     results = [json.loads(r) for r in out]
     for i, (code, _) in context.statuses.items():
         results[i]["status"] = code
