@@ -1,3 +1,4 @@
 from exporters.cli import app
 
-app(prog_name="python -m exporters")
+if __name__ == "__main__":  # not in the spawned workers of exporters/parallel.py
+    app(prog_name="python -m exporters")

@@ -166,9 +166,48 @@ def quantize(
     _finish(_quantize(names, store, chosen, limits), store)
 
 
+# Wall seconds of each example (build or train, every format, its variants) in one sequential cold
+# run (2 cores shared with other jobs, load average ~8; README "Exporters"): only their order
+# matters, the parallel run starts the longest first. Training dominates the transformers.
+EXAMPLE_SECONDS = {
+    "digits-transformer-keras": 754, "digits-transformer-torch": 473, "mobilenetv2-torch": 254,
+    "mobilenetv2-keras": 233, "digits-mlp-torch": 90, "digits-cnn-torch": 65, "digits-mlp-keras": 50,
+    "digits-cnn-keras": 42,
+}  # fmt: skip
+
+
+def _example(name: str, store: Path, fmts: tuple[str, ...], tolerance: float, variants: tuple[str, ...],
+             limits, debug: bool):  # fmt: skip
+    """One example, start to end: build (train) it, export it to every format, quantize it.
+    Outcome.result = (float artifact rows, quantized variant rows); Outcome.error = the source could
+    not be built."""
+    from exporters.examples.build import sources
+    from exporters.parallel import Outcome
+    from exporters.pipeline import export_model
+    from exporters.sources import SourceError
+
+    try:
+        (src,) = sources((name,))
+        rows = export_model(src, store, fmts, tolerance, debug=debug)[1]
+    except (ValueError, SourceError) as e:
+        if debug:
+            raise
+        return Outcome(name, error=str(e))
+    return Outcome(name, (rows, _quantize(_trained((name,), store), store, variants, limits)))
+
+
+def _worker_setup(debug: bool) -> None:
+    _setup(debug)
+    _threads(debug)
+
+
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, help="models exported at once, each in its own process with "
+                                      "one thread per runtime (default: 2, or 1 on a one-core machine); --debug: 1")]  # fmt: skip
+
+
 @app.command()
 def examples(
-    names: Annotated[Optional[list[str]], typer.Argument(help="example models (default: all six)")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="example models (default: all eight)")] = None,
     store: StoreOpt = Path("model_store"),
     formats: FormatsOpt = ",".join(FORMATS),
     tolerance: TolOpt = 1e-4,
@@ -176,26 +215,44 @@ def examples(
     min_top1: MinTop1Opt = "0.98",
     max_accuracy_drop: MaxDropOpt = "0.01",
     max_abs_error: MaxAbsOpt = "none",
+    jobs: JobsOpt = min(2, os.cpu_count() or 1),
     debug: DebugOpt = False,
 ) -> None:
-    """Train the bundled examples (digits MLP/CNN, MobileNetV2 random-init) and export them."""
+    """Train the bundled examples (digits MLP/CNN/transformer, MobileNetV2 random-init) and export
+    them. With --jobs > 1 the models start longest first and their progress is printed model by
+    model in that order; the table lists them in the order given, at any --jobs."""
+    import contextlib
+    from functools import partial
+
     _setup(debug)
     fmts = _formats(formats)
     chosen_variants, limits = _variants(variants), _thresholds(min_top1, max_accuracy_drop, max_abs_error)
-    from exporters.examples.build import EXAMPLES, sources
-    from exporters.pipeline import export_model
-    from exporters.sources import SourceError
+    from exporters.examples.build import EXAMPLES, check_names
+    from exporters import parallel
 
-    _threads(debug)
     chosen = tuple(names) if names else EXAMPLES
-    rows = []
     try:
-        for src in sources(chosen):
-            rows += export_model(src, store, fmts, tolerance, debug=debug)[1]
-    except (ValueError, SourceError) as e:
+        check_names(chosen)
+    except ValueError as e:
         _fail(",".join(chosen), "-", e, debug)
-    rows += _quantize(_trained(chosen, store), store, chosen_variants, limits)
-    _finish(rows, store, variants_fail=False)
+    job = partial(_example, store=store, fmts=fmts, tolerance=tolerance, variants=chosen_variants, limits=limits,
+                  debug=debug)  # fmt: skip
+    if jobs == 1 or debug or len(chosen) == 1:  # --debug: tracebacks and converter output as they happen
+        _threads(debug)
+        outcomes = (job(name) for name in chosen)
+    else:
+        echo = partial(typer.echo, err=True)
+        outcomes = parallel.run(list(chosen), job, min(jobs, len(chosen)), partial(_worker_setup, debug), echo,
+                                EXAMPLE_SECONDS)  # fmt: skip
+    results = {}
+    with contextlib.closing(outcomes):
+        for out in outcomes:
+            if out.error is not None:  # stops here, as a sequential run would; running workers finish
+                _fail(out.name, "-", ValueError(out.error), debug)
+            results[out.name] = out.result
+    rows = [row for name in chosen for row in results[name][0]]
+    variant_rows = [row for name in chosen for row in results[name][1]]
+    _finish(rows + variant_rows, store, variants_fail=False)
 
 
 @app.command()

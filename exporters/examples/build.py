@@ -155,10 +155,14 @@ def _named(model, name: str):
     return [s.model_copy(update={"name": name}) for s in input_specs(model)]
 
 
-def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
+def check_names(names: tuple[str, ...]) -> None:
     unknown = set(names) - set(EXAMPLES)
     if unknown:
         raise ValueError(f"unknown example(s) {sorted(unknown)}; choose from {', '.join(EXAMPLES)}")
+
+
+def sources(names: tuple[str, ...] = EXAMPLES) -> Iterator[SourceModel]:
+    check_names(names)
     digits = data.load_digits()
     for name in names:
         start = time.perf_counter()

@@ -32,6 +32,9 @@ class SourceModel:
     native: Any = field(repr=False)  # nn.Module / ScriptModule / keras.Model / loaded SavedModel
     inputs_note: str = "held-out samples"  # how the reference inputs were drawn (parity certificate)
     workdir: Path | None = None
+    # The source's outputs per parity case (parity.source_outputs): computed once, so that every
+    # artifact is checked against the same arrays and the source does not re-run per format.
+    case_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def framework(self) -> str:

@@ -27,14 +27,20 @@ ARTIFACT = "model.pt2"
 # compile time here (digits CNN: 24.4 s default, 24.5 s O0, 25.0 s one thread), and O0 ran 20-50%
 # slower and doubled the file (services/aotinductor/README.md). Named so that the cache key covers them.
 INDUCTOR_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O1"}
-# Where compiled packages are kept, by key: outside the store, which is mounted into every
-# container and copied into the Kubernetes store image.
+# Where compiled packages are kept, by key: outside the store (mounted into every container and
+# copied into the Kubernetes store image), and outside the clone, in the user's cache directory as
+# torch's inductor cache and pip's are: a fresh clone on the same machine reuses the packages. The
+# key covers everything a package depends on, so sharing it between clones is safe.
 CACHE_ENV = "SERVEBENCH_AOTI_CACHE"
-DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "aotinductor"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    """$SERVEBENCH_AOTI_CACHE, else $XDG_CACHE_HOME/servebench/aotinductor, else
+    ~/.cache/servebench/aotinductor."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "servebench" / "aotinductor"
 
 
 def cache_key(program_bytes: bytes, metadata: dict[str, str]) -> str:

@@ -76,24 +76,18 @@ def runner(path: Path, signature):
     from contract.codec import InferRequest, InferResponse
     from services.torchserve.handler import run_in_process
 
-    unpacked = Path(tempfile.mkdtemp(prefix="mar-"))
+    unpacked = tempfile.TemporaryDirectory(prefix="mar-")  # removed once `run` is dropped
     with zipfile.ZipFile(path) as z:
-        z.extractall(unpacked)
+        z.extractall(unpacked.name)
 
     def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         body, _ = InferRequest.from_arrays(x).to_oip()
-        (reply,) = run_in_process(str(unpacked), [orjson_loads(body)])
+        (reply,) = run_in_process(unpacked.name, [body])  # the request bytes, as a client sends them
         if "error" in reply:
             raise RuntimeError(f"handler answered {reply.get('status')}: {reply['error']}")
         return InferResponse.from_oip(orjson_dumps(reply)).arrays()
 
     return run
-
-
-def orjson_loads(b: bytes):
-    import orjson
-
-    return orjson.loads(b)
 
 
 def orjson_dumps(doc) -> bytes:

@@ -211,6 +211,24 @@ def test_tolerance_scales_with_the_output_magnitude(monkeypatch):
         assert result.outputs["output_0"].scale == pytest.approx(scale)
 
 
+def test_the_source_runs_once_per_case_for_every_format(monkeypatch, two_source):
+    """Each case's expected outputs are computed once and every format is held to those same
+    arrays: an artifact that is off still fails in the second format checked."""
+    calls: list[tuple] = []
+    real = two_source.predict
+    two_source.predict = lambda x: calls.append(tuple(v.shape for v in x.values())) or real(x)
+    reference = parity.reference_outputs(two_source)  # what export_model records, before the formats
+    fake(monkeypatch, lambda x: dict(zip(["scores", "pooled"], real(x))))
+    assert parity.check(two_source, "onnx", None).ok
+    assert parity.check(two_source, "tflite", None).ok
+    assert sorted(calls) == sorted(tuple(v.shape for v in x.values()) for _, x in parity.cases(two_source))
+    assert len(calls) == len(parity.cases(two_source)) == 3  # batch 1, batch 32 (the reference), sequence 7
+    assert parity.reference_outputs(two_source) is reference
+    fake(monkeypatch, lambda x: {"scores": real(x)[0] + 1e-3, "pooled": real(x)[1]})
+    result = parity.check(two_source, "savedmodel", None)
+    assert not result.ok and "output scores" in result.error and len(calls) == 3
+
+
 # --- root causes --------------------------------------------------------------------------------
 
 
@@ -421,3 +439,21 @@ def test_certified_onnx_artifact_is_the_stored_one(source, tmp_path):
     art = manifest.artifacts["onnx"]
     path = manifest.artifact_path(store, "onnx")
     assert (art.bytes, art.sha256) == (size(path), sha256(path))
+
+
+# --- the AOTInductor compile cache --------------------------------------------------------------
+
+
+def test_aotinductor_cache_is_the_users_not_the_clones(monkeypatch, tmp_path):
+    """A fresh clone on the same machine finds the packages compiled before (as torch's inductor
+    cache and pip's are found): $XDG_CACHE_HOME, else ~/.cache; SERVEBENCH_AOTI_CACHE wins."""
+    from exporters.targets import aotinductor
+
+    monkeypatch.delenv(aotinductor.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert aotinductor.cache_dir() == tmp_path / "xdg" / "servebench" / "aotinductor"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert aotinductor.cache_dir() == tmp_path / "home" / ".cache" / "servebench" / "aotinductor"
+    monkeypatch.setenv(aotinductor.CACHE_ENV, str(tmp_path / "mine"))
+    assert aotinductor.cache_dir() == tmp_path / "mine"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from contract.manifest import Manifest, Signature, Source, TensorSpec, load_store
+from contract.manifest import Manifest, Signature, Source, TensorSpec, load_manifest, load_store
 from services.settings import REPO_ROOT
 from services.torchserve import handler as ts_handler
 from services.torchserve import wait_until_ready
@@ -133,6 +134,38 @@ def test_run_in_process_matches_source(tiny, name):
     assert r32["outputs"][0]["datatype"] == "FP32" and r32["outputs"][0]["shape"] == [32, 3]
     np.testing.assert_allclose(output(r32), y, atol=TOL)
     np.testing.assert_allclose(output(r1), y[:1], atol=TOL)
+
+
+def test_the_exporters_runner_leaves_the_process_as_it_found_it(tiny, tmp_path, monkeypatch):
+    """Certifying a .mar in process (exporters/targets/torchserve.py) must not leave the unpacked
+    .mar first on sys.path (processes spawned later, e.g. `examples --jobs 2` workers, inherit it
+    and imported its partial contract copy: no contract.runtimes) nor on disk."""
+    from exporters.targets import torchserve
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the runner unpacks
+    src = tiny["models"]["tiny-onnx"]
+    x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
+    caller_path = list(sys.path)
+    run = torchserve.runner(tiny["store"] / "torchserve" / "tiny-onnx.mar", load_manifest(src).signature)
+    np.testing.assert_allclose(run({"input": x})["logits"], y, atol=TOL)
+    assert sys.path == caller_path
+    assert [p.name[:4] for p in tmp_path.iterdir()] == ["mar-"]  # unpacked while in use...
+    del run
+    assert list(tmp_path.iterdir()) == []  # ...and removed after
+
+
+def test_run_in_process_takes_the_request_bytes_as_a_client_sends_them(tiny):
+    """The exporter's parity check passes the encoded request as it is: the same answer as the
+    dict, and a broken body is refused as TorchServe would refuse it."""
+    import json
+
+    src = tiny["models"]["tiny-torch"]
+    x, y = np.load(src / "inputs.npy"), np.load(src / "outputs.npy")
+    as_bytes, broken = json.dumps(oip(x)).encode(), json.dumps(oip(x))[:-5].encode()
+    r_dict, r_bytes, r_broken = ts_handler.run_in_process(str(src), [oip(x), as_bytes, broken])
+    assert output(r_bytes).tolist() == output(r_dict).tolist()
+    np.testing.assert_allclose(output(r_bytes), y, atol=TOL)
+    assert r_broken["status"] == 400 and "error" in r_broken
 
 
 def test_invalid_requests_fail_alone_in_a_batch(tiny):
