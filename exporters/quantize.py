@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,6 @@ def _onnx_static(src: Path, dest: Path, calibration: Inputs | None) -> dict[str,
 
 
 def _executorch_int8(source: SourceModel, dest: Path, calibration: Inputs | None) -> Exported:
-    import tempfile
-
     from exporters.targets import executorch
     from exporters.workspace import Workspace
 
@@ -302,13 +301,13 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         path = final / str(version) / variant.filename
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    origin = f"the {manifest.source.framework} source model" if variant.from_source else \
+    made_from = f"the {manifest.source.framework} source model" if variant.from_source else \
         manifest.artifacts[variant.source_format].path
     exported = built if isinstance(built, Exported) else Exported(variant.filename, built)
     fixed = manifest.artifacts[variant.format].fixed_shapes if variant.format in manifest.artifacts else None
     art = manifest.artifacts[key] = Artifact(
         format=variant.format, variant=variant.name, version=version, path=str(path.relative_to(model_dir)),
-        bytes=store_io.size(path), sha256=store_io.sha256(path), route=f"{variant.method}, from {origin}",
+        bytes=store_io.size(path), sha256=store_io.sha256(path), route=f"{variant.method}, from {made_from}",
         converters=exported.converters, export_seconds=round(seconds, 3), parity=cert,
         fixed_shapes=exported.fixed_shapes or fixed, extra=exported.extra,
     )  # fmt: skip
