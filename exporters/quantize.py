@@ -75,6 +75,8 @@ class Variant:
     build: Callable[[Path | SourceModel, Path, Inputs | None], dict[str, str] | Exported]
     calibrated: bool = False
     from_source: bool = False  # built from the source model, not from the source_format file
+    # why it cannot be built from this certified source artifact (known in advance), or None
+    blocked: Callable[[Artifact], str | None] | None = None
 
     @property
     def key(self) -> str:
@@ -167,7 +169,8 @@ SOURCE_VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in (
         Variant("executorch", "int8", "executorch", "ExecuTorch int8 (PT2E XNNPACKQuantizer, per-channel weights, XNNPACK "
-                "delegate), calibrated on the reference batch", _executorch_int8, calibrated=True, from_source=True),
+                "delegate), calibrated on the reference batch", _executorch_int8, calibrated=True, from_source=True,
+                blocked=lambda float_artifact: target("executorch").int8_blocked(float_artifact)),
     )
 }  # fmt: skip
 
@@ -277,6 +280,10 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         manifest.failed[key] = ExportFailure(error=message)
         log.error("[%s] %s", name, message)
         return Row(name, key, False, message=message)
+    if variant.blocked is not None and (why := variant.blocked(manifest.artifacts[variant.source_format])):
+        manifest.failed[key] = ExportFailure(error=f"no {key}: {why}")
+        log.error("[%s] %s", name, manifest.failed[key].error)
+        return Row(name, key, False, message=manifest.failed[key].error)
     staging = model_dir / f".staging-{variant.format}-{variant.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / str(version)).mkdir(parents=True)

@@ -115,6 +115,17 @@ def export_int8(ws: Workspace, dest: Path, calibration: dict[str, np.ndarray] | 
     return _lower(ws, dest, xnnpack=True, int8=True, calibration=calibration)
 
 
+def int8_blocked(float_artifact) -> str | None:
+    """Why the int8 variant would fail without trying, or None: it lowers to XNNPACK, so when the
+    float program fell back to the portable kernels (XNNPACK refused its graph: the transformers'
+    reshapes with two dynamic dims) the int8 one fails the same way, after minutes of quantizing."""
+    if float_artifact.extra.get("delegate") == "XNNPACK":
+        return None
+    refused = next((f.error for f in float_artifact.routes_failed if f.route == ROUTES[0].name), "not tried")
+    return (f"not attempted: the float program could not use the XNNPACK delegate ({refused}) and this int8 "
+            "route lowers to XNNPACK")
+
+
 def _portable(ws: Workspace, dest: Path) -> Exported:
     return _lower(ws, dest, xnnpack=False)
 

@@ -133,6 +133,19 @@ def test_a_source_variant_needs_the_source_and_a_keras_model_has_none(real_store
     assert key not in m.artifacts and key not in m.failed
 
 
+def test_executorch_int8_is_not_attempted_where_xnnpack_refused_the_float_program(real_store, tmp_path) -> None:
+    """The transformer's float .pte runs on the portable kernels (XNNPACK refused its reshapes);
+    the int8 route lowers to XNNPACK and failed the same way after ~5 minutes: it is listed with
+    that root cause at once, not rebuilt (the source is never touched: object() stands in)."""
+    (key,) = SOURCE_VARIANTS
+    store = copy_models(real_store, tmp_path, "digits-transformer-torch")
+    m, rows = quantize_model(store, "digits-transformer-torch", (key,), source=object())
+    assert not rows[0].ok and key not in m.artifacts
+    error = m.failed[key].error
+    assert error.startswith(f"no {key}: not attempted: the float program could not use the XNNPACK delegate"), error
+    assert "XNNPACK reshape only supports 1 dynamic dimension" in error and "this int8 route lowers to XNNPACK" in error
+
+
 def test_cli_quantize_refuses_unknown_variants_and_bad_thresholds(real_store, tmp_path) -> None:
     store = copy_models(real_store, tmp_path, "digits-mlp-torch")
     cmd = [sys.executable, "-m", "exporters", "quantize", "digits-mlp-torch", "--store", str(store)]
