@@ -92,17 +92,22 @@ def _finish(rows, store: Path, variants_fail: bool = True) -> None:
         raise typer.Exit(1)
 
 
-def _variants(value: str) -> tuple[str, ...]:
-    from exporters.quantize import VARIANTS
+def _variants(value: str, from_source: bool = False) -> tuple[str, ...]:
+    """from_source: the source model is at hand (`examples`), so SOURCE_VARIANTS can be built too."""
+    from exporters.quantize import SOURCE_VARIANTS, VARIANTS
 
+    choices = {**VARIANTS, **SOURCE_VARIANTS} if from_source else VARIANTS
     if value.strip() in ("all", ""):
-        return tuple(VARIANTS)
+        return tuple(choices)
     if value.strip() == "none":
         return ()
     chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in VARIANTS]
+    if need_source := [v for v in chosen if v in SOURCE_VARIANTS and v not in choices]:
+        raise typer.BadParameter(f"{need_source} are built from the source model while it is exported "
+                                 "(python -m exporters examples), not from the store")  # fmt: skip
+    unknown = [v for v in chosen if v not in choices]
     if unknown:
-        raise typer.BadParameter(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}, all or none")
+        raise typer.BadParameter(f"unknown variant(s) {unknown}; choose from {', '.join(choices)}, all or none")
     return chosen
 
 
@@ -120,13 +125,13 @@ def _thresholds(min_top1: str, max_drop: str, max_abs: str):
     return Thresholds(num("--min-top1", min_top1), num("--max-accuracy-drop", max_drop), num("--max-abs-error", max_abs))
 
 
-def _quantize(names, store: Path, variants: tuple[str, ...], thresholds) -> list:
+def _quantize(names, store: Path, variants: tuple[str, ...], thresholds, source=None) -> list:
     from exporters.quantize import quantize_model
 
     rows = []
     for name in names:
         if (Path(store) / name / "manifest.json").is_file():  # a source that could not be built has none
-            rows += quantize_model(store, name, variants, thresholds)[1]
+            rows += quantize_model(store, name, variants, thresholds, source=source)[1]
     return rows
 
 
@@ -193,7 +198,8 @@ def _example(name: str, store: Path, fmts: tuple[str, ...], tolerance: float, va
         if debug:
             raise
         return Outcome(name, error=str(e))
-    return Outcome(name, (rows, _quantize(_trained((name,), store), store, variants, limits)))
+    # the source too: executorch:int8 is quantized from the torch program (quantize.SOURCE_VARIANTS)
+    return Outcome(name, (rows, _quantize(_trained((name,), store), store, variants, limits, src)))
 
 
 def _worker_setup(debug: bool) -> None:
@@ -226,7 +232,8 @@ def examples(
 
     _setup(debug)
     fmts = _formats(formats)
-    chosen_variants, limits = _variants(variants), _thresholds(min_top1, max_accuracy_drop, max_abs_error)
+    chosen_variants = _variants(variants, from_source=True)
+    limits = _thresholds(min_top1, max_accuracy_drop, max_abs_error)
     from exporters.examples.build import EXAMPLES, check_names
     from exporters import parallel
 

@@ -10,6 +10,12 @@ reference batch (reference/inputs.npz) as representative data. Variants, by mani
     tflite:fp16           float16 weights
     onnx:int8-dynamic     onnxruntime.quantization.quantize_dynamic (int8 weights)
     onnx:int8-static      quantize_static, QDQ format, calibrated (MinMax)
+    executorch:int8       PT2E XNNPACKQuantizer (int8 activations, per-channel int8 weights),
+                          calibrated, lowered to the XNNPACK delegate (PyTorch sources only)
+
+ExecuTorch's quantizer works on the torch program, not on a stored file: executorch:int8 is a
+SOURCE_VARIANTS entry, built while the source model is at hand (`python -m exporters examples`
+passes it to quantize_model); `python -m exporters quantize` builds the VARIANTS only.
 
 A quantized artifact cannot meet the float tolerance. Its certificate (Parity.quantized) records,
 on the reference batch: top-1 agreement with the float source, max abs error, accuracy on the
@@ -27,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +46,8 @@ from contract.runtimes import RUNTIMES, RUNTIME_OF_FORMAT
 from exporters import store as store_io
 from exporters.errors import captured, root_cause
 from exporters.pipeline import Row
-from exporters.targets import target
+from exporters.sources import SourceModel
+from exporters.targets import Exported, formats_for, target
 from exporters.workspace import versions
 
 log = logging.getLogger("exporters")
@@ -62,8 +70,13 @@ class Variant:
     name: str
     source_format: str  # the certified artifact it is made from
     method: str
-    build: Callable[[Path, Path, Inputs | None], dict[str, str]]  # (source, dest file, calibration) -> converters
+    # (source file, or the SourceModel when from_source; dest file; calibration) -> converters, or
+    # an Exported when the variant has its own fixed shapes and extras (ExecuTorch's max_shapes)
+    build: Callable[[Path | SourceModel, Path, Inputs | None], dict[str, str] | Exported]
     calibrated: bool = False
+    from_source: bool = False  # built from the source model, not from the source_format file
+    # why it cannot be built from this certified source artifact (known in advance), or None
+    blocked: Callable[[Artifact], str | None] | None = None
 
     @property
     def key(self) -> str:
@@ -71,7 +84,7 @@ class Variant:
 
     @property
     def filename(self) -> str:
-        return "model.tflite" if self.format == "tflite" else "model.onnx"
+        return {"tflite": "model.tflite", "executorch": "model.pte"}.get(self.format, "model.onnx")
 
 
 def _samples(x: Inputs) -> list[Inputs]:
@@ -131,6 +144,15 @@ def _onnx_static(src: Path, dest: Path, calibration: Inputs | None) -> dict[str,
     return versions("onnxruntime", "onnx")
 
 
+def _executorch_int8(source: SourceModel, dest: Path, calibration: Inputs | None) -> Exported:
+    from exporters.targets import executorch
+    from exporters.workspace import Workspace
+
+    with tempfile.TemporaryDirectory(prefix=f"quantize-{source.name}-") as tmp:
+        # log None: the caller captures the converter output into the variant's log
+        return executorch.export_int8(Workspace(source, Path(tmp)), dest.parent, calibration)
+
+
 VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in (
@@ -141,6 +163,14 @@ VARIANTS: dict[str, Variant] = {
         Variant("onnx", "int8-dynamic", "onnx", "onnxruntime.quantization.quantize_dynamic (int8 weights)", _onnx_dynamic),
         Variant("onnx", "int8-static", "onnx", "onnxruntime.quantization.quantize_static (QDQ, int8, MinMax), "
                 "calibrated on the reference batch", _onnx_static, calibrated=True),
+    )
+}  # fmt: skip
+SOURCE_VARIANTS: dict[str, Variant] = {
+    v.key: v
+    for v in (
+        Variant("executorch", "int8", "executorch", "ExecuTorch int8 (PT2E XNNPACKQuantizer, per-channel weights, XNNPACK "
+                "delegate), calibrated on the reference batch", _executorch_int8, calibrated=True, from_source=True,
+                blocked=lambda float_artifact: target("executorch").int8_blocked(float_artifact)),
     )
 }  # fmt: skip
 
@@ -211,19 +241,28 @@ def _judge(t: Thresholds, top1: float | None, drop: float | None, worst: float, 
 
 
 def quantize_model(store: Path, name: str, keys: tuple[str, ...] = tuple(VARIANTS), thresholds: Thresholds = Thresholds(),
-                   calibration: Inputs | None = None, version: int = 1) -> tuple[Manifest, list[Row]]:  # fmt: skip
+                   calibration: Inputs | None = None, version: int = 1,
+                   source: SourceModel | None = None) -> tuple[Manifest, list[Row]]:  # fmt: skip
     """Build, certify and record the variants `keys` of one model of the store. `calibration`
-    replaces the reference batch as representative data (tests break it on purpose)."""
+    replaces the reference batch as representative data (tests break it on purpose). `source`:
+    the model's SourceModel, needed by SOURCE_VARIANTS. A variant of a format the source's
+    framework has no route to (Keras -> ExecuTorch) is skipped, as its float format is."""
     store = Path(store)
     model_dir = store / name
     manifest = load_manifest(model_dir)
     reference, _, _ = manifest.load_reference(store)
     rows = []
     for key in keys:
-        variant = VARIANTS[key]
+        variant = VARIANTS.get(key) or SOURCE_VARIANTS[key]
+        if not formats_for(manifest.source.framework, (variant.format,)):
+            continue
+        if variant.from_source and source is None:
+            raise ValueError(f"{key} is built from the source model while it is exported (python -m exporters "
+                             "examples), not from the store")  # fmt: skip
         manifest.artifacts.pop(key, None)
         manifest.failed.pop(key, None)
-        rows.append(_one(manifest, store, variant, thresholds, calibration if calibration is not None else reference, version))
+        rows.append(_one(manifest, store, variant, thresholds, calibration if calibration is not None else reference,
+                         version, source))  # fmt: skip
     tmp = model_dir / f".manifest-{os.getpid()}.json"
     tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
     tmp.replace(model_dir / "manifest.json")  # readers never see half a manifest
@@ -231,7 +270,7 @@ def quantize_model(store: Path, name: str, keys: tuple[str, ...] = tuple(VARIANT
 
 
 def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Thresholds, calibration: Inputs,
-         version: int) -> Row:  # fmt: skip
+         version: int, source: SourceModel | None = None) -> Row:  # fmt: skip
     name, key = manifest.name, variant.key
     model_dir = store / name
     log_path = model_dir / "logs" / f"{variant.format}-{variant.name}.log"
@@ -241,6 +280,10 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         manifest.failed[key] = ExportFailure(error=message)
         log.error("[%s] %s", name, message)
         return Row(name, key, False, message=message)
+    if variant.blocked is not None and (why := variant.blocked(manifest.artifacts[variant.source_format])):
+        manifest.failed[key] = ExportFailure(error=f"no {key}: {why}")
+        log.error("[%s] %s", name, manifest.failed[key].error)
+        return Row(name, key, False, message=manifest.failed[key].error)
     staging = model_dir / f".staging-{variant.format}-{variant.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / str(version)).mkdir(parents=True)
@@ -250,8 +293,8 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         start = time.perf_counter()
         try:
             with captured(log_path):  # converters print a lot (MLIR, XNNPACK, onnxruntime warnings)
-                converters = variant.build(manifest.artifact_path(store, variant.source_format), path,
-                                           calibration if variant.calibrated else None)  # fmt: skip
+                origin = source if variant.from_source else manifest.artifact_path(store, variant.source_format)
+                built = variant.build(origin, path, calibration if variant.calibrated else None)
         except Exception as e:  # noqa: BLE001 - any converter failure is this variant's failure
             message = f"no {key}: {variant.method} failed: {root_cause(e)}; converter log: {log_path}"
             manifest.failed[key] = ExportFailure(error=message, log=str(log_path.relative_to(store)))
@@ -265,12 +308,15 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         path = final / str(version) / variant.filename
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    src = manifest.artifacts[variant.source_format]
+    made_from = f"the {manifest.source.framework} source model" if variant.from_source else \
+        manifest.artifacts[variant.source_format].path
+    exported = built if isinstance(built, Exported) else Exported(variant.filename, built)
+    fixed = manifest.artifacts[variant.format].fixed_shapes if variant.format in manifest.artifacts else None
     art = manifest.artifacts[key] = Artifact(
         format=variant.format, variant=variant.name, version=version, path=str(path.relative_to(model_dir)),
-        bytes=store_io.size(path), sha256=store_io.sha256(path), route=f"{variant.method}, from {src.path}",
-        converters=converters, export_seconds=round(seconds, 3), parity=cert,
-        fixed_shapes=manifest.artifacts[variant.format].fixed_shapes if variant.format in manifest.artifacts else None,
+        bytes=store_io.size(path), sha256=store_io.sha256(path), route=f"{variant.method}, from {made_from}",
+        converters=exported.converters, export_seconds=round(seconds, 3), parity=cert,
+        fixed_shapes=exported.fixed_shapes or fixed, extra=exported.extra,
     )  # fmt: skip
     q = cert.quantized
     acc = f", accuracy {q.accuracy:.3f} (float {q.source_accuracy:.3f})" if q and q.accuracy is not None else ""

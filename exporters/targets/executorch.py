@@ -58,11 +58,11 @@ def restore_bounds(program) -> None:
             env.var_to_range[sym] = ValueRanges(have.lower, declared.upper)
 
 
-def _lower(ws: Workspace, dest: Path, xnnpack: bool, int8: bool = False) -> Exported:
+def _lower(ws: Workspace, dest: Path, xnnpack: bool, int8: bool = False, calibration: dict | None = None) -> Exported:
     what = "to_edge_transform_and_lower(XnnpackPartitioner)" if xnnpack else "to_edge (portable kernels)"
     with ws.guard(f"executorch {'int8 ' if int8 else ''}{what} -> to_executorch"):
         require()  # inside the guard: torchao prints at import time (to the route's log)
-        program = quantized_int8(ws) if int8 else ws.bounded_program
+        program = quantized_int8(ws, calibration) if int8 else ws.bounded_program
         from executorch.exir import to_edge_transform_and_lower
 
         partitioner = []
@@ -84,10 +84,10 @@ def _lower(ws: Workspace, dest: Path, xnnpack: bool, int8: bool = False) -> Expo
     return Exported("model.pte", conv, extra, fixed_shapes=fixed)
 
 
-def quantized_int8(ws: Workspace):
+def quantized_int8(ws: Workspace, calibration: dict[str, np.ndarray] | None = None):
     """The bounded program quantized by torchao's PT2E flow with the XNNPACK quantizer (int8
-    activations, per-channel int8 weights), calibrated on the reference batch, re-exported with
-    the same bounded dims."""
+    activations, per-channel int8 weights), calibrated on `calibration` (default: the reference
+    batch), re-exported with the same bounded dims."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -97,7 +97,7 @@ def quantized_int8(ws: Workspace):
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(ws.bounded_program.module(), quantizer)
-    x = ws.source.reference_inputs
+    x = ws.source.reference_inputs if calibration is None else calibration
     prepared(*[torch.from_numpy(np.ascontiguousarray(x[s.name])) for s in ws.sig.inputs])  # calibration
     return ws.export_bounded(convert_pt2e(prepared))
 
@@ -108,6 +108,22 @@ def _xnnpack(ws: Workspace, dest: Path) -> Exported:
 
 def _xnnpack_int8(ws: Workspace, dest: Path) -> Exported:
     return _lower(ws, dest, xnnpack=True, int8=True)
+
+
+def export_int8(ws: Workspace, dest: Path, calibration: dict[str, np.ndarray] | None = None) -> Exported:
+    """The int8 .pte into dest/model.pte (the executorch:int8 variant, exporters/quantize.py)."""
+    return _lower(ws, dest, xnnpack=True, int8=True, calibration=calibration)
+
+
+def int8_blocked(float_artifact) -> str | None:
+    """Why the int8 variant would fail without trying, or None: it lowers to XNNPACK, so when the
+    float program fell back to the portable kernels (XNNPACK refused its graph: the transformers'
+    reshapes with two dynamic dims) the int8 one fails the same way, after minutes of quantizing."""
+    if float_artifact.extra.get("delegate") == "XNNPACK":
+        return None
+    refused = next((f.error for f in float_artifact.routes_failed if f.route == ROUTES[0].name), "not tried")
+    return (f"not attempted: the float program could not use the XNNPACK delegate ({refused}) and this int8 "
+            "route lowers to XNNPACK")
 
 
 def _portable(ws: Workspace, dest: Path) -> Exported:

@@ -1,22 +1,29 @@
 """The ExecuTorch (.pte, XNNPACK) target: the digits CNN and MLP examples and a two-input model
 (float + int64 ids, two outputs), each exported into a scratch store and run by executorch.runtime
-at batch 1, 5 and the largest the artifact declares; and the one-line failure without executorch."""
+at batch 1, 5 and the largest the artifact declares; and the one-line failure without executorch.
+The int8 variant (executorch:int8): quantized from the torch source, certified and stored like the
+other quantized variants, or listed as not certified with the root cause."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
 import pytest
 
 from exporters.examples.build import sources
+from contract.manifest import load_manifest
 from exporters.pipeline import export_model
+from exporters.quantize import quantize_model
 from exporters.targets import executorch as et
 from exporters.user import load_user_source
 from exporters.workspace import Workspace
+from tests.exporters.test_quantize import BROKEN_CALIBRATIONS, assert_top1_failed, broken_calibration
 
 XNNPACK_ROUTE = et.ROUTES[0].name
+INT8 = "executorch:int8"
 
 
 def _tiled(x: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -131,20 +138,73 @@ def test_a_torchscript_source_goes_through_ts2ep(tmp_path):
     _check_batches(src, manifest, tmp_path / "store")
 
 
-def test_int8_variant_of_the_cnn_is_smaller_and_agrees_with_the_float_model(examples, tmp_path):
+@pytest.fixture(scope="module")
+def int8(examples):
+    """executorch:int8 of the CNN, quantized from its source into the module's store."""
     store, done = examples
-    src, manifest, _ = done["digits-cnn-torch"]
-    ws = Workspace(src, tmp_path)
-    exported = et.INT8_ROUTE.export(ws, tmp_path)
-    assert exported.extra["precision"].startswith("int8") and exported.fixed_shapes == {"input": [64, 1, 8, 8]}
-    path = tmp_path / exported.filename
-    assert path.stat().st_size < manifest.artifacts["executorch"].bytes / 2
+    src = done["digits-cnn-torch"][0]
+    return store, src, *quantize_model(store, src.name, (INT8,), source=src)
+
+
+def _copy(examples, dest):
+    """The CNN's float export in a store of its own (a test that breaks the variant there)."""
+    store, done = examples
+    src = done["digits-cnn-torch"][0]
+    shutil.copytree(store / src.name, dest / src.name)
+    return src
+
+
+def test_int8_variant_of_the_cnn_is_stored_certified_smaller_and_runs_at_every_batch(int8):
+    store, src, manifest, rows = int8
+    assert [(r.format, r.ok) for r in rows] == [(INT8, True)], rows[0].message
+    assert load_manifest(store / src.name) == manifest  # what the servers and the gateway read
+    art, flt = manifest.artifacts[INT8], manifest.artifacts["executorch"]
+    assert (art.format, art.variant, art.path) == ("executorch", "int8", "executorch-int8/1/model.pte")
+    assert art.route.endswith("from the pytorch source model") and art.export_seconds > 0
+    path = manifest.artifact_path(store, INT8)
+    assert art.bytes == path.stat().st_size < flt.bytes / 2  # int8 weights: about a quarter
+    assert art.extra["precision"].startswith("int8") and art.extra["delegate"] == "XNNPACK"
+    # the same bounds as the float program: the server cuts batches at 64 and checks max_shapes
+    assert art.fixed_shapes == flt.fixed_shapes == {"input": [64, 1, 8, 8]}
+    assert json.loads(art.extra["max_shapes"]) == {"input": [64, 1, 8, 8]}
+    assert "torchao" in art.converters and "executorch" in art.converters
+    # its certificate: the figures of the artifact, recomputed here in its runtime
+    x, ref, labels = manifest.load_reference(store)
+    p, q = art.parity, art.parity.quantized
+    assert p.ok and p.error is None and p.tolerance is None and p.runtime == et.RUNNER_LABEL
     run = et.runner(path, src.signature)
-    for n in (1, 64):
+    got = run(x)["logits"]
+    assert p.top1_agreement == pytest.approx(float((got.argmax(1) == ref["logits"].argmax(1)).mean()))
+    assert p.top1_agreement >= 0.98
+    assert 0 < p.max_abs_error < 5 and p.max_abs_error >= float(np.abs(got - ref["logits"]).max()) - 1e-6
+    assert q.samples == 32 and q.accuracy == pytest.approx(float((got.argmax(1) == labels).mean()))
+    assert q.accuracy_drop == pytest.approx(q.source_accuracy - q.accuracy) and q.accuracy_drop <= 0.01
+    for n in (1, 5, 64):
         x = _tiled(src.reference_inputs, n)
-        got, (want,) = run(x)[src.signature.outputs[0].name], src.predict(x)
-        assert got.shape == want.shape
+        got, (want,) = run(x)["logits"], src.predict(x)
+        assert got.shape == want.shape and got.dtype == want.dtype
         assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9, n  # quantized: same classes, not same logits
+
+
+@pytest.mark.parametrize("broken", BROKEN_CALIBRATIONS)
+def test_int8_with_a_broken_calibration_fails_its_certificate(examples, tmp_path, broken):
+    src = _copy(examples, tmp_path)
+    bad = broken_calibration(src.reference_inputs, broken)
+    m, rows = quantize_model(tmp_path, src.name, (INT8,), calibration=bad, source=src)
+    assert_top1_failed(m, rows)
+    assert not load_manifest(tmp_path / src.name).artifacts[INT8].parity.ok  # on disk: the gateway won't route it
+
+
+def test_int8_that_cannot_be_built_is_listed_with_the_root_cause(examples, tmp_path, monkeypatch):
+    src = _copy(examples, tmp_path)
+    for mod in ("executorch", "executorch.exir", "executorch.runtime"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    m, rows = quantize_model(tmp_path, src.name, (INT8,), source=src)
+    assert not rows[0].ok and INT8 not in m.artifacts
+    error = m.failed[INT8].error
+    assert error.startswith(f"no {INT8}: ExecuTorch int8") and "executorch is not importable" in error, error
+    assert "pip install --no-deps -r requirements-edge.lock" in error and "Traceback" not in error
+    assert m.variants("executorch") == {"int8": None} and m.passed("executorch")  # the float one stays
 
 
 def test_a_keras_source_has_no_executorch_route_and_that_is_not_a_failure(tmp_path):

@@ -12,11 +12,28 @@ import numpy as np
 import pytest
 
 from contract.manifest import load_manifest
-from exporters.quantize import VARIANTS, Thresholds, quantize_model
+from exporters.quantize import SOURCE_VARIANTS, VARIANTS, Thresholds, quantize_model
 from exporters.targets import target
 from tests.conftest import REPO, python_env
 
 CALIBRATED = ("tflite:int8-static", "onnx:int8-static")
+BROKEN_CALIBRATIONS = ["scaled by 1000", "constant"]
+
+
+def broken_calibration(x: dict[str, np.ndarray], broken: str) -> dict[str, np.ndarray]:
+    """The reference batch made useless as representative data: ranges 1000x too wide, or one value."""
+    return {k: v * 1000 if broken == "scaled by 1000" else np.full_like(v, 0.5) for k, v in x.items()}
+
+
+def assert_top1_failed(manifest, rows) -> None:
+    """Every row's certificate failed on top-1 agreement, and says so with the measured value."""
+    assert rows
+    for row in rows:
+        art = manifest.artifacts[row.format]
+        assert not row.ok and not art.parity.ok, (row.format, art.parity)
+        assert "top-1 agreement with the float source" in art.parity.error, art.parity.error
+        assert "below the minimum 0.98" in art.parity.error
+        assert art.parity.top1_agreement < 0.98
 
 
 def copy_models(real_store: Path, dest: Path, *names: str) -> Path:
@@ -69,18 +86,12 @@ def test_every_variant_is_certified_with_measured_quality(quantized, model) -> N
     assert m.passed("onnx") and m.passed("tflite")  # the float artifacts are untouched
 
 
-@pytest.mark.parametrize("broken", ["scaled by 1000", "constant"])
+@pytest.mark.parametrize("broken", BROKEN_CALIBRATIONS)
 def test_a_broken_calibration_fails_its_certificate_naming_the_metric(real_store, tmp_path, broken) -> None:
     store = copy_models(real_store, tmp_path, "digits-cnn-torch")
     x, _, _ = load_manifest(store / "digits-cnn-torch").load_reference(store)
-    bad = {k: v * 1000 if broken == "scaled by 1000" else np.full_like(v, 0.5) for k, v in x.items()}
-    m, rows = quantize_model(store, "digits-cnn-torch", CALIBRATED, calibration=bad)
-    for row in rows:
-        art = m.artifacts[row.format]
-        assert not row.ok and not art.parity.ok, (row.format, art.parity)
-        assert "top-1 agreement with the float source" in art.parity.error, art.parity.error
-        assert "below the minimum 0.98" in art.parity.error
-        assert art.parity.top1_agreement < 0.98
+    m, rows = quantize_model(store, "digits-cnn-torch", CALIBRATED, calibration=broken_calibration(x, broken))
+    assert_top1_failed(m, rows)
     # recorded on disk, so the gateway will not route it
     assert not load_manifest(store / "digits-cnn-torch").artifacts["onnx:int8-static"].parity.ok
 
@@ -108,11 +119,41 @@ def test_a_variant_without_a_certified_source_is_recorded_as_failed(real_store, 
     assert m.variants("onnx")["int8-dynamic"] is None  # listed, not routable (other variants stay as they were)
 
 
+def test_a_source_variant_needs_the_source_and_a_keras_model_has_none(real_store, tmp_path) -> None:
+    """executorch:int8 is quantized from the torch program: from the store alone it is refused
+    (and the stored one kept); a Keras model has no ExecuTorch route, so no entry, not a failure."""
+    (key,) = SOURCE_VARIANTS
+    store = copy_models(real_store, tmp_path, "digits-mlp-torch", "digits-mlp-keras")
+    before = (store / "digits-mlp-torch" / "manifest.json").read_text()
+    with pytest.raises(ValueError, match=rf"{key} is built from the source model while it is exported \(python -m exporters examples\)"):
+        quantize_model(store, "digits-mlp-torch", (key,))
+    assert (store / "digits-mlp-torch" / "manifest.json").read_text() == before
+    m, rows = quantize_model(store, "digits-mlp-keras", (key, "onnx:int8-dynamic"), source=object())
+    assert [r.format for r in rows] == ["onnx:int8-dynamic"]
+    assert key not in m.artifacts and key not in m.failed
+
+
+def test_executorch_int8_is_not_attempted_where_xnnpack_refused_the_float_program(real_store, tmp_path) -> None:
+    """The transformer's float .pte runs on the portable kernels (XNNPACK refused its reshapes);
+    the int8 route lowers to XNNPACK and failed the same way after ~5 minutes: it is listed with
+    that root cause at once, not rebuilt (the source is never touched: object() stands in)."""
+    (key,) = SOURCE_VARIANTS
+    store = copy_models(real_store, tmp_path, "digits-transformer-torch")
+    m, rows = quantize_model(store, "digits-transformer-torch", (key,), source=object())
+    assert not rows[0].ok and key not in m.artifacts
+    error = m.failed[key].error
+    assert error.startswith(f"no {key}: not attempted: the float program could not use the XNNPACK delegate"), error
+    assert "XNNPACK reshape only supports 1 dynamic dimension" in error and "this int8 route lowers to XNNPACK" in error
+
+
 def test_cli_quantize_refuses_unknown_variants_and_bad_thresholds(real_store, tmp_path) -> None:
     store = copy_models(real_store, tmp_path, "digits-mlp-torch")
     cmd = [sys.executable, "-m", "exporters", "quantize", "digits-mlp-torch", "--store", str(store)]
     r = subprocess.run([*cmd, "--variants", "onnx:int4"], cwd=REPO, env=python_env(), capture_output=True, text=True)
     assert r.returncode == 2 and "unknown variant(s) ['onnx:int4']" in r.stderr and "tflite:int8-static" in r.stderr
+    r = subprocess.run([*cmd, "--variants", "executorch:int8"], cwd=REPO, env=python_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "['executorch:int8'] are built from the source model" in r.stderr
+    assert "(python -m exporters examples), not from the store" in r.stderr
     r = subprocess.run([*cmd, "--min-top1", "high"], cwd=REPO, env=python_env(), capture_output=True, text=True)
     assert r.returncode == 2 and "--min-top1 takes a number or 'none'" in r.stderr
     # an unreachable threshold: the variant is built, its certificate fails, exit 1 with the reason

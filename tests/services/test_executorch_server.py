@@ -1,7 +1,8 @@
 """The ExecuTorch OIP v2 server (python -m services.executorch) over the real store's `.pte`
 programs of the CNN (XNNPACK) and the int64-token transformer (portable kernels, two inputs),
-direct and through the gateway as `<model>@executorch` and by failover. The adapter itself is
-tested in-process by tests/services/test_executorch.py."""
+direct and through the gateway as `<model>@executorch` and by failover; and the CNN's int8 variant, served
+as `<model>:int8` beside the float program and reached as `<model>@executorch:int8`. The adapter
+itself is tested in-process by tests/services/test_executorch.py."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.services.test_modelserver import (Server, metric, post_infer, referen
 
 pytestmark = pytest.mark.real_store
 CNN, TRANSFORMER = "digits-cnn-torch", "digits-transformer-torch"
+INT8 = "executorch:int8"
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,52 @@ def test_through_the_gateway(et_server: Server, real_store: Path, tmp_path: Path
         assert r.status_code == 400 and "attention_mask" in r.json()["error"], r.text
     finally:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def int8_store(tmp_path_factory) -> tuple[Path, object]:
+    """The CNN trained and exported to ExecuTorch only, with its executorch:int8 variant (as
+    `python -m exporters examples` builds it: quantized from the torch source)."""
+    from exporters.examples.build import sources
+    from exporters.pipeline import export_model
+    from exporters.quantize import quantize_model
+
+    store = tmp_path_factory.mktemp("et-int8")
+    (src,) = sources((CNN,))
+    export_model(src, store, ("executorch",))
+    manifest, rows = quantize_model(store, CNN, (INT8,), source=src)
+    assert rows[0].ok, rows[0].message
+    return store, manifest
+
+
+def test_int8_variant_is_served_beside_the_float_program_and_through_the_gateway(int8_store, tmp_path) -> None:
+    from exporters.targets import executorch as et
+    from loadtests.edge import edge_artifacts
+
+    store, manifest = int8_store
+    assert [k for k, _ in edge_artifacts(manifest)] == ["executorch", INT8]  # the edge bench measures both
+    x, y = reference_arrays(store, CNN)
+    # what the exporter certified: the variant file run in-process by the adapter's own loader
+    want = et.runner(manifest.artifact_path(store, INT8), manifest.signature)(x)["logits"]
+    assert np.abs(want - y["logits"]).max() > 1e-3  # int8 numbers: not the float program's
+    with run_server("executorch", store, tmp_path, "--models", CNN) as srv:
+        assert f"loaded model {CNN}:int8 version 1 (executorch 1.5.1, XNNPACK delegate, threadpool=1)" in srv.output()
+        for batch in (1, 32, 100):  # 100: above the bound of 64, cut into runs
+            rows = lambda a: np.resize(a, (batch, *a.shape[1:]))  # noqa: E731
+            r = post_infer(srv.url, f"{CNN}:int8", {k: rows(v) for k, v in x.items()}, binary=batch == 100)
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose(response_arrays(r)["logits"], rows(want), atol=1e-5, err_msg=str(batch))
+        r = post_infer(srv.url, CNN, x)  # the float program still answers its own numbers
+        np.testing.assert_allclose(response_arrays(r)["logits"], y["logits"], atol=1e-4)
+        env = {"STACK_MODEL_STORE": str(store), "EXECUTORCH_PORT": str(srv.port),
+               "GATEWAY_RUNTIMES": "executorch", "GATEWAY_DEFAULT_RUNTIME": "executorch"}  # fmt: skip
+        gw = GatewayProcess(env, tmp_path / "gateway.log")
+        try:
+            wait_for(lambda: httpx.get(f"{gw.url}/v2/models/{CNN}@{INT8}/ready").status_code == 200,
+                     "the gateway to route the int8 variant", timeout=60)  # fmt: skip
+            for name, expected in ((f"{CNN}@{INT8}", want), (CNN, y["logits"])):  # a bare name: the float one
+                r = post_infer(gw.url, name, {k: v[:4] for k, v in x.items()})
+                assert r.status_code == 200 and r.headers["x-served-by"].startswith("executorch"), r.text
+                np.testing.assert_allclose(response_arrays(r)["logits"], expected[:4], atol=1e-4, err_msg=name)
+        finally:
+            gw.stop()
