@@ -162,3 +162,40 @@ def test_real_export_in_two_workers_reads_as_a_sequential_run(two_mlps):
         assert m.artifacts["onnx"].parity.ok is False and m.artifacts["onnx"].parity.max_abs_error > 0
         assert m.artifacts["onnx"].parity.tolerance == 0
     assert f"artifacts failed: {names[0]}/onnx" in done.stderr
+
+
+def pid_then_sleep(name: str) -> Outcome:
+    log.info("[%s] pid %d", name, os.getpid())
+    time.sleep(120)
+    return Outcome(name)
+
+
+def test_workers_die_with_the_process_that_started_them():
+    """A parent killed mid-export (a timeout, kill -9) takes its workers with it: they would
+    otherwise export on as orphans for as long as their job lasts."""
+    script = ("import sys; from exporters.parallel import run; "
+              "from tests.exporters.test_parallel import cheap_setup, pid_then_sleep; "
+              "list(run(['a', 'b'], pid_then_sleep, 2, cheap_setup, lambda s: print(s, flush=True)))")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=python_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        first = parent.stdout.readline()  # job a's line, echoed live; b's is held until a ends
+        assert " pid " in first, first
+        worker = int(first.split()[-1])
+        assert running(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(worker), f"worker {worker} still running after its parent was killed"
+    finally:
+        parent.kill()
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"  # a zombie not reaped yet is dead
+    except FileNotFoundError:
+        return False
