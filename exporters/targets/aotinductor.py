@@ -32,6 +32,9 @@ INDUCTOR_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O1"}
 # torch's inductor cache and pip's are: a fresh clone on the same machine reuses the packages. The
 # key covers everything a package depends on, so sharing it between clones is safe.
 CACHE_ENV = "SERVEBENCH_AOTI_CACHE"
+# Its bound: least recently used packages go first once it holds more (MobileNetV2's is ~16 MB,
+# the examples' ~50 MB in all). $SERVEBENCH_AOTI_CACHE_MB sets it.
+CACHE_MB_ENV, CACHE_MB = "SERVEBENCH_AOTI_CACHE_MB", 2048
 
 
 def cache_dir() -> Path:
@@ -41,6 +44,28 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "servebench" / "aotinductor"
+
+
+def evict(directory: Path, limit_bytes: int, keep: Path) -> list[Path]:
+    """Remove the least recently used packages (mtime: written or last hit) until the cache holds
+    at most limit_bytes; `keep`, the package just used, stays whatever its size. Returns what went."""
+    packages = sorted(directory.glob("*.pt2"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in packages)
+    gone = []
+    for old in packages:
+        if total <= limit_bytes:
+            break
+        if old == keep:
+            continue
+        total -= old.stat().st_size
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+        gone.append(old)
+    return gone
+
+
+def cache_limit_bytes() -> int:
+    return int(float(os.environ.get(CACHE_MB_ENV) or CACHE_MB) * 2**20)
 
 
 def cache_key(program_bytes: bytes, metadata: dict[str, str]) -> str:
@@ -76,6 +101,7 @@ def _package(ws: Workspace, program, dest: Path, conv: dict[str, str]) -> Export
     extra = {"cache_key": key, DIM_RANGES: json.dumps(ws.exported_ranges)}
     if cached.is_file():
         shutil.copy(cached, target)
+        os.utime(cached)  # recently used: the last to be evicted
         built = json.loads(cached.with_suffix(".json").read_text()) if cached.with_suffix(".json").is_file() else {}
         return Exported(ARTIFACT, conv, extra | {"compile_cache": "hit", "compile_seconds": "0",
                                                  "compile_seconds_when_built": str(built.get("compile_seconds", ""))})
@@ -91,6 +117,7 @@ def _package(ws: Workspace, program, dest: Path, conv: dict[str, str]) -> Export
     shutil.copy(target, tmp)
     cached.with_suffix(".json").write_text(json.dumps({"compile_seconds": seconds}))
     tmp.rename(cached)  # whole packages only: a concurrent export never reads half a file
+    evict(cached.parent, cache_limit_bytes(), keep=cached)
     return Exported(ARTIFACT, conv, extra | {"compile_cache": "miss", "compile_seconds": str(seconds)})
 
 

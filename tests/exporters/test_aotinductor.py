@@ -4,6 +4,8 @@ sizes and sequence lengths, the dynamic-dim ranges it records, the compile cache
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -124,3 +126,21 @@ def test_keras_route_says_what_it_needs(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnx2torch" else real(n, *a))
     with pytest.raises(RouteUnavailable, match="no route from Keras: needs onnx2torch, not installed"):
         route.export(None, tmp_path)
+
+
+def test_the_cache_evicts_the_least_recently_used_packages_beyond_its_bound(tmp_path):
+    def package(name: str, kb: int, age_s: float):
+        p = tmp_path / f"{name}.pt2"
+        p.write_bytes(b"x" * kb * 1024)
+        p.with_suffix(".json").write_text("{}")
+        os.utime(p, (time.time() - age_s,) * 2)
+        return p
+
+    old, used, new = package("old", 300, 300), package("used", 300, 200), package("new", 300, 0)
+    os.utime(used)  # a cache hit since: now the most recently used but one
+    os.utime(new)
+    gone = aotinductor.evict(tmp_path, 700 * 1024, keep=new)
+    assert gone == [old] and not old.with_suffix(".json").exists()
+    assert used.is_file() and new.is_file()
+    # The package just built stays even when it alone is over the bound.
+    assert aotinductor.evict(tmp_path, 100 * 1024, keep=new) == [used] and new.is_file()
