@@ -222,8 +222,9 @@ def verdict(results: dict, method: stats.Method | None = None) -> list[dict]:
                      "claim": "TFLite (int8) is the lightest, fastest way to run a model on a "
                               "device; ExecuTorch (PyTorch) and ONNX int8 are the alternatives.",
                      "basis": "in-process at batch 1 (bench's edge phase): artifact bytes, p50 "
-                              "over the calls of one run (bootstrapped per call, ±"
-                              f"{m.method.negligible:.0%} a tie), RSS added, accuracy drop vs the "
+                              "per interleaved round (each pair compared round by round, a t "
+                              f"interval over the rounds, ±{m.method.negligible:.0%} a tie; a "
+                              "result without rounds: bootstrapped per call), RSS added, accuracy drop vs the "
                               "float source; PyTorch sources ExecuTorch vs TFLite int8 vs ONNX int8, "
                               "Keras sources TFLite int8 vs ONNX int8 (a runtime without a certified "
                               "int8 variant: its float artifact)",
