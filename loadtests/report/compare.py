@@ -64,17 +64,23 @@ def compare_files(a: Path, b: Path) -> dict:
     return compare(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()))
 
 
-# The figures of an answer (ratios, intervals, repeats still needed) change from bench to bench
-# while the answer stays the same: they are left out when two answers are compared.
-_FIGURES = re.compile(r"\d+\.\d+×|\[[^\]]*\]|\(needs [^)]*\)|:\s*needs .*$")
+# The figures of an answer (ratios, intervals, repeats still needed, the edge row's sizes and
+# latencies) change from bench to bench while the answer stays the same: they are left out when
+# two answers are compared.
+_FIGURES = re.compile(r"\d+\.\d+×|\[[^\]]*\]|\(needs [^)]*\)|:\s*needs .*$"
+                      r"|\s*\(?\b\d+(?:\.\d+)? (?:ms|kB|MB)(?: p50)?\)?(?:, next [^)]*\))?")
+# "not told apart: A, B, C" lists the leaders fastest first: their order within the tie is noise.
+_TIED = re.compile(r"(not told apart: )([^;]*)")
 
 
 def answer_class(answer: str) -> str:
     """'No: TorchServe/m 1.33× faster [1.28–1.39]' -> 'No: TorchServe/m faster'; every
-    undecided answer is the same answer, whatever is left open."""
+    undecided answer is the same answer, whatever is left open; leaders not told apart are a set."""
     if answer.startswith("Inconclusive"):
         return "Inconclusive"
-    return " ".join(_FIGURES.sub("", answer).split())
+    text = _FIGURES.sub("", answer)
+    text = _TIED.sub(lambda m: m[1] + ", ".join(sorted(x.strip() for x in m[2].split(","))), text)
+    return " ".join(text.split())
 
 
 def agreement(a: dict, b: dict, method: stats.Method | None = None) -> dict:

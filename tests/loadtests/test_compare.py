@@ -77,3 +77,17 @@ def test_answer_figures_do_not_count_as_a_different_answer():
     assert (answer_class("Inconclusive (needs up to 5 more repeats): a 1, b 0, tie 0 (of 2)")
             == answer_class("Inconclusive (needs up to 9 more repeats): a 0, b 0, tie 1 (of 2)"))
     assert answer_class("Yes (4/4)") != answer_class("Partly: a 3, b 1 (of 4)")
+
+
+def test_edge_answers_compare_by_their_leaders_not_their_figures():
+    a = ("m: smallest TFLite (float) (13.98 MB, next ExecuTorch (float) 14.00 MB); fastest not told "
+         "apart: TFLite (float) 11.755 ms, ONNX Runtime (float) 12.377 ms")
+    b = ("m: smallest TFLite (float) (13.98 MB, next ExecuTorch (float) 14.00 MB); fastest not told "
+         "apart: ONNX Runtime (float) 12.146 ms, TFLite (float) 12.703 ms")
+    assert answer_class(a) == answer_class(b)  # the same tie, listed in another order
+    decided = "m: smallest TFLite (float) (13.98 MB, next ExecuTorch (float) 14.00 MB); fastest TFLite (float) (11.2 ms p50)"
+    assert answer_class(decided) != answer_class(a)  # one winner is not a tie
+    other = decided.replace("fastest TFLite (float)", "fastest ONNX Runtime (float)")
+    assert answer_class(other) != answer_class(decided)  # another winner
+    smaller = a.replace("smallest TFLite (float)", "smallest ExecuTorch (float)")
+    assert answer_class(smaller) != answer_class(a)
