@@ -14,7 +14,6 @@ any number of workers, never two models' lines interleaved."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -57,8 +56,7 @@ def _die_with_parent() -> None:
     a worker busy with a long export does not look at the pool's queues and would export on as an
     orphan (seen: two workers still running 43 minutes after their parent was killed)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # libc's, already loaded
     except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect

@@ -152,8 +152,9 @@ class LocustSession:
             ready, _, _ = select.select([proc.stdout], [], [], left)
             chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
             if not chunk:
-                if ready:  # end of file: the process is gone
-                    proc.wait(timeout=10)
+                if ready:  # end of file: the process is gone (or going)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=10)
                 return None
             self.buffer += chunk
         return None
