@@ -194,12 +194,11 @@ def round_order(rounds: int, models: list[str], families_of: dict[str, list[str]
 
 
 def run_families(store: Path, jobs: dict[str, dict[str, list[str]]], limits: dict,
-                 adapters: dict[str, str] | None = None, timeout_s: float = FAMILY_TIMEOUT_S) -> dict:
+                 order: list[tuple[int, str, str]], adapters: dict[str, str] | None = None,
+                 timeout_s: float = FAMILY_TIMEOUT_S) -> dict:
     """Every family's worker started together (imports and set-up overlap; nothing is timed
-    then), then driven through the rounds one command at a time. {family: worker result or
-    {"family", "error"}}; a worker that fails is stopped and reported, the others go on."""
-    models = list(dict.fromkeys(m for fam in jobs.values() for m in fam))
-    families_of = {m: [f for f in jobs if m in jobs[f]] for m in models}
+    then), then driven through `order` (round_order) one command at a time. {family: worker
+    result or {"family", "error"}}; a worker that fails is stopped and reported, the others go on."""
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="edge-") as tmp:
         workers = {}
@@ -219,7 +218,7 @@ def run_families(store: Path, jobs: dict[str, dict[str, list[str]]], limits: dic
                 except (WorkerFailed, subprocess.TimeoutExpired, OSError, ValueError) as e:
                     results[fam] = {"family": fam, "error": f"{e}"}
                     workers.pop(fam).close()
-            for r, model, fam in round_order(limits["rounds"], models, families_of):
+            for r, model, fam in order:
                 if fam not in workers:
                     continue
                 try:
@@ -271,9 +270,9 @@ def measure(store: Path, models: list[str], max_calls: int = MAX_CALLS, max_seco
                 r["measured"] = {"error": f"{path} does not exist (re-export the model: make export)"}
     jobs = {f: jobs[f] for f in FAMILY_OF_FORMAT.values() if f in jobs}  # the claimed order
     models_in = [m for m in models if any(m in j for j in jobs.values())]
-    doc["order"] = [list(x) for x in round_order(rounds, models_in,
-                                                 {m: [f for f in jobs if m in jobs[f]] for m in models_in})]
-    for family, res in run_families(store, jobs, limits, adapters, timeout_s).items():
+    order = round_order(rounds, models_in, {m: [f for f in jobs if m in jobs[f]] for m in models_in})
+    doc["order"] = [list(x) for x in order]  # what the tests and a reader check the run against
+    for family, res in run_families(store, jobs, limits, order, adapters, timeout_s).items():
         doc["families"][family] = {k: v for k, v in res.items() if k != "artifacts"}
         for model, keys in jobs[family].items():
             got = (res.get("artifacts") or {}).get(model, {})
