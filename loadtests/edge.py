@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from contract.manifest import Artifact, Manifest, load_manifest
+from loadtests.lineproc import LineProcess
 from loadtests.report.edge_report import rounds_text
 from services.settings import REPO_ROOT, StackSettings
 
@@ -120,19 +119,10 @@ class FamilyWorker:
         self.family, self.tmp = family, tmp
         (tmp / "job.json").write_text(json.dumps(job))
         self.stderr = open(tmp / "stderr.txt", "w+")  # a file: a full pipe would block the worker
-        self.proc = subprocess.Popen(
+        self.child = LineProcess(
             [sys.executable, "-m", "loadtests.edge_worker", str(tmp / "job.json"), str(tmp / "out.json")],
-            cwd=REPO_ROOT, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.stderr, text=True)  # fmt: skip
-        # A reader thread: a reply can be awaited with a timeout, and EOF (the worker died) ends
-        # the wait at once instead of hanging.
-        self.replies: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.replies.put(line)
-        self.replies.put(None)
+            env=child_env(), cwd=REPO_ROOT, stderr=self.stderr)  # fmt: skip
+        self.proc = self.child.proc
 
     def _why_dead(self, doing: str) -> str:
         try:
@@ -146,20 +136,19 @@ class FamilyWorker:
 
     def await_reply(self, doing: str, timeout_s: float) -> dict:
         try:
-            line = self.replies.get(timeout=timeout_s)
-        except queue.Empty:
+            reply = self.child.answer(timeout_s)
+        except TimeoutError:
             self.kill()
             raise WorkerFailed(f"the {self.family} worker gave no answer in {timeout_s:g} s during "
                                f"{doing}; stopped it") from None
-        if line is None:
+        if reply is None:
             raise WorkerFailed(self._why_dead(doing))
-        return json.loads(line)
+        return reply
 
     def ask(self, command: dict, doing: str, timeout_s: float) -> dict:
         try:
-            self.proc.stdin.write(json.dumps(command) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            self.child.send(command)
+        except OSError:
             raise WorkerFailed(self._why_dead(doing)) from None
         return self.await_reply(doing, timeout_s)
 
@@ -174,9 +163,8 @@ class FamilyWorker:
             self.proc.wait()
 
     def close(self) -> None:
-        self.kill()
-        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
-            stream.close()
+        self.child.stop(kill=True)
+        self.stderr.close()
 
 
 def round_order(rounds: int, models: list[str], families_of: dict[str, list[str]]) -> list[tuple[int, str, str]]:

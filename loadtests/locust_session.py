@@ -20,11 +20,10 @@ import contextlib
 import json
 import logging
 import os
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from loadtests.lineproc import LineProcess
 
 REPLY = "locust-session:"
 EXIT_TIMEOUT = 124  # a run whose window never closed (like timeout(1))
@@ -103,82 +102,46 @@ class LocustSession:
 
     def __init__(self, env: dict[str, str], cwd: Path):
         self.env, self.cwd = env, cwd
-        self.proc: subprocess.Popen | None = None
-        self.buffer = b""
+        self.child: LineProcess | None = None
         self.last: dict = {}  # the session's last reply
 
     @property
     def pid(self) -> int:
-        return self._ensure().pid
+        return self._ensure().proc.pid
 
-    def _ensure(self) -> subprocess.Popen:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "loadtests.locust_session"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env, cwd=self.cwd)
-            self.buffer = b""
-        return self.proc
+    def _ensure(self) -> LineProcess:
+        if self.child is None or self.child.proc.poll() is not None:
+            self.child = LineProcess([sys.executable, "-m", "loadtests.locust_session"],
+                                     env=self.env, cwd=self.cwd, marker=REPLY)
+        return self.child
 
     def run(self, args: list[str], log: Path, timeout: float) -> int | None:
         """Exit code of one run (0 = done), None if the session did not answer in time (it is
         then stopped; the next run starts a new one). A session found dead (killed between runs)
         is replaced once for this run."""
-        job = (json.dumps({"args": args, "log": str(log), "timeout": timeout}) + "\n").encode()
+        job = {"args": args, "log": str(log), "timeout": timeout}
         for attempt in (1, 2):
             try:
-                proc = self._send(job)
+                child = self._ensure()
+                child.send(job)
             except OSError:  # dead and reaped-or-not: the pipe is closed
                 self.close(kill=True)
                 continue
-            reply = self._reply(proc, deadline=time.monotonic() + timeout + 30)
+            try:  # + start-up of a new session, payload build
+                reply = child.answer(timeout + 30)
+            except TimeoutError:  # hung: no second chance, the bound is spent
+                self.close(kill=True)
+                return None
             if reply is not None:
                 self.last = reply
                 return int(reply["exit_code"])
-            died = proc.poll() is not None
-            self.close(kill=True)
-            if not died:  # hung: no second chance, the bound is spent
-                return None
+            self.close(kill=True)  # it died during the run: a new one takes it, once
         return None
-
-    def _reply(self, proc: subprocess.Popen, deadline: float) -> dict | None:
-        """The session's reply line; None at the deadline or when the process dies first."""
-        while (left := deadline - time.monotonic()) > 0:
-            line, sep, rest = self.buffer.partition(b"\n")
-            if sep:
-                self.buffer = rest
-                if line.startswith(REPLY.encode()):
-                    return json.loads(line[len(REPLY):])
-                continue  # a stray line of a library, printed outside any run's log
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
-            if not chunk:
-                if ready:  # end of file: the process is gone (or going)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=10)
-                return None
-            self.buffer += chunk
-        return None
-
-    def _send(self, job: bytes) -> subprocess.Popen:
-        proc = self._ensure()
-        proc.stdin.write(job)
-        proc.stdin.flush()
-        return proc
 
     def close(self, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()
-        try:
-            if kill:
-                self.proc.kill()
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc = None
+        if self.child is not None:
+            self.child.stop(kill=kill)
+            self.child = None
 
     def __enter__(self) -> "LocustSession":
         return self
