@@ -301,7 +301,9 @@ def test_disjoint_cpu_sets_pin_server_threads_and_are_put_back():
                                "threading.Thread(target=time.sleep, args=(30,)).start(); "
                                "time.sleep(30)"])
     try:
-        time.sleep(0.3)  # its second thread started
+        deadline = time.monotonic() + 30  # its second thread started (slow on a loaded machine)
+        while len(os.listdir(f"/proc/{server.pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         done = affinity.apply(({cpus[-1]}, set(cpus[:-1])), {"svc": {server.pid}})
         try:
             assert done["mode"] == "disjoint" and "2 server threads pinned" in done["note"]
