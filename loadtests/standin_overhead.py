@@ -51,7 +51,7 @@ def in_process_call(store: Path, model: str, sample: dict[str, np.ndarray]) -> C
     from services.tfserving.standin import session_config
 
     entry = next(e for e in savedmodel_entries(store) if e.name == model)
-    servable = Servable(entry, session_config(StackSettings()))
+    servable = Servable(entry.name, entry.version, entry.version_dir, session_config(StackSettings()))
     return lambda: servable.run(DEFAULT_SIGNATURE, sample)
 
 

@@ -31,22 +31,16 @@ ROUTES = [
 
 
 def runner(path: Path, signature):
-    """serving_default run the way TF Serving runs it: the SavedModel loaded into a session by the
-    TF1 loader, its feeds and fetches through one session callable. A SavedModel that only works
-    eagerly (a Keras 3 model inside a plain tf.Module: its variables are missing from the session,
-    tensorflow/serving#2226) then fails its certificate here, not later in TF Serving."""
-    import tensorflow as tf
-    from tensorflow.python.util import deprecation
+    """serving_default run by the TF Serving stand-in's own Servable: the SavedModel loaded into a
+    session by the TF1 loader (TF Serving's), its feeds and fetches through one session callable.
+    A SavedModel that only works eagerly (a Keras 3 model inside a plain tf.Module: its variables
+    are missing from the session, tensorflow/serving#2226) then fails its certificate here, not
+    later in TF Serving."""
+    from services.tfserving.models import DEFAULT_SIGNATURE, Servable
 
-    session = tf.compat.v1.Session(graph=tf.Graph())
-    with session.graph.as_default(), deprecation.silence():
-        meta = tf.compat.v1.saved_model.load(session, ["serve"], str(path))
-    sig = meta.signature_def["serving_default"]
-    feeds, fetches = sorted(sig.inputs), list(sig.outputs)
-    call = session.make_callable([sig.outputs[k].name for k in fetches],
-                                 [sig.inputs[k].name for k in feeds])  # fmt: skip
+    servable = Servable(path.parent.name, 1, path)
 
     def run(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(fetches, call(*(np.asarray(x[k]) for k in feeds))))
+        return servable.run(DEFAULT_SIGNATURE, {k: np.asarray(v) for k, v in x.items()})
 
     return run

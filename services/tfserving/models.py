@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -76,8 +77,11 @@ def _shape_str(info: meta_graph_pb2.TensorInfo) -> str:
 class Servable:
     """One version of one model."""
 
-    def __init__(self, entry: SavedModelEntry, session_config: tf.compat.v1.ConfigProto):
-        self.name, self.version, self.path = entry.name, entry.version, entry.version_dir
+    def __init__(self, name: str, version: int, path: Path,
+                 session_config: tf.compat.v1.ConfigProto | None = None):  # fmt: skip
+        """path: the version's directory (saved_model.pb and variables/). The exporters certify
+        a SavedModel through this class too, so it is judged by the code that serves it."""
+        self.name, self.version, self.path = name, version, path
         saved = saved_model_pb2.SavedModel()
         saved.ParseFromString((self.path / "saved_model.pb").read_bytes())
         graphs = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags]
@@ -85,7 +89,7 @@ class Servable:
             raise ValueError(f"{self.path}: no MetaGraph tagged 'serve'")
         self.signature_defs = graphs[0].signature_def
         graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=graph, config=session_config)
+        self._session = tf.compat.v1.Session(graph=graph, config=session_config or tf.compat.v1.ConfigProto())
         # The TF1 loader is TF Serving's; its "use tf.saved_model.load" notice is for training code.
         with graph.as_default(), deprecation.silence():
             tf.compat.v1.saved_model.load(self._session, ["serve"], str(self.path))
@@ -179,7 +183,7 @@ class Registry:
         for e in entries:
             log.info("loading %s version %d from %s", e.name, e.version, e.version_dir)
             try:
-                servable = Servable(e, session_config or tf.compat.v1.ConfigProto())
+                servable = Servable(e.name, e.version, e.version_dir, session_config)
                 servables.setdefault(e.name, {})[e.version] = servable
             except Exception as err:  # noqa: BLE001 - reported per model
                 failed[e.name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
