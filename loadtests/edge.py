@@ -36,7 +36,6 @@ import numpy as np
 
 from contract.manifest import Artifact, Manifest, load_manifest
 from loadtests.lineproc import LineProcess
-from loadtests.report.edge_report import rounds_text
 from services.settings import REPO_ROOT, StackSettings
 
 # Formats a device runs in-process -> the runtime family (serving adapter) that runs them.
@@ -279,6 +278,17 @@ def run_attached(store: Path, models: list[str], out: Path) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
     out.write_text(json.dumps(doc, indent=1) + "\n")
     return doc
+
+
+def round_p50s(m: dict) -> list[float]:
+    """The p50 of each interleaved round of one artifact's figures; [] in a result from before
+    rounds."""
+    return [r["p50_ms"] for r in m.get("rounds") or []]
+
+
+def rounds_text(m: dict) -> str:
+    """'0.020 / 0.021 / 0.020', '–' without rounds."""
+    return " / ".join(f"{x:.3f}" for x in round_p50s(m)) or "–"
 
 
 def _f(x, spec: str, none: str = "–") -> str:

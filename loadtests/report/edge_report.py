@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadtests.edge import rounds_text
+
 FAMILY_LABELS = {"tflite": "TFLite", "onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
 TITLE = "Edge: every certified in-process artifact"
 
@@ -18,16 +20,6 @@ def edge_models(results: dict) -> dict[str, dict]:
 def measured(row: dict) -> dict | None:
     m = row.get("measured")
     return m if m and not m.get("error") else None
-
-
-def round_p50s(m: dict) -> list[float]:
-    """The p50 of each interleaved round (loadtests/edge.py); [] in a result from before rounds."""
-    return [r["p50_ms"] for r in m.get("rounds") or []]
-
-
-def rounds_text(m: dict) -> str:
-    """'0.020 / 0.021 / 0.020', '–' without rounds."""
-    return " / ".join(f"{x:.3f}" for x in round_p50s(m)) or "–"
 
 
 def name(row: dict) -> str:

@@ -27,8 +27,9 @@ import math
 import numpy as np
 from scipy.stats import t as t_dist
 
+from loadtests.edge import round_p50s
 from loadtests.report import stats
-from loadtests.report.edge_report import drop_pt, edge_models, measured, name, round_p50s, size
+from loadtests.report.edge_report import drop_pt, edge_models, measured, name, size
 
 FAMILIES = {"pytorch": ("executorch", "tflite", "onnxruntime"), "keras": ("tflite", "onnxruntime"),
             "tensorflow": ("tflite", "onnxruntime")}  # fmt: skip
