@@ -340,6 +340,33 @@ def _dockerfiles(services: dict) -> dict[str, Path]:
     return out
 
 
+def _built_text(service: dict) -> str:
+    """The service's Dockerfile with its ARGs resolved as `docker build` resolves them (compose's
+    build args over the ARG defaults): what the image is made of."""
+    path = Path(service["build"]["context"]) / service["build"]["dockerfile"]
+    text = path.read_text()
+    args = dict(re.findall(r"^ARG\s+(\w+)(?:=(\S*))?", text, re.MULTILINE))
+    args.update(service["build"].get("args") or {})
+    missing = [k for k, v in args.items() if v == "" and f"${{{k}}}" in text]
+    assert not missing, f"{path}: no value for build arg(s) {missing}"
+    return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def test_build_args_resolve_the_shared_dockerfile(services):
+    """The OIP runtimes share services/common/Dockerfile: each one's build args name its own
+    adapter folder, requirements and port, and torch goes only where the runtime imports it."""
+    shared = {n for n, s in services.items() if s.get("build", {}).get("dockerfile") == "services/common/Dockerfile"}
+    assert shared == {"onnxruntime", "tflite", "aotinductor", "executorch"}
+    for name in shared:
+        text = _built_text(services[name])
+        assert f"COPY services/{name}/ services/{name}/" in text, name
+        assert f"docker/requirements-{name}.txt" in text, name
+        args = services[name]["build"]["args"]
+        reqs = (ROOT / "docker" / f"requirements-{name}.txt").read_text().splitlines()
+        torch_imported = "torch" in [line.split("#")[0].strip() for line in reqs]
+        assert (args.get("TORCH") == "1") == torch_imported, name
+
+
 def test_build_contexts_dockerfiles_and_targets_exist(services):
     dockerfiles = _dockerfiles(services)
     assert set(dockerfiles) == {"onnxruntime", "tflite", "torchserve", "aotinductor", "executorch", "gateway",
@@ -357,7 +384,7 @@ def test_build_contexts_dockerfiles_and_targets_exist(services):
 
 def test_dockerfiles_pin_base_user_and_expose_stack_ports(services):
     for name, path in _dockerfiles(services).items():
-        text = path.read_text()
+        text = _built_text(services[name])
         for base in re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE):
             assert base in {"base"} or re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
         users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
@@ -390,7 +417,7 @@ def test_dockerignore_lets_every_copy_through(services):
     allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.startswith("!")]
     for name, path in _dockerfiles(services).items():
-        for srcs in re.findall(r"^COPY\s+(?!--from)(.+)$", path.read_text(), re.MULTILINE):
+        for srcs in re.findall(r"^COPY\s+(?!--from)(.+)$", _built_text(services[name]), re.MULTILINE):
             *sources, _dest = srcs.split()
             for src in sources:
                 src = src.rstrip("/")
