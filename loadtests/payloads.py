@@ -244,6 +244,16 @@ def build_payload(target: Target, manifest: Manifest, store: Path, samples: int 
     return Payload(target, bodies, expectations, sig, header_lens, wire)
 
 
+def certified_runtimes(m: Manifest) -> list[str]:
+    """Every '<runtime>[:<variant>]' with a certified artifact of this model: what a user may
+    name instead of one it does not have (`tflite:fp16`, not `tflite:float16`)."""
+    out = []
+    for runtime, fmt in sorted(FORMAT_OF_RUNTIME.items()):
+        out += [runtime] if m.passed(fmt) else []
+        out += [f"{runtime}{VARIANT_SEP}{v}" for v in sorted(m.variants(fmt)) if m.passed(variant_key(fmt, v))]
+    return out
+
+
 def resolve_targets(
     store: Path, models: list[str], runtimes: list[str], via: str
 ) -> tuple[list[Target], dict[str, Manifest], list[str]]:
@@ -264,7 +274,9 @@ def resolve_targets(
             elif fmt is None:
                 notes.append(f"{model}@{runtime}: unknown runtime")
             elif not m.passed(fmt):
-                notes.append(f"{model}@{runtime}: no {fmt} artifact that passed parity")
+                has = ", ".join(certified_runtimes(m)) or "none"
+                notes.append(f"{model}@{runtime}: no {fmt} artifact that passed parity "
+                             f"(certified for this model: {has})")
             else:
                 targets.append(Target(via, model, runtime))
     return targets, manifests, notes

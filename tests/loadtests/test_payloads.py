@@ -2,7 +2,8 @@ import numpy as np
 import orjson
 import pytest
 
-from loadtests.payloads import OutputCheck, Target, build_payload, check_response, resolve_targets
+from loadtests.payloads import (OutputCheck, Target, artifact_key, build_payload, certified_runtimes, check_response,
+                                resolve_targets)
 from contract.manifest import load_manifest, load_store
 
 
@@ -168,7 +169,13 @@ def test_quantized_variants_are_targets_of_their_own(store, tmp_path):
     m.save(tmp_path / "s" / "digits-cnn-keras")
     targets, manifests, notes = resolve_targets(tmp_path / "s", [], ["tflite:int8-static"], "gateway")
     assert [(t.model, t.runtime) for t in targets] == [("digits-cnn-keras", "tflite:int8-static")]
-    assert notes == ["digits-cnn-torch@tflite:int8-static: no tflite:int8-static artifact that passed parity"]
+    assert len(notes) == 1 and notes[0].startswith(
+        "digits-cnn-torch@tflite:int8-static: no tflite:int8-static artifact that passed parity")
+    # the note lists what the model can be asked for instead, variants included
+    has = notes[0].partition("(certified for this model: ")[2].rstrip(")").split(", ")
+    assert "tflite" in has and "tflite:int8-static" not in has
+    assert all(manifests["digits-cnn-torch"].passed(artifact_key(rt)) for rt in has)
+    assert "tflite:int8-static" in certified_runtimes(manifests["digits-cnn-keras"])
     t = targets[0]
     assert t.path == "/v2/models/digits-cnn-keras@tflite:int8-static/infer" and t.server == "tflite"
     assert Target("direct", t.model, t.runtime).path == "/v2/models/digits-cnn-keras:int8-static/infer"
