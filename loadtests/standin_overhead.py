@@ -8,8 +8,8 @@ one request at a time, batch 1:
 
 Without --attach it starts a stand-in of its own on free loopback ports (over only the measured
 models); with --attach it measures the one `make up` runs (ports from stack settings). The
-stand-in's overhead per request is its p50 minus the in-process p50: what a real
-tensorflow_model_server (C++) could at best remove. Runs in a process of its own (it imports
+stand-in's overhead per request is the median of its per-round difference to the in-process
+call, with a 95% interval: what a real tensorflow_model_server (C++) could at best remove. Runs in a process of its own (it imports
 TensorFlow), so the bench calls it as a subprocess."""
 
 from __future__ import annotations
@@ -77,6 +77,32 @@ def grpc_call(stub, model: str, sample: dict[str, np.ndarray]) -> Callable[[], o
     return lambda: stub.Predict(request, timeout=60)
 
 
+def paired_cost(arm_s: list[float], base_s: list[float], level: float = 0.95) -> dict:
+    """What an arm costs over the base per request, paired by round (both timed back to back in
+    each round, so the machine's drift cancels): the median of the per-round differences, ms, and
+    its distribution-free interval (order statistics of the differences, binomial ranks: no
+    assumption on the shape of latency distributions). An interval that spans 0 is no
+    measurable cost; one below 0 means the base arm ran slower, the machine's noise."""
+    from scipy.stats import binom
+
+    d = np.sort((np.asarray(arm_s) - np.asarray(base_s)) * 1000)
+    n = len(d)
+    j = max(int(binom.ppf((1 - level) / 2, n, 0.5)), 1)  # rank of the lower bound, 1-based
+    return {"median_ms": round(float(np.median(d)), 3),
+            "interval_ms": [round(float(d[j - 1]), 3), round(float(d[n - j]), 3)]}
+
+
+def cost_text(row: dict, arm: str) -> str:
+    """'+3.11 [2.90–3.30]'; 'none measurable (−0.40 [−1.2–0.3])' when the interval spans 0 or
+    lies below it."""
+    c = row[f"overhead_{arm}_ms"]
+    lo, hi = row.get(f"overhead_{arm}_interval_ms") or (None, None)
+    if lo is None:  # a result from before the paired interval
+        return f"{c:+.2f}"
+    text = f"{c:+.2f} [{lo:+.2f} to {hi:+.2f}]"
+    return text if lo > 0 else f"none measurable ({text})"
+
+
 def interleaved(arms: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:
     """Each arm timed once per round, rounds repeated: drift of a shared machine (other processes,
     CPU frequency) then hits every arm alike, so their difference holds though each figure
@@ -139,18 +165,21 @@ def measure(store: Path, models: list[str], url: str, grpc_target: str, requests
             row = {"model": model, "batch": 1, **{arm: _stats(t) for arm, t in times.items()},
                    "request_bytes_json": len(InferRequest.from_arrays(sample).to_tfserving())}
             for arm in ("rest_json", "grpc"):
-                row[f"overhead_{arm}_ms"] = round(row[arm]["p50"] - row["in_process"]["p50"], 3)
+                cost = paired_cost(times[arm], times["in_process"])
+                row[f"overhead_{arm}_ms"] = cost["median_ms"]
+                row[f"overhead_{arm}_interval_ms"] = cost["interval_ms"]
             rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = ("| model | in-process p50 / p99 ms | stand-in REST JSON p50 / p95 / p99 ms | stand-in gRPC "
-            "p50 / p95 / p99 ms | overhead p50 REST / gRPC ms |\n|---|---|---|---|---|\n")
+            "p50 / p95 / p99 ms | cost per request REST / gRPC ms (paired by round, 95% interval) |\n"
+            "|---|---|---|---|---|\n")
     fmt = lambda s: " / ".join(f"{s[k]:.2f}" for k in s if k != "n")  # noqa: E731
     return head + "".join(
         f"| {r['model']} | {r['in_process']['p50']:.2f} / {r['in_process']['p99']:.2f} | {fmt(r['rest_json'])} | "
-        f"{fmt(r['grpc'])} | +{r['overhead_rest_json_ms']:.2f} / +{r['overhead_grpc_ms']:.2f} |\n"
+        f"{fmt(r['grpc'])} | {cost_text(r, 'rest_json')} / {cost_text(r, 'grpc')} |\n"
         for r in rows)  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from loadtests.report import capacity_report, codec_report, edge_report, plots, 
 from loadtests.report.aggregate import Point, aggregate, find, one, outliers, ref_users
 from loadtests.report.verdict import (FORMAT_NAMES, RUNTIMES, runtime_label, verdict,
                                       verdict_method_line)
+from loadtests.standin_overhead import cost_text
 
 Cell = str | list[str]
 
@@ -64,15 +65,16 @@ def standin_sections(results: dict) -> list[Section]:
         return [Section("TF Serving stand-in vs TensorFlow in-process", [f"Not measured: {doc['error']}"])]
     fmt = lambda s: f"{s['p50']:.2f} / {s['p95']:.2f} / {s['p99']:.2f}"  # noqa: E731
     rows = [[r["model"], fmt(r["in_process"]), fmt(r["rest_json"]), fmt(r["grpc"]),
-             f"+{r['overhead_rest_json_ms']:.2f}", f"+{r['overhead_grpc_ms']:.2f}", str(r["in_process"]["n"])]
+             cost_text(r, "rest_json"), cost_text(r, "grpc"), str(r["in_process"]["n"])]
             for r in doc["rows"]]  # fmt: skip
     return [Section("TF Serving stand-in vs TensorFlow in-process", [
         "The same SavedModel, batch 1, one request at a time: called in-process through the session "
         "callable the stand-in itself runs (TF Serving's execution path), and through the stand-in "
         "over TF Serving REST (JSON) and gRPC (TensorProto), the three timed in turn in each round so "
-        "the machine's drift hits them alike. The difference of medians is the stand-in's own cost "
-        "per request (HTTP or gRPC, codec, batching queue, Python): the most a real "
-        "tensorflow_model_server could save. Measured after the load runs, on the stack the bench "
+        "the machine's drift hits them alike. The stand-in's own cost per request (HTTP or gRPC, "
+        "codec, batching queue, Python) is the median of the per-round differences, with its 95% "
+        "distribution-free interval (\"none measurable\" when the interval reaches 0): the most a "
+        "real tensorflow_model_server could save. Measured after the load runs, on the stack the bench "
         "used (python -m loadtests.standin_overhead --attach)."],
         [Table(["model", "in-process p50 / p95 / p99 ms", "stand-in REST JSON ms", "stand-in gRPC ms",
                 "stand-in cost REST ms", "stand-in cost gRPC ms", "rounds"], rows)])]
