@@ -82,7 +82,7 @@ def paired_cost(arm_s: list[float], base_s: list[float], level: float = 0.95) ->
     each round, so the machine's drift cancels): the median of the per-round differences, ms, and
     its distribution-free interval (order statistics of the differences, binomial ranks: no
     assumption on the shape of latency distributions). An interval that spans 0 is no
-    measurable cost; one below 0 means the base arm ran slower, the machine's noise."""
+    measurable cost; one below 0 means the base arm itself ran slower (loadtests/README.md)."""
     from scipy.stats import binom
 
     d = np.sort((np.asarray(arm_s) - np.asarray(base_s)) * 1000)
@@ -93,14 +93,14 @@ def paired_cost(arm_s: list[float], base_s: list[float], level: float = 0.95) ->
 
 
 def cost_text(row: dict, arm: str) -> str:
-    """'+3.11 [2.90–3.30]'; 'none measurable (−0.40 [−1.2–0.3])' when the interval spans 0 or
-    lies below it."""
+    """'+3.11 [+2.90 to +3.30]'; 'none measurable (-0.40 [-1.20 to +0.30])' when the interval
+    spans 0; 'in-process slower (-8.04 [-9.81 to -5.92])' when it lies below 0."""
     c = row[f"overhead_{arm}_ms"]
     lo, hi = row.get(f"overhead_{arm}_interval_ms") or (None, None)
     if lo is None:  # a result from before the paired interval
         return f"{c:+.2f}"
     text = f"{c:+.2f} [{lo:+.2f} to {hi:+.2f}]"
-    return text if lo > 0 else f"none measurable ({text})"
+    return text if lo > 0 else f"in-process slower ({text})" if hi < 0 else f"none measurable ({text})"
 
 
 def interleaved(arms: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:

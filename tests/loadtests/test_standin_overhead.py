@@ -63,6 +63,9 @@ def test_report_section():
     md = to_markdown("t", standin_sections({"standin_overhead": {"rows": [row]}}))
     assert ("| m-keras | 20.00 / 24.00 / 30.00 | 64.00 / 76.80 / 96.00 | 21.50 / 25.80 / 32.25 | "
             "+44.00 [+41.50 to +46.00] | none measurable (-1.50 [-3.00 to +0.50]) | 40 |") in md
+    slower = {**row, "overhead_grpc_ms": -8.04, "overhead_grpc_interval_ms": [-9.81, -5.92]}
+    assert "| in-process slower (-8.04 [-9.81 to -5.92]) |" in to_markdown(
+        "t", standin_sections({"standin_overhead": {"rows": [slower]}}))
     old = {k: v for k, v in row.items() if not k.endswith("_interval_ms")}  # a result from before
     assert "| +44.00 | -1.50 | 40 |" in to_markdown("t", standin_sections({"standin_overhead": {"rows": [old]}}))
     failed = to_markdown("t", standin_sections({"standin_overhead": {"error": "took over 300 s"}}))
