@@ -23,7 +23,7 @@ Supported operators:
   shape        Shape Size Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather
                GatherElements Expand Tile ConstantOfShape Range Constant Pad (constant, reflect)
   math / nn    MatMul Gemm Einsum Softmax LogSoftmax LayerNormalization BatchNormalization
-               ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd
+               ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd CumSum
                Conv (1D/2D, groups, depthwise, auto_pad) MaxPool AveragePool GlobalAveragePool
                GlobalMaxPool (NCHW in and out; NHWC only inside, for tf.nn)
   recurrent    LSTM GRU (forward / reverse / bidirectional, layout 0 and 1, default activations,
@@ -368,6 +368,10 @@ def _gemm(n):
 
 
 _OPS["Einsum"] = lambda n: tf.einsum(n.attr("equation").replace(" ", ""), *n.ins)
+# RoBERTa-style position ids (cumsum of the padding mask); axis is a 0-d tensor input.
+_OPS["CumSum"] = lambda n: tf.math.cumsum(n.ins[0], axis=tf.reshape(n.ins[1], []),
+                                          exclusive=bool(n.attr("exclusive", 0)),
+                                          reverse=bool(n.attr("reverse", 0)))
 
 
 @_op("Softmax", "LogSoftmax")

@@ -152,13 +152,13 @@ def test_two_inputs_two_outputs():
 
 
 def test_unsupported_op_is_named():
-    class Cumulative(nn.Module):
+    class TopTwo(nn.Module):
         def forward(self, x):
-            return torch.cumsum(x, dim=1)
+            return torch.topk(x, 2, dim=1).values
 
-    model = export(Cumulative(), {"x": torch.zeros(2, 5)}, ["y"], {"x": {0: "batch"}})
-    node = next(n for n in model.graph.node if n.op_type == "CumSum")
-    with pytest.raises(UnsupportedOp, match=f"operator CumSum \\(node {node.name}\\)"):
+    model = export(TopTwo(), {"x": torch.zeros(2, 5)}, ["y"], {"x": {0: "batch"}})
+    node = next(n for n in model.graph.node if n.op_type == "TopK")
+    with pytest.raises(UnsupportedOp, match=f"operator TopK \\(node {node.name}\\)"):
         translate(model)
 
 
@@ -217,6 +217,8 @@ NODE_CASES = {
                                   {"group": 3, "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     "conv-1d": ("Conv", {"x": _R.standard_normal((2, 3, 11)).astype(np.float32)},
                 {"w": _R.standard_normal((4, 3, 3)).astype(np.float32)}, {"pads": [2, 1]}),
+    "cumsum-exclusive-reverse": ("CumSum", {"x": _X}, {"axis": _I(-2)}, {"exclusive": 1, "reverse": 1}),
+    "cumsum-int64": ("CumSum", {"x": _I([[1, 1, 0, 0], [1, 0, 1, 1]])}, {"axis": _I(1, dtype=np.int32)}, {}),
     "avgpool-exclude-pad": ("AveragePool", {"x": _X}, {}, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     "gru-no-lbr-reverse-h0": ("GRU", {"x": _R.standard_normal((5, 2, 3)).astype(np.float32)},
                               {"w": _R.standard_normal((1, 12, 3)).astype(np.float32),
