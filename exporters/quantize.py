@@ -30,6 +30,7 @@ that cannot be made (an op without int8 kernels, ...) is recorded in `failed` wi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -77,6 +78,8 @@ class Variant:
     from_source: bool = False  # built from the source model, not from the source_format file
     # why it cannot be built from this certified source artifact (known in advance), or None
     blocked: Callable[[Artifact], str | None] | None = None
+    # built in a child process: its converter can abort the process (a C++ check, no exception)
+    isolated: bool = False
 
     @property
     def key(self) -> str:
@@ -158,7 +161,7 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("tflite", "int8-dynamic", "savedmodel", "TFLite dynamic-range int8 (Optimize.DEFAULT)", _tflite("int8-dynamic")),
         Variant("tflite", "int8-static", "savedmodel", "TFLite full-integer int8 (TFLITE_BUILTINS_INT8, float32 I/O), "
-                "calibrated on the reference batch", _tflite("int8-static"), calibrated=True),
+                "calibrated on the reference batch", _tflite("int8-static"), calibrated=True, isolated=True),
         Variant("tflite", "fp16", "savedmodel", "TFLite float16 weights", _tflite("fp16")),
         Variant("onnx", "int8-dynamic", "onnx", "onnxruntime.quantization.quantize_dynamic (int8 weights)", _onnx_dynamic),
         Variant("onnx", "int8-static", "onnx", "onnxruntime.quantization.quantize_static (QDQ, int8, MinMax), "
@@ -173,6 +176,64 @@ SOURCE_VARIANTS: dict[str, Variant] = {
                 blocked=lambda float_artifact: target("executorch").int8_blocked(float_artifact)),
     )
 }  # fmt: skip
+
+
+ISOLATED_TIMEOUT_S = 900
+
+
+class ConverterDied(Exception):
+    """An isolated build's child process ended without an answer (killed by a signal, aborted)."""
+
+
+def _build_in_child(manifest: Manifest, store: Path, key: str, origin: Path, dest: Path,
+                    calibration: Inputs | None, thresholds: Thresholds, answer: Path) -> None:
+    """The child's body: build one variant, then run its certificate; each step's result is in
+    `answer` (JSON) before the next starts, so the parent knows which one died."""
+    variant = VARIANTS[key]
+    try:
+        converters = variant.build(origin, dest, calibration)
+    except Exception as e:  # noqa: BLE001 - handed to the parent as this variant's failure
+        answer.write_text(json.dumps({"error": root_cause(e)}))
+        return
+    answer.write_text(json.dumps({"converters": converters}))
+    parity = certify(manifest, store, variant, dest, thresholds)
+    answer.write_text(json.dumps({"converters": converters, "parity": parity.model_dump(mode="json")}))
+
+
+def _isolated(manifest: Manifest, store: Path, variant: Variant, origin: Path, dest: Path,
+              calibration: Inputs | None, thresholds: Thresholds,
+              body: Callable[..., None] = _build_in_child) -> tuple[dict[str, str], Parity]:
+    """Build and certify in a spawned child: TFLite aborts the whole process on some int8 models
+    (a Hugging Face RoBERTa from config: LiteRT dies running the full-integer model, SIGABRT,
+    no Python exception), which would take the other variants and the manifest with it.
+    (converters, certificate); the certificate is a failed one if the run died; raises
+    ConverterDied if the build itself did not answer."""
+    import multiprocessing
+    import signal
+
+    answer = dest.parent / ".build-answer.json"
+    child = multiprocessing.get_context("spawn").Process(
+        target=body, args=(manifest, store, variant.key, origin, dest, calibration, thresholds, answer),
+        daemon=True)  # fmt: skip
+    child.start()
+    child.join(ISOLATED_TIMEOUT_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    code = child.exitcode
+    how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
+    doc = json.loads(answer.read_text()) if answer.is_file() else {}
+    answer.unlink(missing_ok=True)
+    if "error" in doc:
+        raise ConverterDied(doc["error"])
+    if "converters" not in doc:
+        raise ConverterDied(f"the converter process died ({how}) without a Python error")
+    if "parity" not in doc:  # built, then the runtime died running it: the certificate fails
+        rt = RUNTIMES[RUNTIME_OF_FORMAT[variant.format]]
+        why = f"{rt.label} died running the {variant.key} model on the reference batch ({how})"
+        return doc["converters"], Parity(ok=False, runtime=rt.parity_runner, batch_sizes=[], tolerance=None,
+                                         error=why)
+    return doc["converters"], Parity.model_validate(doc["parity"])
 
 
 def certify(manifest: Manifest, store: Path, variant: Variant, path: Path, thresholds: Thresholds) -> Parity:
@@ -294,15 +355,21 @@ def _one(manifest: Manifest, store: Path, variant: Variant, thresholds: Threshol
         try:
             with captured(log_path):  # converters print a lot (MLIR, XNNPACK, onnxruntime warnings)
                 origin = source if variant.from_source else manifest.artifact_path(store, variant.source_format)
-                built = variant.build(origin, path, calibration if variant.calibrated else None)
+                calib = calibration if variant.calibrated else None
+                if variant.isolated:
+                    built, cert = _isolated(manifest, store, variant, origin, path, calib, thresholds)
+                else:
+                    built, cert = variant.build(origin, path, calib), None
         except Exception as e:  # noqa: BLE001 - any converter failure is this variant's failure
-            message = f"no {key}: {variant.method} failed: {root_cause(e)}; converter log: {log_path}"
+            cause = str(e) if isinstance(e, ConverterDied) else root_cause(e)
+            message = f"no {key}: {variant.method} failed: {cause}; converter log: {log_path}"
             manifest.failed[key] = ExportFailure(error=message, log=str(log_path.relative_to(store)))
             log.error("[%s] %s", name, message)
             return Row(name, key, False, message=message, seconds=time.perf_counter() - start)
         seconds = time.perf_counter() - start
-        with captured(log_path):
-            cert = certify(manifest, store, variant, path, thresholds)
+        if cert is None:
+            with captured(log_path):
+                cert = certify(manifest, store, variant, path, thresholds)
         final = model_dir / f"{variant.format}-{variant.name}"
         store_io.replace_dir(staging, final)
         path = final / str(version) / variant.filename

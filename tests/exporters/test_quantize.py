@@ -3,6 +3,8 @@ models (digits-mlp-*, digits-cnn-*): each variant derives from a certified float
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -180,3 +182,40 @@ def test_examples_exit_code_counts_float_artifacts_but_quantize_counts_variants(
     assert e.value.exit_code == 1
     with pytest.raises(typer.Exit):  # a float artifact's failure still fails examples
         _finish([*rows, Row("m", "tflite", False, message="parity")], tmp_path, variants_fail=False)
+
+
+# Bodies for the isolated build's child (module level: the spawned child imports them from here).
+def _child_aborts_running_the_model(manifest, store, key, origin, dest, calibration, thresholds, answer):
+    answer.write_text(json.dumps({"converters": {"tensorflow": "x"}}))  # built: then the runtime dies
+    os.abort()
+
+
+def _child_aborts_converting(*args):
+    os.abort()
+
+
+def _child_raises(manifest, store, key, origin, dest, calibration, thresholds, answer):
+    answer.write_text(json.dumps({"error": "ValueError: Quantization not yet supported for op: 'CUMSUM'"}))
+
+
+def test_a_converter_or_runtime_that_aborts_the_process_fails_only_its_variant(real_store, tmp_path) -> None:
+    """TFLite's full-integer int8 variant is built and certified in a child process: LiteRT aborted
+    (SIGABRT, no Python exception) running a Hugging Face RoBERTa's int8 model, which used to take the
+    whole `exporters quantize` with it."""
+    from exporters.quantize import VARIANTS, ConverterDied, Thresholds, _isolated
+
+    variant = VARIANTS["tflite:int8-static"]
+    assert variant.isolated and not VARIANTS["tflite:int8-dynamic"].isolated
+    manifest = load_manifest(real_store / "digits-cnn-keras")
+    dest = tmp_path / "1" / "model.tflite"
+    dest.parent.mkdir(parents=True)
+    run = lambda body: _isolated(manifest, real_store, variant, tmp_path, dest, None, Thresholds(), body)  # noqa: E731
+    converters, cert = run(_child_aborts_running_the_model)
+    assert converters == {"tensorflow": "x"} and not cert.ok
+    assert cert.error == ("TFLite (LiteRT) died running the tflite:int8-static model on the reference batch "
+                          "(killed by SIGABRT)")
+    with pytest.raises(ConverterDied, match=r"the converter process died \(killed by SIGABRT\) without a Python error"):
+        run(_child_aborts_converting)
+    with pytest.raises(ConverterDied, match="^ValueError: Quantization not yet supported for op: 'CUMSUM'$"):
+        run(_child_raises)
+    assert not (tmp_path / "1" / ".build-answer.json").exists()
