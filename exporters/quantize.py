@@ -206,8 +206,8 @@ def _isolated(manifest: Manifest, store: Path, variant: Variant, origin: Path, d
     """Build and certify in a spawned child: TFLite aborts the whole process on some int8 models
     (a Hugging Face RoBERTa from config: LiteRT dies running the full-integer model, SIGABRT,
     no Python exception), which would take the other variants and the manifest with it.
-    (converters, certificate); the certificate is a failed one if the run died; raises
-    ConverterDied if the build itself did not answer."""
+    (converters, certificate); raises ConverterDied if the build or the certificate's run did not
+    answer, so a model that kills its runtime is a failed variant and never reaches the store."""
     import multiprocessing
     import signal
 
@@ -228,11 +228,10 @@ def _isolated(manifest: Manifest, store: Path, variant: Variant, origin: Path, d
         raise ConverterDied(doc["error"])
     if "converters" not in doc:
         raise ConverterDied(f"the converter process died ({how}) without a Python error")
-    if "parity" not in doc:  # built, then the runtime died running it: the certificate fails
-        rt = RUNTIMES[RUNTIME_OF_FORMAT[variant.format]]
-        why = f"{rt.label} died running the {variant.key} model on the reference batch ({how})"
-        return doc["converters"], Parity(ok=False, runtime=rt.parity_runner, batch_sizes=[], tolerance=None,
-                                         error=why)
+    if "parity" not in doc:  # built, then its runtime died running it: never stored, never served
+        label = RUNTIMES[RUNTIME_OF_FORMAT[variant.format]].label
+        raise ConverterDied(f"{label} died running the {variant.key} model on the reference batch ({how}); "
+                            f"not stored: its server would die loading or warming it up")
     return doc["converters"], Parity.model_validate(doc["parity"])
 
 
