@@ -217,11 +217,13 @@ def _isolated(manifest: Manifest, store: Path, variant: Variant, origin: Path, d
         daemon=True)  # fmt: skip
     child.start()
     child.join(ISOLATED_TIMEOUT_S)
-    if child.is_alive():
+    timed_out = child.is_alive()
+    if timed_out:
         child.kill()
         child.join()
     code = child.exitcode
-    how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
+    how = (f"killed after the {ISOLATED_TIMEOUT_S} s bound" if timed_out else
+           f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
     doc = json.loads(answer.read_text()) if answer.is_file() else {}
     answer.unlink(missing_ok=True)
     if "error" in doc:
