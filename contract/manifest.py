@@ -205,6 +205,10 @@ class Manifest(BaseModel):
         out.update({k.removeprefix(prefix): a for k, a in self.artifacts.items() if k.startswith(prefix)})
         return out
 
+    def certified_variants(self, fmt: str) -> list[str]:
+        """The variants of one format whose certificate passed (what can be served), sorted."""
+        return sorted(v for v, a in self.variants(fmt).items() if a and a.parity.ok)
+
     def load_reference(
         self, store: Path
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray | None]:

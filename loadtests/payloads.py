@@ -250,7 +250,7 @@ def certified_runtimes(m: Manifest) -> list[str]:
     out = []
     for runtime, fmt in sorted(FORMAT_OF_RUNTIME.items()):
         out += [runtime] if m.passed(fmt) else []
-        out += [f"{runtime}{VARIANT_SEP}{v}" for v in sorted(m.variants(fmt)) if m.passed(variant_key(fmt, v))]
+        out += [f"{runtime}{VARIANT_SEP}{v}" for v in m.certified_variants(fmt)]
     return out
 
 

@@ -128,7 +128,7 @@ class Router:
         known = model.variants(fmt)
         target = f"{model.name}{SEP}{runtime}{VARIANT_SEP}{variant}"
         if variant not in known:
-            routable = [f"{model.name}{SEP}{runtime}{VARIANT_SEP}{v}" for v, a in known.items() if a and a.parity.ok]
+            routable = [f"{model.name}{SEP}{runtime}{VARIANT_SEP}{v}" for v in model.certified_variants(fmt)]
             return (f"unknown variant {variant!r} in {target!r}; variants of {model.name} on {runtime}: "
                     f"{', '.join(routable) or 'none'} (exporters: python -m exporters quantize)")  # fmt: skip
         art = known[variant]
