@@ -78,30 +78,52 @@ def report(results: Path = typer.Argument(..., exists=True, help="a bench's resu
 
 @app.command()
 def compare(
-    a: Path = typer.Argument(..., exists=True, help="first results.json"),
-    b: Path = typer.Argument(..., exists=True, help="second results.json (same profile)"),
+    benches: list[Path] = typer.Argument(..., exists=True, help="results.json of two or more "
+                                         "benches of the same profile, oldest first"),
     tolerance: float = typer.Option(0.15, help="relative difference counted as agreement"),
     negligible: float = typer.Option(None, help="verdicts: ratio within 1 +- this is a tie "
                                                 "(default BENCH_NEGLIGIBLE or 0.10)"),
     confidence: float = typer.Option(None, help="verdicts: confidence of the ratio's interval "
                                                 "(default BENCH_CONFIDENCE or 0.95)"),
+    resample: str = typer.Option("", help="also estimate the agreement two benches would reach "
+                                          "with these repeats per point, e.g. 3,6,12 (a "
+                                          "bootstrap of the given benches' runs)"),
+    pairs: int = typer.Option(20, help="--resample: resampled pairs of benches per repeat count"),
 ):
-    """Repeatability: how far two benches of the same profile differ, per runtime and per point,
-    and whether their verdicts agree (the same answer per comparison, no opposite winners)."""
+    """Repeatability: how far benches of the same profile differ, per runtime and per point, and
+    whether their verdicts agree (the same answer per comparison, no opposite winners), every
+    pair; with --resample, what more repeats per point would buy."""
+    import json
     from dataclasses import replace
+    from itertools import combinations
 
-    from loadtests.report.compare import agreement_files, compare_files, render, render_agreement
+    from loadtests.report.compare import (agreement, compare as compare_points, expected_agreement,
+                                          render, render_agreement, render_expected)
     from loadtests.report.stats import Method
 
     try:
         method = replace(Method.from_env(), **{k: v for k, v in (
             ("negligible", negligible), ("confidence", confidence)) if v is not None})
+        counts = [int(x) for x in resample.split(",") if x.strip()]
+        if len(benches) < 2:
+            raise ValueError("give at least two results.json")
     except ValueError as e:
         typer.echo(f"compare: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(render(compare_files(a, b), tolerance))
-    typer.echo("")
-    typer.echo(render_agreement(agreement_files(a, b, method)))
+    loaded = [json.loads(p.read_text()) for p in benches]
+    for (i, a), (j, b) in combinations(enumerate(loaded), 2):
+        if len(loaded) > 2:
+            typer.echo(f"== {benches[i]} vs {benches[j]}")
+        typer.echo(render(compare_points(a, b), tolerance))
+        typer.echo("")
+        typer.echo(render_agreement(agreement(a, b, method)))
+        typer.echo("")
+    for n in counts:
+        try:
+            typer.echo(render_expected(expected_agreement(loaded, n, pairs, method)))
+        except ValueError as e:
+            typer.echo(f"compare: {e}", err=True)
+            raise typer.Exit(2) from None
 
 
 @app.command()

@@ -1,5 +1,7 @@
 """Repeatability of the bench: two results.json of the same profile, point by point and per runtime,
-and whether their verdicts agree (the same answer in each comparison, never opposite winners).
+and whether their verdicts agree (the same answer in each comparison, never opposite winners);
+and, from several benches, how often two benches with N repeats per point would agree
+(expected_agreement: a bootstrap of benches).
 
 Open-loop points are left out: their throughput is the offered rate, and the rate itself is derived
 from each bench's own closed-loop peak."""
@@ -9,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from loadtests.report import stats
-from loadtests.report.aggregate import aggregate
+from loadtests.report.aggregate import aggregate, repeats as repeats_of
 from loadtests.report.verdict import verdict
 
 
@@ -59,9 +64,6 @@ def render(result: dict, tolerance: float = 0.15) -> str:
                      f"{p['p50_ms'][0]:>7.2f} {p['p50_ms'][1]:>7.2f} {p['p50_diff']:>6.1%}")  # fmt: skip
     return "\n".join(lines)
 
-
-def compare_files(a: Path, b: Path) -> dict:
-    return compare(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()))
 
 
 # The figures of an answer (ratios, intervals, repeats still needed, the edge row's sizes and
@@ -130,5 +132,64 @@ def render_agreement(result: dict, bar: float = 0.9) -> str:
     return "\n".join(lines)
 
 
-def agreement_files(a: Path, b: Path, method: stats.Method | None = None) -> dict:
-    return agreement(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()), method)
+
+def resampled_bench(benches: list[dict], repeats: int, rng: np.random.Generator) -> dict:
+    """A bench as this machine might give it next time: each closed-loop gateway point (what the
+    verdict's throughput and latency comparisons read) gets `repeats` runs drawn with replacement
+    from that point's runs in all the given benches, so the drift between benches is in it, not
+    only the noise within one. The rest is the last bench's, less its edge phase (its rounds are
+    not resampled: it would agree with itself)."""
+    if repeats < 2:
+        raise ValueError(f"repeats={repeats}: at least 2 per point")
+    points: dict[tuple, list[dict]] = {}
+    for bench in benches:
+        for key, runs in repeats_of(bench).items():
+            if key[:2] == ("gateway", "closed"):
+                points.setdefault(key, []).extend(runs)
+    out = {k: v for k, v in benches[-1].items() if k not in ("runs", "edge")}
+    out["runs"] = [r for r in benches[-1]["runs"]
+                   if (r.get("via"), r.get("mode")) != ("gateway", "closed")]
+    for key in sorted(points):
+        runs = points[key]
+        out["runs"] += [runs[i] for i in rng.integers(0, len(runs), repeats)]
+    return out
+
+
+def expected_agreement(benches: list[dict], repeats: int, pairs: int = 20,
+                       method: stats.Method | None = None, seed: int = 20261207) -> dict:
+    """Bootstrap of benches: how often two benches with `repeats` runs per point would give the
+    same verdicts, drawn from the runs of the benches measured (resampled_bench). Answers "would
+    more repeats make the verdict reproducible on this machine?" without hours of benches: with
+    more repeats the intervals narrow, so comparisons far from a decision edge settle, but one
+    whose ratio sits at an edge (±negligible, or an interval's width beyond it) flips at any
+    count. The edge phase is left out (see resampled_bench)."""
+    if len(benches) < 2 or pairs < 1:
+        raise ValueError("needs at least 2 benches and 1 pair")
+    method = method or stats.Method.from_env()
+    rng = np.random.default_rng(seed)
+    same, answers, opposite, differ, n = [], [], 0, Counter(), 0
+    for _ in range(pairs):
+        ag = agreement(resampled_bench(benches, repeats, rng),
+                       resampled_bench(benches, repeats, rng), method)
+        n = len(ag["comparisons"])
+        same.append(ag["comparisons_same"] / n if n else 1.0)
+        answers.append(ag["answers_same"] / len(ag["answers"]) if ag["answers"] else 1.0)
+        opposite += ag["opposite"]
+        differ.update(f"{c['question']} [{c['arch']}] {c['key']}"
+                      for c in ag["comparisons"] if not c["same"])
+    return {"repeats": repeats, "pairs": pairs, "benches": len(benches), "comparisons": n,
+            "comparisons_same": same, "answers_same": answers, "opposite": opposite,
+            "differ": differ.most_common()}
+
+
+def render_expected(result: dict, bar: float = 0.9, top: int = 5) -> str:
+    same, answers = np.asarray(result["comparisons_same"]), np.asarray(result["answers_same"])
+    lines = [f"with {result['repeats']} repeats per point (bootstrap of {result['benches']} "
+             f"benches, {result['pairs']} pairs, {result['comparisons']} comparisons, edge phase "
+             f"left out): comparisons the same {same.mean():.0%} on average "
+             f"[{same.min():.0%}-{same.max():.0%}], >= {bar:.0%} in {(same >= bar).sum()} of "
+             f"{same.size} pairs; answers the same {answers.mean():.0%} "
+             f"[{answers.min():.0%}-{answers.max():.0%}]; opposite winners {result['opposite']}"]
+    lines += [f"  differed in {k} of {result['pairs']} pairs: {name}"
+              for name, k in result["differ"][:top]]
+    return "\n".join(lines)

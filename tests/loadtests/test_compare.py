@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 
-from loadtests.report.compare import agreement, answer_class, compare, render, render_agreement
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from loadtests.__main__ import app
+from loadtests.report.compare import (agreement, answer_class, compare, expected_agreement,
+                                      render, render_agreement, render_expected, resampled_bench)
 from tests.loadtests import synthetic
 
 
@@ -91,3 +98,73 @@ def test_edge_answers_compare_by_their_leaders_not_their_figures():
     assert answer_class(other) != answer_class(decided)  # another winner
     smaller = a.replace("smallest TFLite (float)", "smallest ExecuTorch (float)")
     assert answer_class(smaller) != answer_class(a)
+
+
+def _closed_points(bench):
+    out = {}
+    for r in bench["runs"]:
+        if (r.get("via"), r.get("mode"), r.get("ok")) == ("gateway", "closed", True):
+            out.setdefault((r["model"], r["runtime"], r["users"]), []).append(r["rps"])
+    return out
+
+
+def test_a_resampled_bench_draws_each_point_from_every_bench():
+    a = synthetic.results()
+    b = _scaled(a, "torchserve", 0.5)
+    b["edge"] = {"models": {}}
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(10):
+        s = resampled_bench([a, b], 4, rng)
+        points = _closed_points(s)
+        assert points.keys() == _closed_points(a).keys()
+        assert all(len(v) == 4 for v in points.values())
+        theirs = set(_closed_points(a)[("digits-cnn-torch", "torchserve", 8)]
+                     + _closed_points(b)[("digits-cnn-torch", "torchserve", 8)])
+        drawn = points[("digits-cnn-torch", "torchserve", 8)]
+        assert set(drawn) <= theirs
+        seen |= {"a" if x > 1000 else "b" for x in drawn}  # a: 1200 +-2%, b: 600 +-2%
+        assert "edge" not in s  # the edge phase's rounds are not resampled
+        assert [r for r in s["runs"] if r["mode"] == "open"] == [r for r in b["runs"] if r["mode"] == "open"]
+    assert seen == {"a", "b"}
+    with pytest.raises(ValueError, match="at least 2"):
+        resampled_bench([a, b], 1, rng)
+
+
+def test_benches_that_agree_are_expected_to_agree():
+    a = synthetic.results()
+    result = expected_agreement([a, copy.deepcopy(a)], repeats=3, pairs=3)
+    assert result["comparisons"] >= 20 and min(result["comparisons_same"]) == 1.0
+    assert result["opposite"] == 0 and result["differ"] == []
+    assert "100% on average" in render_expected(result) and "differed" not in render_expected(result)
+
+
+def test_a_point_that_moved_between_benches_is_expected_to_flip_its_comparisons():
+    """TorchServe 1.33x TF Serving in one bench, 1.07x in the other: drawn from both, the
+    comparison lands on either side of the 10% edge, and more repeats do not settle it."""
+    a = synthetic.results()
+    b = _scaled(a, "torchserve", 0.8)
+    for n in (3, 12):
+        result = expected_agreement([a, b], repeats=n, pairs=6)
+        assert min(result["comparisons_same"]) < 1.0
+        names = [name for name, _ in result["differ"]]
+        assert any("TorchServe" in k and "TF Serving" in k for k in names)
+        assert all("TorchServe" in k for k in names)  # nothing else moved
+        assert result["opposite"] == 0  # 1.33x vs 1.07x: a winner or undecided, never the other
+        assert "differed in" in render_expected(result)
+    with pytest.raises(ValueError):
+        expected_agreement([a], repeats=3)
+
+
+def test_compare_cli_compares_every_pair_and_estimates_more_repeats(tmp_path):
+    a = synthetic.results()
+    files = []
+    for i, bench in enumerate((a, copy.deepcopy(a), _scaled(a, "torchserve", 0.8))):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(bench))
+    out = CliRunner().invoke(app, ["compare", *map(str, files), "--resample", "3", "--pairs", "2"])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("verdicts (") == 3  # 3 pairs
+    assert "with 3 repeats per point (bootstrap of 3 benches, 2 pairs" in out.output
+    one = CliRunner().invoke(app, ["compare", str(files[0])])
+    assert one.exit_code == 2 and "at least two" in one.output
