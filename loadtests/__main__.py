@@ -104,9 +104,12 @@ def compare(
     try:
         method = replace(Method.from_env(), **{k: v for k, v in (
             ("negligible", negligible), ("confidence", confidence)) if v is not None})
-        counts = [int(x) for x in resample.split(",") if x.strip()]
         if len(benches) < 2:
             raise ValueError("give at least two results.json")
+        counts = [int(x) for x in resample.split(",") if x.strip().isdigit() and int(x) >= 2]
+        if len(counts) != len([x for x in resample.split(",") if x.strip()]) or pairs < 1:
+            raise ValueError(f"--resample {resample!r} --pairs {pairs}: repeat counts are whole "
+                             "numbers >= 2 (e.g. 3,6,12), pairs >= 1")
     except ValueError as e:
         typer.echo(f"compare: {e}", err=True)
         raise typer.Exit(2) from None
@@ -119,11 +122,7 @@ def compare(
         typer.echo(render_agreement(agreement(a, b, method)))
         typer.echo("")
     for n in counts:
-        try:
-            typer.echo(render_expected(expected_agreement(loaded, n, pairs, method)))
-        except ValueError as e:
-            typer.echo(f"compare: {e}", err=True)
-            raise typer.Exit(2) from None
+        typer.echo(render_expected(expected_agreement(loaded, n, pairs, method)))
 
 
 @app.command()

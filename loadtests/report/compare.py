@@ -8,11 +8,9 @@ from each bench's own closed-loop peak."""
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -63,7 +61,6 @@ def render(result: dict, tolerance: float = 0.15) -> str:
         lines.append(f"{name:<48} {p['rps'][0]:>9.1f} {p['rps'][1]:>9.1f} {p['rps_diff']:>6.1%} "
                      f"{p['p50_ms'][0]:>7.2f} {p['p50_ms'][1]:>7.2f} {p['p50_diff']:>6.1%}")  # fmt: skip
     return "\n".join(lines)
-
 
 
 # The figures of an answer (ratios, intervals, repeats still needed, the edge row's sizes and
@@ -130,7 +127,6 @@ def render_agreement(result: dict, bar: float = 0.9) -> str:
             lines.append(f"  {flag:<8} {c['question']} [{c['arch']}] {c['key']}: "
                          f"{c['a']} vs {c['b']}")
     return "\n".join(lines)
-
 
 
 def resampled_bench(benches: list[dict], repeats: int, rng: np.random.Generator) -> dict:

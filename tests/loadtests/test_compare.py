@@ -168,3 +168,7 @@ def test_compare_cli_compares_every_pair_and_estimates_more_repeats(tmp_path):
     assert "with 3 repeats per point (bootstrap of 3 benches, 2 pairs" in out.output
     one = CliRunner().invoke(app, ["compare", str(files[0])])
     assert one.exit_code == 2 and "at least two" in one.output
+    for bad in (["--resample", "1"], ["--resample", "3,x"], ["--resample", "3", "--pairs", "0"]):
+        out = CliRunner().invoke(app, ["compare", *map(str, files[:2]), *bad])
+        assert out.exit_code == 2 and "whole numbers >= 2" in out.output, bad
+        assert "verdicts (" not in out.output  # refused before any work
