@@ -137,8 +137,10 @@ def test_unknown_example_exits_2_before_any_worker_starts(monkeypatch, tmp_path)
 
 @pytest.fixture(scope="module")
 def two_mlps(tmp_path_factory):
-    """The real thing on the two cheapest examples, ONNX only, tolerance 0: each ONNX artifact
-    differs from its source by ~1e-6, so both fail parity (exit 1) and are still reported."""
+    """The real thing on the two cheapest examples, ONNX and SavedModel, tolerance 0: an artifact
+    whose outputs differ from its source's at all (~1e-6) fails parity and is still reported.
+    Which ones differ depends on the CPU's kernels (on an AMD EPYC with AVX-512 the Keras MLP's
+    ONNX file computed bit-identical outputs), so the test reads which failed from the manifests."""
     store = tmp_path_factory.mktemp("mlps") / "store"
     names = ["digits-mlp-keras", "digits-mlp-torch"]
     done = subprocess.run([sys.executable, "-m", "exporters", "examples", *names, "--store", str(store),
@@ -149,19 +151,26 @@ def two_mlps(tmp_path_factory):
 
 def test_real_export_in_two_workers_reads_as_a_sequential_run(two_mlps):
     store, names, done = two_mlps
-    assert done.returncode == 1, done.stderr[-3000:]
     blocks = re.findall(r"^\[([\w-]+)\]", done.stderr, re.M)
     starts = start_order(names, cli.EXAMPLE_SECONDS)
     assert blocks == sorted(blocks, key=starts.index) and set(blocks) == set(names)  # contiguous, in start order
     table = [ln.split()[:3] for ln in done.stdout.splitlines() if ln.startswith("digits-")]
     assert [t[:2] for t in table] == [[n, f] for n in names for f in ("onnx", "savedmodel")]
-    onnx = {t[0]: t[2] for t in table if t[1] == "onnx"}
-    assert onnx == {n: "FAIL" for n in names}
+    status = {(t[0], t[1]): t[2] for t in table}
+    failed = []
     for name in names:
         m = load_manifest(store / name)
-        assert m.artifacts["onnx"].parity.ok is False and m.artifacts["onnx"].parity.max_abs_error > 0
-        assert m.artifacts["onnx"].parity.tolerance == 0
-    assert f"artifacts failed: {names[0]}/onnx" in done.stderr
+        for fmt in ("onnx", "savedmodel"):
+            parity = m.artifacts[fmt].parity
+            assert parity.tolerance == 0
+            assert parity.ok == (parity.max_abs_error == 0), (name, fmt)  # only exact passes
+            assert status[(name, fmt)] == ("ok" if parity.ok else "FAIL"), (name, fmt)
+            failed += [] if parity.ok else [f"{name}/{fmt}"]
+    # a torch model through ONNX and onnx_tf is never bit-exact: some artifact fails, so exit 1
+    assert any(f.startswith("digits-mlp-torch/") for f in failed), failed
+    assert done.returncode == 1, done.stderr[-3000:]
+    summary = next(ln for ln in done.stderr.splitlines() if "artifacts failed: " in ln)
+    assert all(f in summary for f in failed), (summary, failed)
 
 
 def pid_then_sleep(name: str) -> Outcome:
