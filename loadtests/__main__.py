@@ -106,13 +106,14 @@ def compare(
             ("negligible", negligible), ("confidence", confidence)) if v is not None})
         if len(benches) < 2:
             raise ValueError("give at least two results.json")
-        counts = [int(x) for x in resample.split(",") if x.strip().isdigit() and int(x) >= 2]
-        if len(counts) != len([x for x in resample.split(",") if x.strip()]) or pairs < 1:
+        parts = [x.strip() for x in resample.split(",") if x.strip()]
+        if not all(x.isdigit() and int(x) >= 2 for x in parts) or pairs < 1:
             raise ValueError(f"--resample {resample!r} --pairs {pairs}: repeat counts are whole "
                              "numbers >= 2 (e.g. 3,6,12), pairs >= 1")
     except ValueError as e:
         typer.echo(f"compare: {e}", err=True)
         raise typer.Exit(2) from None
+    counts = [int(x) for x in parts]
     loaded = [json.loads(p.read_text()) for p in benches]
     for (i, a), (j, b) in combinations(enumerate(loaded), 2):
         if len(loaded) > 2:
