@@ -142,9 +142,10 @@ def _onnx_static(src: Path, dest: Path, calibration: Inputs | None) -> dict[str,
     pre = dest.with_name("preprocessed.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     # Per-channel weights (one scale per output channel instead of per tensor), as TFLite's
-    # full-integer quantizer does for convolutions and ExecuTorch's XNNPACK one does here. Per tensor, digits-cnn-keras trained on an
-    # AMD EPYC (AVX-512) flipped 1 of its 32 reference samples (max abs error 0.31, certificate
-    # failed); per channel, none (0.22); no example was worse (2026-12-07).
+    # full-integer quantizer does for convolutions and ExecuTorch's XNNPACK one does here. Per
+    # tensor, digits-cnn-keras trained on an AMD EPYC (AVX-512) flipped 1 of its 32 reference
+    # samples (max abs error 0.31, certificate failed); per channel, none (0.22); no example was
+    # worse (2026-12-07).
     quantize_static(str(pre), str(dest), _Reader(calibration or {}), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)  # fmt: skip
     pre.unlink()
